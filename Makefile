@@ -1,0 +1,59 @@
+# photon: `make` builds the CPU tools in bin/, `make test` runs every test,
+# `make demo` runs the README's first command.
+CC ?= cc
+CXX ?= c++
+OPT ?= -O2 -march=native
+CFLAGS ?= $(OPT)
+WARN = -Wall -Wextra -Werror
+STD = -std=c99 -D_POSIX_C_SOURCE=200809L
+LDLIBS = -lm
+SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+TOOLS = bin/photon-train bin/photon-eval
+HEADERS = photon.h tools/cli.h
+
+.PHONY: all test test-unit test-tools test-cxx test-asan demo clean
+all: $(TOOLS)
+
+bin/%: tools/%.c $(HEADERS)
+	@mkdir -p bin
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+bin/test_photon: tests/test_photon.c $(HEADERS)
+	@mkdir -p bin
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# the same tests and tools under AddressSanitizer and UBSan
+bin/asan/%: tools/%.c $(HEADERS)
+	@mkdir -p bin/asan
+	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
+bin/asan/test_photon: tests/test_photon.c $(HEADERS)
+	@mkdir -p bin/asan
+	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
+
+# photon.h must build as C99 (gcc and clang) and as C++ with warnings as errors
+test-cxx:
+	@mkdir -p bin
+	printf '#define PHOTON_IMPLEMENTATION\n#include "../photon.h"\nint main(void){return 0;}\n' > bin/impl_check.c
+	cp bin/impl_check.c bin/impl_check.cpp
+	$(CC) $(STD) -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_c.o
+	$(CXX) -std=c++11 $(WARN) -c bin/impl_check.cpp -o bin/impl_check_cpp.o
+	if command -v clang >/dev/null; then clang $(STD) -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_clang.o; fi
+
+test-unit: bin/test_photon
+	./bin/test_photon
+
+test-tools: $(TOOLS)
+	bash tests/test_tools.sh bin
+
+test-asan: bin/asan/test_photon bin/asan/photon-train bin/asan/photon-eval
+	./bin/asan/test_photon
+	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
+
+test: test-cxx test-unit test-tools test-asan
+
+demo: $(TOOLS)
+	bash examples/demo.sh
+
+clean:
+	rm -rf bin

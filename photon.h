@@ -1,0 +1,2492 @@
+/* photon.h - federated pre-training of GPT-style language models, in one C header.
+
+   USAGE
+   -----
+   In exactly one C or C++ file:
+
+       #define PHOTON_IMPLEMENTATION
+       #include "photon.h"
+
+   Everywhere else include it without the define. The header needs libc and
+   libm only. Options, defined before the include that has PHOTON_IMPLEMENTATION:
+
+       PHOTON_MALLOC(n), PHOTON_FREE(p)  your allocator (default malloc/free)
+       PHOTON_ASSERT(x)                  internal invariants (default assert)
+       PHOTONDEF                         linkage of the public functions
+                                         (default extern; PHOTON_STATIC makes
+                                         them static)
+       PHOTON_NO_FSYNC                   skip fsync() before the atomic rename
+
+   On POSIX systems files are fsync()ed before they are renamed into place; a
+   strict -std=c99 build must then define _POSIX_C_SOURCE=200809L (otherwise
+   fsync is skipped and only the rename keeps writes atomic).
+
+   WHAT IT DOES
+   ------------
+   Photon (Sani, Iacob et al., arXiv 2411.02908) pre-trains a language model
+   across silos that never share data and talk rarely: each client trains its
+   own copy for many local steps, then sends only the change of its weights
+   (the delta), and an aggregator averages the deltas and applies an outer
+   optimizer. This header holds every piece a client or an aggregator needs:
+
+     1. the model: GPT-2's decoder-only transformer (token and learned position
+        embeddings, pre-LayerNorm blocks with causal multi-head attention and a
+        4x tanh-GELU MLP, a final LayerNorm and an output head tied to the token
+        embedding), as forward/backward pairs over one parameter buffer;
+     2. the local optimizer: AdamW with decoupled weight decay, global
+        gradient-norm clipping, and a warmup + cosine learning-rate schedule
+        that runs on a global step clock stored in the checkpoint;
+     3. data: llm.c token shards and plain text read as bytes (vocab 256),
+        served as batches of consecutive windows from a resumable position;
+     4. files: safetensors checkpoints with Hugging Face GPT-2 tensor names
+        (they load into transformers' GPT2LMHeadModel), and a client-state file
+        (AdamW moments, data position) that never leaves the client. Every
+        reader validates what the reference safetensors reader validates;
+        every writer writes a temporary file, fsyncs it and renames it.
+
+   The file formats are documented in docs/FORMAT.md.
+
+   ERRORS
+   ------
+   The library never prints and never exits. Every function that can fail
+   returns a photon_result and, when given a photon_error, fills it with a
+   one-line message that names the file and the problem.
+
+   DETERMINISM
+   -----------
+   The same seed, data and settings give bit-identical parameters and files on
+   the same build and platform: every reduction runs in a fixed order.
+
+   LICENSE: MIT, see LICENSE.
+*/
+#ifndef PHOTON_H
+#define PHOTON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PHOTON_VERSION "0.1.0"
+#define PHOTON_FORMAT_VERSION 1 /* the photon.version written into files */
+
+#ifndef PHOTONDEF
+#ifdef PHOTON_STATIC
+#define PHOTONDEF static
+#else
+#define PHOTONDEF extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- results */
+
+typedef enum photon_result {
+    PHOTON_OK = 0,
+    PHOTON_ERR_ARGUMENT,  /* a caller passed an invalid value */
+    PHOTON_ERR_MEMORY,    /* an allocation failed */
+    PHOTON_ERR_IO,        /* a file could not be opened, read or written */
+    PHOTON_ERR_FORMAT,    /* a file is corrupt or not of the expected kind */
+    PHOTON_ERR_MISMATCH,  /* a valid file does not fit the model or data */
+    PHOTON_ERR_NUMERIC    /* NaN or Inf where numbers must be finite */
+} photon_result;
+
+typedef struct photon_error {
+    photon_result code;
+    char message[512];
+} photon_error;
+
+/* A fixed description of each result code ("ok", "invalid argument", ...). */
+PHOTONDEF const char *photon_result_string(photon_result code);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct photon_config {
+    int vocab_size; /* V: number of token ids */
+    int n_ctx;      /* maximum sequence length (positions) */
+    int n_layer;    /* L: transformer blocks */
+    int n_head;     /* NH: attention heads; n_embd % n_head == 0 */
+    int n_embd;     /* C: width of the residual stream */
+} photon_config;
+
+/* One named tensor of the parameter buffer, with its Hugging Face name. */
+typedef struct photon_tensor_info {
+    char name[48];
+    int ndim;
+    int shape[2];
+    size_t offset; /* in floats, into params/grads */
+    size_t size;   /* in floats */
+    int decay;     /* 1 for matrices and embeddings: AdamW weight decay applies */
+} photon_tensor_info;
+
+/* Views of the activations saved by the forward pass for the backward pass.
+   Shapes use B (batch), T (sequence), C (width), NH (heads), V (vocab). */
+typedef struct photon_activations {
+    float *encoded;                     /* (B,T,C) token + position embedding */
+    float *ln1, *ln1_mean, *ln1_rstd;   /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *qkv;                         /* (L,B,T,3C) */
+    float *atty;                        /* (L,B,T,C) attention output, heads concatenated */
+    float *att;                         /* (L,B,NH,T,T) attention probabilities */
+    float *attproj;                     /* (L,B,T,C) */
+    float *residual2;                   /* (L,B,T,C) stream after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;   /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *fch, *fch_gelu;              /* (L,B,T,4C) */
+    float *fcproj;                      /* (L,B,T,C) */
+    float *residual3;                   /* (L,B,T,C) stream after the MLP */
+    float *lnf, *lnf_mean, *lnf_rstd;   /* (B,T,C), (B,T), (B,T) */
+    float *logits, *probs;              /* (B,T,V) */
+    float *losses;                      /* (B,T) */
+} photon_activations;
+
+typedef struct photon_model {
+    photon_config config;
+    /* parameters and their gradients, each one contiguous buffer laid out as
+       the tensors table says (the checkpoint's order) */
+    size_t num_params;
+    float *params;
+    float *grads;
+    int num_tensors;
+    photon_tensor_info *tensors;
+    /* training clock, stored in the checkpoint */
+    uint64_t step;        /* global optimizer steps taken by this model's lineage */
+    uint64_t tokens_seen; /* tokens trained on by this model's lineage */
+    uint64_t seed;        /* the seed the model was initialised with */
+    /* activations of the last forward pass, allocated on first use */
+    int max_B, max_T;     /* capacity of the buffers below */
+    int B, T;             /* shape of the last forward pass */
+    int has_targets;      /* did the last forward compute a loss? */
+    float loss;           /* mean loss of the last forward pass */
+    float *act_memory, *grad_act_memory;
+    photon_activations acts, grad_acts;
+    int *inputs, *targets; /* (B,T) copies of the last batch */
+    float *scratch;        /* (T) per-row scratch of the attention backward */
+} photon_model;
+
+/* Checks a configuration; the message says which field is wrong. */
+PHOTONDEF photon_result photon_config_validate(const photon_config *config, photon_error *err);
+
+/* Allocates a model and initialises it as GPT-2 does, deterministically from
+   seed: weights normal(0, 0.02), residual output projections normal(0,
+   0.02/sqrt(2 L)), biases zero, LayerNorm gains one. */
+PHOTONDEF photon_result photon_model_init(photon_model *model, const photon_config *config,
+                                          uint64_t seed, photon_error *err);
+PHOTONDEF void photon_model_free(photon_model *model);
+
+/* Runs the model on B rows of T tokens (T <= n_ctx). With targets (may be
+   NULL) it also computes the mean cross-entropy into *loss. Logits of the
+   last pass are in model->acts.logits, (B,T,V). */
+PHOTONDEF photon_result photon_forward(photon_model *model, const int *inputs, const int *targets,
+                                       int B, int T, float *loss, photon_error *err);
+/* Sets every parameter gradient to zero. */
+PHOTONDEF void photon_zero_grad(photon_model *model);
+/* Adds the gradient of the last forward pass's mean loss to model->grads. */
+PHOTONDEF photon_result photon_backward(photon_model *model, photon_error *err);
+
+/* ---------------------------------------------------------------- optimizer */
+
+/* Learning rate: linear warmup to peak_lr over warmup_steps, then cosine decay
+   to min_lr_frac * peak_lr at total_steps, then constant. Read at the global
+   step, so a run that resumes continues the schedule. */
+typedef struct photon_schedule {
+    float peak_lr;
+    uint64_t warmup_steps;
+    uint64_t total_steps;
+    float min_lr_frac;
+} photon_schedule;
+
+typedef struct photon_adamw_config {
+    float beta1, beta2, eps;
+    float weight_decay; /* decoupled; matrices and embeddings only */
+    float grad_clip;    /* maximum global gradient L2 norm; 0 disables clipping */
+} photon_adamw_config;
+
+/* The client's optimizer state: first and second moments and their step
+   count (bias correction). Kept between rounds by default, as in Photon. */
+typedef struct photon_adamw_state {
+    size_t n;
+    float *m, *v;
+    uint64_t t;
+} photon_adamw_state;
+
+PHOTONDEF float photon_schedule_lr(const photon_schedule *schedule, uint64_t step);
+PHOTONDEF photon_result photon_adamw_state_init(photon_adamw_state *state, size_t n, photon_error *err);
+PHOTONDEF void photon_adamw_state_free(photon_adamw_state *state);
+/* The L2 norm of all gradients, accumulated in double in a fixed order. */
+PHOTONDEF double photon_grad_norm(const photon_model *model);
+/* One AdamW update of every parameter with learning rate lr. Gradients are
+   first scaled so that their global norm is at most grad_clip. */
+PHOTONDEF void photon_adamw_update(photon_model *model, photon_adamw_state *state,
+                                   const photon_adamw_config *hp, float lr, double grad_norm);
+
+typedef struct photon_step_stats {
+    float loss;
+    float lr;
+    double grad_norm; /* before clipping */
+} photon_step_stats;
+
+/* One local training step on a batch: zero the gradients, forward, backward,
+   refuse NaN/Inf, clip, update with the schedule's rate at the global step,
+   and advance the step clock (model->step, model->tokens_seen). */
+PHOTONDEF photon_result photon_train_step(photon_model *model, photon_adamw_state *state,
+                                          const photon_adamw_config *hp, const photon_schedule *schedule,
+                                          const int *inputs, const int *targets, int B, int T,
+                                          photon_step_stats *stats, photon_error *err);
+
+/* ---------------------------------------------------------------- data */
+
+/* A token stream: the files given, concatenated in order. A file that starts
+   with llm.c's shard magic is read as a shard (256 int32 header: magic
+   20240520, version 1, token count; then uint16 tokens); any other file is
+   text, one token per byte (vocab 256). */
+typedef struct photon_dataset {
+    uint16_t *tokens;
+    size_t num_tokens;
+    uint64_t text_bytes; /* bytes the tokens decode to; 0 if unknown (shards) */
+    uint16_t max_token;  /* largest token id present */
+    uint64_t hash;       /* FNV-1a of the tokens: ties a client state to its data */
+} photon_dataset;
+
+PHOTONDEF photon_result photon_dataset_load(photon_dataset *ds, const char *const *paths, int num_paths,
+                                            photon_error *err);
+PHOTONDEF void photon_dataset_free(photon_dataset *ds);
+/* Checks that every token is below vocab_size. */
+PHOTONDEF photon_result photon_dataset_check_vocab(const photon_dataset *ds, int vocab_size, photon_error *err);
+
+/* Serves batches of B windows of T+1 consecutive tokens, in order, wrapping
+   to the start (a new epoch) when a batch would run past the end. */
+typedef struct photon_loader {
+    const photon_dataset *ds;
+    int B, T;
+    uint64_t position; /* token index where the next batch starts */
+    uint64_t epoch;    /* completed passes over the data */
+} photon_loader;
+
+PHOTONDEF photon_result photon_loader_init(photon_loader *loader, const photon_dataset *ds, int B, int T,
+                                           photon_error *err);
+/* Fills inputs and targets, each (B,T). */
+PHOTONDEF void photon_loader_next(photon_loader *loader, int *inputs, int *targets);
+
+/* Mean loss over consecutive non-overlapping windows of T+1 tokens (window w
+   predicts tokens w*T+1 .. w*T+T), at most max_tokens predictions (0: all). */
+typedef struct photon_eval_result {
+    double loss;          /* mean cross-entropy, nats per token */
+    double perplexity;    /* exp(loss) */
+    double bits_per_byte; /* total bits / bytes of text predicted; NAN if unknown */
+    uint64_t tokens;      /* tokens predicted */
+} photon_eval_result;
+
+PHOTONDEF photon_result photon_evaluate(photon_model *model, const photon_dataset *ds, int B, int T,
+                                        uint64_t max_tokens, photon_eval_result *result, photon_error *err);
+
+/* ---------------------------------------------------------------- sampling */
+
+/* Draws the token that follows context[0..n) (the last n_ctx tokens are
+   used) at the given temperature (0: the most likely token), with a
+   deterministic generator state *rng. */
+PHOTONDEF photon_result photon_sample_next(photon_model *model, const int *context, int n, float temperature,
+                                           uint64_t *rng, int *token, photon_error *err);
+
+/* ---------------------------------------------------------------- safetensors */
+
+typedef enum photon_dtype {
+    PHOTON_DTYPE_BOOL, PHOTON_DTYPE_U8, PHOTON_DTYPE_I8, PHOTON_DTYPE_F8_E5M2, PHOTON_DTYPE_F8_E4M3,
+    PHOTON_DTYPE_I16, PHOTON_DTYPE_U16, PHOTON_DTYPE_F16, PHOTON_DTYPE_BF16, PHOTON_DTYPE_I32,
+    PHOTON_DTYPE_U32, PHOTON_DTYPE_F32, PHOTON_DTYPE_F64, PHOTON_DTYPE_I64, PHOTON_DTYPE_U64,
+    PHOTON_DTYPE_COUNT
+} photon_dtype;
+
+#define PHOTON_ST_MAX_DIMS 8
+#define PHOTON_ST_MAX_HEADER 100000000u /* the reference reader's bound */
+
+typedef struct photon_st_tensor {
+    char *name;
+    photon_dtype dtype;
+    int ndim;
+    uint64_t shape[PHOTON_ST_MAX_DIMS];
+    uint64_t begin, end; /* byte offsets into the data section */
+} photon_st_tensor;
+
+/* An open, validated safetensors file: its header parsed, its data unread. */
+typedef struct photon_st_file {
+    char *path;
+    uint64_t file_size;
+    uint64_t data_start; /* 8 + header length */
+    int num_tensors;
+    photon_st_tensor *tensors;
+    int num_meta;
+    char **meta_keys, **meta_values;
+} photon_st_file;
+
+/* Reads and validates the header: size bound, UTF-8, JSON syntax, known
+   dtypes, shapes that match their byte spans, offsets with no overlap, hole
+   or trailing bytes, no duplicate names, string-valued __metadata__. */
+PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, photon_error *err);
+PHOTONDEF void photon_st_close(photon_st_file *st);
+PHOTONDEF const char *photon_st_meta(const photon_st_file *st, const char *key);
+PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const char *name);
+/* Reads an F32 tensor of exactly `count` elements; refuses NaN and Inf. */
+PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
+                                           size_t count, photon_error *err);
+
+/* One F32 tensor to write. */
+typedef struct photon_st_entry {
+    const char *name;
+    int ndim;
+    uint64_t shape[PHOTON_ST_MAX_DIMS];
+    const float *data;
+} photon_st_entry;
+
+/* Writes tensors in the order given, with __metadata__ keys in the order
+   given, atomically (temporary file, fsync, rename). */
+PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_entry *entries, int num_entries,
+                                            const char *const *meta_keys, const char *const *meta_values,
+                                            int num_meta, photon_error *err);
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* A model checkpoint: safetensors, Hugging Face GPT-2 names, metadata with the
+   config and the step clock (docs/FORMAT.md). */
+PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const char *path, photon_error *err);
+/* Loads a checkpoint into a new model (photon_model_free releases it). */
+PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *path, photon_error *err);
+
+/* What a client keeps between runs and rounds; never shipped. */
+typedef struct photon_client_state {
+    photon_adamw_state adamw;
+    uint64_t step;          /* model->step when written */
+    uint64_t data_position; /* loader position */
+    uint64_t data_epoch;
+    uint64_t data_tokens;   /* the dataset it belongs to: token count ... */
+    uint64_t data_hash;     /* ... and hash */
+} photon_client_state;
+
+PHOTONDEF photon_result photon_client_state_save(const photon_client_state *state, const photon_config *config,
+                                                 const char *path, photon_error *err);
+/* Loads a client state written for this config; state->adamw is allocated. */
+PHOTONDEF photon_result photon_client_state_load(photon_client_state *state, const photon_config *config,
+                                                 const char *path, photon_error *err);
+
+/* Writes the config.json with which transformers' GPT2LMHeadModel loads a
+   photon checkpoint renamed to model.safetensors. */
+PHOTONDEF photon_result photon_write_hf_config(const photon_config *config, const char *path, photon_error *err);
+
+/* ---------------------------------------------------------------- utilities */
+
+/* splitmix64: a small, fast, deterministic generator; *state advances. */
+PHOTONDEF uint64_t photon_rand_u64(uint64_t *state);
+/* uniform in [0, 1) with 24 random bits */
+PHOTONDEF float photon_rand_uniform(uint64_t *state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PHOTON_H */
+
+/* ======================================================================= */
+/*                            IMPLEMENTATION                               */
+/* ======================================================================= */
+#ifdef PHOTON_IMPLEMENTATION
+#ifndef PHOTON_IMPLEMENTATION_DONE
+#define PHOTON_IMPLEMENTATION_DONE
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(PHOTON_NO_FSYNC) && (defined(__unix__) || defined(__APPLE__)) && \
+    (defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L || defined(__APPLE__))
+#include <unistd.h>
+#define PHOTON__HAVE_FSYNC 1
+#endif
+
+#ifndef PHOTON_MALLOC
+#define PHOTON_MALLOC(n) malloc(n)
+#define PHOTON_FREE(p) free(p)
+#endif
+#ifndef PHOTON_ASSERT
+#include <assert.h>
+#define PHOTON_ASSERT(x) assert(x)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================= */
+/* Errors and memory                                                       */
+/* ======================================================================= */
+
+PHOTONDEF const char *photon_result_string(photon_result code) {
+    switch (code) {
+    case PHOTON_OK: return "ok";
+    case PHOTON_ERR_ARGUMENT: return "invalid argument";
+    case PHOTON_ERR_MEMORY: return "out of memory";
+    case PHOTON_ERR_IO: return "input/output error";
+    case PHOTON_ERR_FORMAT: return "corrupt or invalid file";
+    case PHOTON_ERR_MISMATCH: return "file does not match";
+    case PHOTON_ERR_NUMERIC: return "NaN or infinity";
+    }
+    return "unknown error";
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PHOTON__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PHOTON__PRINTF(f, a)
+#endif
+
+/* Records an error (if the caller asked for one) and returns its code. */
+static photon_result photon__fail(photon_error *err, photon_result code, const char *fmt, ...) PHOTON__PRINTF(3, 4);
+static photon_result photon__fail(photon_error *err, photon_result code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static void *photon__calloc(size_t count, size_t size) {
+    void *p;
+    if (size != 0 && count > (size_t)-1 / size) return NULL;
+    p = PHOTON_MALLOC(count * size);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+static char *photon__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = (char *)PHOTON_MALLOC(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+static int photon__is_finite(float x) { return x - x == 0.0f; }
+
+/* ======================================================================= */
+/* Random numbers                                                          */
+/* ======================================================================= */
+
+PHOTONDEF uint64_t photon_rand_u64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+PHOTONDEF float photon_rand_uniform(uint64_t *state) {
+    return (float)(photon_rand_u64(state) >> 40) / 16777216.0f;
+}
+
+/* Standard normal by Box-Muller, computed in double. */
+static double photon__rand_normal(uint64_t *state) {
+    double u1 = ((double)(photon_rand_u64(state) >> 11) + 1.0) / 9007199254740993.0; /* (0,1] */
+    double u2 = (double)(photon_rand_u64(state) >> 11) / 9007199254740992.0;         /* [0,1) */
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ======================================================================= */
+/* The model's parameters: one buffer, laid out tensor by tensor            */
+/* ======================================================================= */
+/* The order is the checkpoint's: wte, wpe, then each block h.0 .. h.{L-1}
+   (its twelve tensors contiguous), then ln_f. Matrices are stored as Hugging
+   Face's Conv1D stores them, [in, out], so that y = x W + b and a checkpoint
+   is a straight copy of the buffer. */
+
+PHOTONDEF photon_result photon_config_validate(const photon_config *c, photon_error *err) {
+    if (c->vocab_size < 1 || c->vocab_size > 65536)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "vocab size %d is out of range (1 to 65536)", c->vocab_size);
+    if (c->n_ctx < 1 || c->n_ctx > 65536)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "context length %d is out of range (1 to 65536)", c->n_ctx);
+    if (c->n_layer < 1 || c->n_layer > 1000)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "layer count %d is out of range (1 to 1000)", c->n_layer);
+    if (c->n_head < 1 || c->n_embd < 1 || c->n_embd > 65536)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "heads %d and width %d must be positive (width at most 65536)",
+                            c->n_head, c->n_embd);
+    if (c->n_embd % c->n_head != 0)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "width %d is not a multiple of the head count %d", c->n_embd,
+                            c->n_head);
+    return PHOTON_OK;
+}
+
+/* The twelve tensors of one block, in order. shape[k] < 0 means -shape[k]*C. */
+static const struct {
+    const char *suffix;
+    int ndim;
+    int width_mult[2]; /* each dimension as a multiple of C */
+    int decay;
+} photon__block_tensors[12] = {
+    {"ln_1.weight", 1, {1, 0}, 0},
+    {"ln_1.bias", 1, {1, 0}, 0},
+    {"attn.c_attn.weight", 2, {1, 3}, 1},
+    {"attn.c_attn.bias", 1, {3, 0}, 0},
+    {"attn.c_proj.weight", 2, {1, 1}, 1},
+    {"attn.c_proj.bias", 1, {1, 0}, 0},
+    {"ln_2.weight", 1, {1, 0}, 0},
+    {"ln_2.bias", 1, {1, 0}, 0},
+    {"mlp.c_fc.weight", 2, {1, 4}, 1},
+    {"mlp.c_fc.bias", 1, {4, 0}, 0},
+    {"mlp.c_proj.weight", 2, {4, 1}, 1},
+    {"mlp.c_proj.bias", 1, {1, 0}, 0},
+};
+
+/* Pointers to one block's tensors inside a params or grads buffer. */
+typedef struct photon__block {
+    float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb;
+    float *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+} photon__block;
+
+static size_t photon__block_size(int C) { return (size_t)C * (12 * (size_t)C + 13); }
+
+static photon__block photon__block_at(float *buffer, const photon_config *c, int layer) {
+    size_t C = (size_t)c->n_embd;
+    float *p = buffer + (size_t)c->vocab_size * C + (size_t)c->n_ctx * C + (size_t)layer * photon__block_size(c->n_embd);
+    photon__block b;
+    b.ln1w = p; p += C;
+    b.ln1b = p; p += C;
+    b.qkvw = p; p += C * 3 * C;
+    b.qkvb = p; p += 3 * C;
+    b.attprojw = p; p += C * C;
+    b.attprojb = p; p += C;
+    b.ln2w = p; p += C;
+    b.ln2b = p; p += C;
+    b.fcw = p; p += C * 4 * C;
+    b.fcb = p; p += 4 * C;
+    b.fcprojw = p; p += 4 * C * C;
+    b.fcprojb = p;
+    return b;
+}
+
+static float *photon__wte(float *buffer) { return buffer; }
+static float *photon__wpe(float *buffer, const photon_config *c) { return buffer + (size_t)c->vocab_size * c->n_embd; }
+static float *photon__lnf(float *buffer, const photon_config *c) { /* weight, then bias */
+    return photon__block_at(buffer, c, c->n_layer).ln1w;
+}
+
+static void photon__add_tensor(photon_model *m, size_t *offset, const char *name, int ndim, int d0, int d1,
+                               int decay) {
+    photon_tensor_info *t = &m->tensors[m->num_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 1;
+    t->offset = *offset;
+    t->size = (size_t)d0 * (size_t)t->shape[1];
+    t->decay = decay;
+    *offset += t->size;
+}
+
+/* Fills the tensor table; its offsets agree with photon__block_at. */
+static void photon__build_tensor_table(photon_model *m) {
+    const photon_config *c = &m->config;
+    int C = c->n_embd, l, k;
+    size_t offset = 0;
+    char name[48];
+    m->num_tensors = 0;
+    photon__add_tensor(m, &offset, "wte.weight", 2, c->vocab_size, C, 1);
+    photon__add_tensor(m, &offset, "wpe.weight", 2, c->n_ctx, C, 1);
+    for (l = 0; l < c->n_layer; l++) {
+        for (k = 0; k < 12; k++) {
+            snprintf(name, sizeof name, "h.%d.%s", l, photon__block_tensors[k].suffix);
+            photon__add_tensor(m, &offset, name, photon__block_tensors[k].ndim,
+                               photon__block_tensors[k].width_mult[0] * C, photon__block_tensors[k].width_mult[1] * C,
+                               photon__block_tensors[k].decay);
+        }
+    }
+    photon__add_tensor(m, &offset, "ln_f.weight", 1, C, 0, 0);
+    photon__add_tensor(m, &offset, "ln_f.bias", 1, C, 0, 0);
+    PHOTON_ASSERT(offset == m->num_params);
+}
+
+/* Allocates parameters, gradients and the tensor table, all zero. */
+static photon_result photon__model_alloc(photon_model *m, const photon_config *config, photon_error *err) {
+    photon_result r = photon_config_validate(config, err);
+    size_t C;
+    if (r != PHOTON_OK) return r;
+    memset(m, 0, sizeof *m);
+    m->config = *config;
+    C = (size_t)config->n_embd;
+    m->num_params = (size_t)config->vocab_size * C + (size_t)config->n_ctx * C +
+                    (size_t)config->n_layer * photon__block_size(config->n_embd) + 2 * C;
+    m->params = (float *)photon__calloc(m->num_params, sizeof(float));
+    m->grads = (float *)photon__calloc(m->num_params, sizeof(float));
+    m->tensors = (photon_tensor_info *)photon__calloc((size_t)config->n_layer * 12 + 4, sizeof(photon_tensor_info));
+    if (!m->params || !m->grads || !m->tensors) {
+        photon_model_free(m);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate a model of %.0f parameters", (double)m->num_params);
+    }
+    photon__build_tensor_table(m);
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_model_init(photon_model *m, const photon_config *config, uint64_t seed,
+                                          photon_error *err) {
+    photon_result r = photon__model_alloc(m, config, err);
+    uint64_t rng = seed;
+    double residual_std = 0.02 / sqrt(2.0 * config->n_layer);
+    int i;
+    size_t j;
+    if (r != PHOTON_OK) return r;
+    m->seed = seed;
+    for (i = 0; i < m->num_tensors; i++) {
+        const photon_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        size_t len = strlen(t->name);
+        int is_layernorm_gain = strstr(t->name, "ln_") && strcmp(t->name + len - 6, "weight") == 0;
+        int is_residual_proj = strstr(t->name, "c_proj.weight") != NULL;
+        if (t->ndim == 2) {
+            double std = is_residual_proj ? residual_std : 0.02;
+            for (j = 0; j < t->size; j++) p[j] = (float)(std * photon__rand_normal(&rng));
+        } else if (is_layernorm_gain) {
+            for (j = 0; j < t->size; j++) p[j] = 1.0f;
+        } /* biases stay zero */
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF void photon_model_free(photon_model *m) {
+    PHOTON_FREE(m->params);
+    PHOTON_FREE(m->grads);
+    PHOTON_FREE(m->tensors);
+    PHOTON_FREE(m->act_memory);
+    PHOTON_FREE(m->grad_act_memory);
+    PHOTON_FREE(m->inputs);
+    PHOTON_FREE(m->targets);
+    PHOTON_FREE(m->scratch);
+    memset(m, 0, sizeof *m);
+}
+
+PHOTONDEF void photon_zero_grad(photon_model *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
+
+/* ======================================================================= */
+/* Layers: each forward is followed by its backward                        */
+/* ======================================================================= */
+/* Backward functions add (+=) into the gradients they are given, because a
+   tensor may receive gradient from several places (the residual stream, the
+   tied embedding). */
+
+/* --- embedding: x[b,t,:] = wte[token] + wpe[t] --- */
+
+static void photon__encoder_forward(float *out, const int *inputs, const float *wte, const float *wpe, int B, int T,
+                                    int C) {
+    int b, t, i;
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            const float *tok = wte + (size_t)inputs[b * T + t] * C;
+            const float *pos = wpe + (size_t)t * C;
+            for (i = 0; i < C; i++) o[i] = tok[i] + pos[i];
+        }
+}
+
+static void photon__encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inputs, int B, int T,
+                                     int C) {
+    int b, t, i;
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++) {
+            const float *d = dout + ((size_t)b * T + t) * C;
+            float *dtok = dwte + (size_t)inputs[b * T + t] * C;
+            float *dpos = dwpe + (size_t)t * C;
+            for (i = 0; i < C; i++) {
+                dtok[i] += d[i];
+                dpos[i] += d[i];
+            }
+        }
+}
+
+/* --- LayerNorm over the last dimension, eps 1e-5, biased variance --- */
+
+#define PHOTON__LN_EPS 1e-5f
+
+static void photon__layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                      const float *bias, int N, int C) {
+    int n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float m = 0.0f, v = 0.0f, s;
+        for (i = 0; i < C; i++) m += x[i];
+        m /= C;
+        for (i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        v /= C;
+        s = 1.0f / sqrtf(v + PHOTON__LN_EPS);
+        for (i = 0; i < C; i++) o[i] = (x[i] - m) * s * weight[i] + bias[i];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+/* With xhat = (x - mean) * rstd and g = dout * weight:
+   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
+static void photon__layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                       const float *weight, const float *mean, const float *rstd, int N, int C) {
+    int n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float g_mean = 0.0f, gx_mean = 0.0f;
+        for (i = 0; i < C; i++) {
+            float xhat = (x[i] - mean[n]) * rstd[n];
+            float g = d[i] * weight[i];
+            g_mean += g;
+            gx_mean += g * xhat;
+        }
+        g_mean /= C;
+        gx_mean /= C;
+        for (i = 0; i < C; i++) {
+            float xhat = (x[i] - mean[n]) * rstd[n];
+            float g = d[i] * weight[i];
+            dbias[i] += d[i];
+            dweight[i] += d[i] * xhat;
+            dx[i] += (g - g_mean - xhat * gx_mean) * rstd[n];
+        }
+    }
+}
+
+/* --- linear layer: out (N,OC) = inp (N,IC) x W (IC,OC) + bias (OC) --- */
+
+static void photon__matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IC,
+                                   int OC) {
+    int n, i, o;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * IC;
+        float *y = out + (size_t)n * OC;
+        for (o = 0; o < OC; o++) y[o] = bias ? bias[o] : 0.0f;
+        for (i = 0; i < IC; i++) {
+            const float *wrow = w + (size_t)i * OC;
+            float xi = x[i];
+            for (o = 0; o < OC; o++) y[o] += xi * wrow[o];
+        }
+    }
+}
+
+/* dinp += dout W^T, dW += inp^T dout, dbias += column sums of dout. */
+static void photon__matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                    const float *w, int N, int IC, int OC) {
+    int n, i, o;
+    for (n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * OC, *x = inp + (size_t)n * IC;
+        float *dx = dinp + (size_t)n * IC;
+        for (i = 0; i < IC; i++) {
+            const float *wrow = w + (size_t)i * OC;
+            float *dwrow = dw + (size_t)i * OC;
+            float acc = 0.0f, xi = x[i];
+            for (o = 0; o < OC; o++) {
+                acc += d[o] * wrow[o];
+                dwrow[o] += xi * d[o];
+            }
+            dx[i] += acc;
+        }
+        if (dbias)
+            for (o = 0; o < OC; o++) dbias[o] += d[o];
+    }
+}
+
+/* --- causal multi-head self-attention ---
+   qkv (B,T,3C) holds q, k, v side by side; head h owns columns h*hs..h*hs+hs
+   of each. For position t, head h: att[t2] = softmax_t2<=t(q.k[t2] / sqrt(hs)),
+   out = sum_t2 att[t2] v[t2]. att (B,NH,T,T) is kept for the backward pass. */
+
+static void photon__attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH, b, t, t2, h, i;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++)
+            for (h = 0; h < NH; h++) {
+                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                float *o = out + ((size_t)b * T + t) * C + h * hs;
+                float maxval = -FLT_MAX, sum = 0.0f;
+                for (t2 = 0; t2 <= t; t2++) {
+                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    float s = 0.0f;
+                    for (i = 0; i < hs; i++) s += q[i] * k[i];
+                    s *= scale;
+                    a[t2] = s;
+                    if (s > maxval) maxval = s;
+                }
+                for (t2 = 0; t2 <= t; t2++) {
+                    a[t2] = expf(a[t2] - maxval);
+                    sum += a[t2];
+                }
+                for (t2 = 0; t2 <= t; t2++) a[t2] /= sum;
+                for (t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+                for (i = 0; i < hs; i++) o[i] = 0.0f;
+                for (t2 = 0; t2 <= t; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                    for (i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+                }
+            }
+}
+
+/* datt[t2] = dout.v[t2]; the softmax backward gives
+   dscore[t2] = att[t2] (datt[t2] - sum_j att[j] datt[j]); then
+   dq += dscore[t2] k[t2] / sqrt(hs), dk[t2] += dscore[t2] q / sqrt(hs),
+   dv[t2] += att[t2] dout. scratch holds one row of datt (T floats). */
+static void photon__attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                       const float *att, int B, int T, int C, int NH) {
+    int hs = C / NH, b, t, t2, h, i;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++)
+            for (h = 0; h < NH; h++) {
+                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                float weighted = 0.0f;
+                for (t2 = 0; t2 <= t; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                    float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+                    float s = 0.0f;
+                    for (i = 0; i < hs; i++) {
+                        s += d[i] * v[i];
+                        dv[i] += a[t2] * d[i];
+                    }
+                    scratch[t2] = s;
+                    weighted += a[t2] * s;
+                }
+                for (t2 = 0; t2 <= t; t2++) {
+                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    float dscore = a[t2] * (scratch[t2] - weighted) * scale;
+                    for (i = 0; i < hs; i++) {
+                        dq[i] += dscore * k[i];
+                        dk[i] += dscore * q[i];
+                    }
+                }
+            }
+}
+
+/* --- GELU, tanh approximation (GPT-2's "gelu_new") --- */
+
+#define PHOTON__GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+static void photon__gelu_forward(float *out, const float *inp, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+static void photon__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i];
+        float th = tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PHOTON__GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += local * dout[i];
+    }
+}
+
+/* --- residual connection: out = a + b --- */
+
+static void photon__residual_forward(float *out, const float *a, const float *b, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void photon__residual_backward(float *da, float *db, const float *dout, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        da[i] += dout[i];
+        db[i] += dout[i];
+    }
+}
+
+/* --- output head, tied to the token embedding: logits (N,V) = x (N,C) wte^T --- */
+
+static void photon__head_forward(float *logits, const float *x, const float *wte, int N, int C, int V) {
+    int n, v, i;
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C;
+        float *ln = logits + (size_t)n * V;
+        for (v = 0; v < V; v++) {
+            const float *w = wte + (size_t)v * C;
+            float s = 0.0f;
+            for (i = 0; i < C; i++) s += xn[i] * w[i];
+            ln[v] = s;
+        }
+    }
+}
+
+/* dx += dlogits wte, dwte += dlogits^T x */
+static void photon__head_backward(float *dx, float *dwte, const float *dlogits, const float *x, const float *wte,
+                                  int N, int C, int V) {
+    int n, v, i;
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C, *dl = dlogits + (size_t)n * V;
+        float *dxn = dx + (size_t)n * C;
+        for (v = 0; v < V; v++) {
+            const float *w = wte + (size_t)v * C;
+            float *dw = dwte + (size_t)v * C;
+            float g = dl[v];
+            for (i = 0; i < C; i++) {
+                dxn[i] += g * w[i];
+                dw[i] += g * xn[i];
+            }
+        }
+    }
+}
+
+/* --- softmax and cross-entropy: probs = softmax(logits), loss = -log probs[target] ---
+   The loss is computed as logsumexp(logits) - logits[target], which stays
+   finite where probs[target] underflows to zero. */
+
+static void photon__softmax_crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets,
+                                                 int N, int V) {
+    int n, v;
+    for (n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        float *p = probs + (size_t)n * V;
+        float maxval = -FLT_MAX, sum = 0.0f;
+        for (v = 0; v < V; v++)
+            if (l[v] > maxval) maxval = l[v];
+        for (v = 0; v < V; v++) {
+            p[v] = expf(l[v] - maxval);
+            sum += p[v];
+        }
+        for (v = 0; v < V; v++) p[v] /= sum;
+        if (targets) losses[n] = logf(sum) - (l[targets[n]] - maxval);
+    }
+}
+
+/* d loss_n / d logits = (probs - onehot(target)) * dloss */
+static void photon__crossentropy_softmax_backward(float *dlogits, const float *probs, const int *targets,
+                                                  float dloss, int N, int V) {
+    int n, v;
+    for (n = 0; n < N; n++) {
+        const float *p = probs + (size_t)n * V;
+        float *d = dlogits + (size_t)n * V;
+        for (v = 0; v < V; v++) d[v] += (p[v] - (v == targets[n] ? 1.0f : 0.0f)) * dloss;
+    }
+}
+
+/* ======================================================================= */
+/* The model: forward and backward over all layers                         */
+/* ======================================================================= */
+
+/* Points the activation views into `base` (or only counts, if base is NULL)
+   and returns the number of floats they take for B rows of T tokens. */
+static size_t photon__activation_layout(photon_activations *a, float *base, const photon_config *c, int B, int T) {
+    size_t N = (size_t)B * T, C = (size_t)c->n_embd, L = (size_t)c->n_layer;
+    size_t NH = (size_t)c->n_head, V = (size_t)c->vocab_size, used = 0;
+    float **fields[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
+                        &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
+                        &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->probs,
+                        &a->losses};
+    size_t sizes[] = {N * C, L * N * C, L * N, L * N, L * N * 3 * C, L * N * C, L * B * NH * T * T,
+                      L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * 4 * C, L * N * 4 * C,
+                      L * N * C, L * N * C, N * C, N, N, N * V, N * V,
+                      N};
+    size_t k;
+    for (k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        *fields[k] = base ? base + used : NULL;
+        used += sizes[k];
+    }
+    return used;
+}
+
+/* Makes sure the activation buffers hold B rows of T tokens. */
+static photon_result photon__ensure_activations(photon_model *m, int B, int T, photon_error *err) {
+    size_t n;
+    if (m->act_memory && B <= m->max_B && T <= m->max_T) return PHOTON_OK;
+    if (B < m->max_B) B = m->max_B;
+    if (T < m->max_T) T = m->max_T;
+    PHOTON_FREE(m->act_memory);
+    PHOTON_FREE(m->grad_act_memory);
+    PHOTON_FREE(m->inputs);
+    PHOTON_FREE(m->targets);
+    PHOTON_FREE(m->scratch);
+    n = photon__activation_layout(&m->acts, NULL, &m->config, B, T);
+    m->act_memory = (float *)photon__calloc(n, sizeof(float));
+    m->grad_act_memory = (float *)photon__calloc(n, sizeof(float));
+    m->inputs = (int *)photon__calloc((size_t)B * T, sizeof(int));
+    m->targets = (int *)photon__calloc((size_t)B * T, sizeof(int));
+    m->scratch = (float *)photon__calloc((size_t)T, sizeof(float));
+    if (!m->act_memory || !m->grad_act_memory || !m->inputs || !m->targets || !m->scratch) {
+        m->max_B = m->max_T = 0;
+        return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate activations for batch %d x sequence %d", B, T);
+    }
+    m->max_B = B;
+    m->max_T = T;
+    return PHOTON_OK;
+}
+
+static photon_result photon__check_tokens(const int *tokens, size_t n, int vocab, const char *what,
+                                          photon_error *err) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s token %d at index %zu is outside the vocabulary (0 to %d)",
+                                what, tokens[i], i, vocab - 1);
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_forward(photon_model *m, const int *inputs, const int *targets, int B, int T,
+                                       float *loss, photon_error *err) {
+    const photon_config *c = &m->config;
+    int C = c->n_embd, NH = c->n_head, V = c->vocab_size, L = c->n_layer, l;
+    size_t N = (size_t)B * T, NC;
+    photon_activations *a = &m->acts;
+    photon_result r;
+    if (B < 1 || T < 1 || T > c->n_ctx)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d: both must be positive and the sequence at "
+                            "most the context length %d", B, T, c->n_ctx);
+    if ((r = photon__check_tokens(inputs, N, V, "input", err)) != PHOTON_OK) return r;
+    if (targets && (r = photon__check_tokens(targets, N, V, "target", err)) != PHOTON_OK) return r;
+    if ((r = photon__ensure_activations(m, B, T, err)) != PHOTON_OK) return r;
+    photon__activation_layout(a, m->act_memory, c, B, T);
+    photon__activation_layout(&m->grad_acts, m->grad_act_memory, c, B, T);
+    m->B = B;
+    m->T = T;
+    m->has_targets = targets != NULL;
+    memcpy(m->inputs, inputs, N * sizeof(int));
+    if (targets) memcpy(m->targets, targets, N * sizeof(int));
+    NC = N * (size_t)C;
+
+    photon__encoder_forward(a->encoded, inputs, photon__wte(m->params), photon__wpe(m->params, c), B, T, C);
+    for (l = 0; l < L; l++) {
+        photon__block w = photon__block_at(m->params, c, l);
+        const float *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * NC;
+        float *ln1 = a->ln1 + l * NC, *ln1_mean = a->ln1_mean + l * N, *ln1_rstd = a->ln1_rstd + l * N;
+        float *qkv = a->qkv + l * NC * 3, *atty = a->atty + l * NC, *att = a->att + l * N * NH * T;
+        float *attproj = a->attproj + l * NC, *residual2 = a->residual2 + l * NC;
+        float *ln2 = a->ln2 + l * NC, *ln2_mean = a->ln2_mean + l * N, *ln2_rstd = a->ln2_rstd + l * N;
+        float *fch = a->fch + l * NC * 4, *fch_gelu = a->fch_gelu + l * NC * 4;
+        float *fcproj = a->fcproj + l * NC, *residual3 = a->residual3 + l * NC;
+        /* attention sub-block: x = x + proj(attn(ln_1(x))) */
+        photon__layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1w, w.ln1b, (int)N, C);
+        photon__matmul_forward(qkv, ln1, w.qkvw, w.qkvb, (int)N, C, 3 * C);
+        photon__attention_forward(atty, att, qkv, B, T, C, NH);
+        photon__matmul_forward(attproj, atty, w.attprojw, w.attprojb, (int)N, C, C);
+        photon__residual_forward(residual2, residual, attproj, NC);
+        /* MLP sub-block: x = x + proj(gelu(fc(ln_2(x)))) */
+        photon__layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2w, w.ln2b, (int)N, C);
+        photon__matmul_forward(fch, ln2, w.fcw, w.fcb, (int)N, C, 4 * C);
+        photon__gelu_forward(fch_gelu, fch, NC * 4);
+        photon__matmul_forward(fcproj, fch_gelu, w.fcprojw, w.fcprojb, (int)N, 4 * C, C);
+        photon__residual_forward(residual3, residual2, fcproj, NC);
+    }
+    {
+        float *lnf = photon__lnf(m->params, c);
+        photon__layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->residual3 + (size_t)(L - 1) * NC, lnf, lnf + C,
+                                  (int)N, C);
+    }
+    photon__head_forward(a->logits, a->lnf, photon__wte(m->params), (int)N, C, V);
+    photon__softmax_crossentropy_forward(a->probs, a->losses, a->logits, targets, (int)N, V);
+    if (targets) {
+        double sum = 0.0;
+        size_t i;
+        for (i = 0; i < N; i++) sum += a->losses[i];
+        m->loss = (float)(sum / (double)N);
+        if (loss) *loss = m->loss;
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_backward(photon_model *m, photon_error *err) {
+    const photon_config *c = &m->config;
+    int B = m->B, T = m->T, C = c->n_embd, NH = c->n_head, V = c->vocab_size, L = c->n_layer, l;
+    size_t N = (size_t)B * T, NC = N * (size_t)C;
+    const photon_activations *a = &m->acts;
+    photon_activations *g = &m->grad_acts;
+    float *lnfw = photon__lnf(m->params, c), *dlnfw = photon__lnf(m->grads, c);
+    if (!m->act_memory || !m->has_targets)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "backward needs a forward pass with targets first");
+    memset(m->grad_act_memory, 0, photon__activation_layout(g, NULL, c, B, T) * sizeof(float));
+    photon__activation_layout(g, m->grad_act_memory, c, B, T);
+
+    /* the loss is the mean over the N positions */
+    photon__crossentropy_softmax_backward(g->logits, a->probs, m->targets, 1.0f / (float)N, (int)N, V);
+    photon__head_backward(g->lnf, photon__wte(m->grads), g->logits, a->lnf, photon__wte(m->params), (int)N, C, V);
+    photon__layernorm_backward(g->residual3 + (size_t)(L - 1) * NC, dlnfw, dlnfw + C, g->lnf,
+                               a->residual3 + (size_t)(L - 1) * NC, lnfw, a->lnf_mean, a->lnf_rstd, (int)N, C);
+    for (l = L - 1; l >= 0; l--) {
+        photon__block w = photon__block_at(m->params, c, l), dw = photon__block_at(m->grads, c, l);
+        const float *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * NC;
+        float *dresidual = l == 0 ? g->encoded : g->residual3 + (size_t)(l - 1) * NC;
+        size_t o = l * NC, o1 = l * N;
+        /* MLP sub-block, in reverse */
+        photon__residual_backward(g->residual2 + o, g->fcproj + o, g->residual3 + o, NC);
+        photon__matmul_backward(g->fch_gelu + 4 * o, dw.fcprojw, dw.fcprojb, g->fcproj + o, a->fch_gelu + 4 * o,
+                                w.fcprojw, (int)N, 4 * C, C);
+        photon__gelu_backward(g->fch + 4 * o, a->fch + 4 * o, g->fch_gelu + 4 * o, 4 * NC);
+        photon__matmul_backward(g->ln2 + o, dw.fcw, dw.fcb, g->fch + 4 * o, a->ln2 + o, w.fcw, (int)N, C, 4 * C);
+        photon__layernorm_backward(g->residual2 + o, dw.ln2w, dw.ln2b, g->ln2 + o, a->residual2 + o, w.ln2w,
+                                   a->ln2_mean + o1, a->ln2_rstd + o1, (int)N, C);
+        /* attention sub-block, in reverse */
+        photon__residual_backward(dresidual, g->attproj + o, g->residual2 + o, NC);
+        photon__matmul_backward(g->atty + o, dw.attprojw, dw.attprojb, g->attproj + o, a->atty + o, w.attprojw,
+                                (int)N, C, C);
+        photon__attention_backward(g->qkv + 3 * o, m->scratch, g->atty + o, a->qkv + 3 * o, a->att + o1 * NH * T, B, T,
+                                   C, NH);
+        photon__matmul_backward(g->ln1 + o, dw.qkvw, dw.qkvb, g->qkv + 3 * o, a->ln1 + o, w.qkvw, (int)N, C, 3 * C);
+        photon__layernorm_backward(dresidual, dw.ln1w, dw.ln1b, g->ln1 + o, residual, w.ln1w, a->ln1_mean + o1,
+                                   a->ln1_rstd + o1, (int)N, C);
+    }
+    photon__encoder_backward(photon__wte(m->grads), photon__wpe(m->grads, c), g->encoded, m->inputs, B, T, C);
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* The local optimizer: schedule, clipping, AdamW                          */
+/* ======================================================================= */
+
+PHOTONDEF float photon_schedule_lr(const photon_schedule *s, uint64_t step) {
+    double progress;
+    if (step < s->warmup_steps) return (float)((double)s->peak_lr * (double)(step + 1) / (double)s->warmup_steps);
+    if (s->total_steps <= s->warmup_steps) return s->peak_lr; /* no decay span */
+    progress = (double)(step - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
+    if (progress > 1.0) progress = 1.0;
+    return (float)((double)s->peak_lr *
+                   (s->min_lr_frac + (1.0 - s->min_lr_frac) * 0.5 * (1.0 + cos(3.141592653589793 * progress))));
+}
+
+PHOTONDEF photon_result photon_adamw_state_init(photon_adamw_state *s, size_t n, photon_error *err) {
+    s->n = n;
+    s->t = 0;
+    s->m = (float *)photon__calloc(n, sizeof(float));
+    s->v = (float *)photon__calloc(n, sizeof(float));
+    if (!s->m || !s->v) {
+        photon_adamw_state_free(s);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate AdamW moments for %.0f parameters", (double)n);
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF void photon_adamw_state_free(photon_adamw_state *s) {
+    PHOTON_FREE(s->m);
+    PHOTON_FREE(s->v);
+    s->m = s->v = NULL;
+    s->n = 0;
+    s->t = 0;
+}
+
+PHOTONDEF double photon_grad_norm(const photon_model *m) {
+    double sum = 0.0;
+    size_t i;
+    for (i = 0; i < m->num_params; i++) sum += (double)m->grads[i] * (double)m->grads[i];
+    return sqrt(sum);
+}
+
+/* AdamW (Loshchilov & Hutter), as PyTorch computes it, with t counted from 1:
+     m = b1 m + (1 - b1) g          v = b2 v + (1 - b2) g^2
+     p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) - lr wd p
+   The decay term applies to matrices and embeddings only. */
+PHOTONDEF void photon_adamw_update(photon_model *model, photon_adamw_state *s, const photon_adamw_config *hp,
+                                   float lr, double grad_norm) {
+    float clip = 1.0f, bc1, bc2;
+    int k;
+    size_t i;
+    if (hp->grad_clip > 0.0f && grad_norm > hp->grad_clip) clip = (float)(hp->grad_clip / (grad_norm + 1e-6));
+    s->t++;
+    bc1 = (float)(1.0 - pow(hp->beta1, (double)s->t));
+    bc2 = (float)(1.0 - pow(hp->beta2, (double)s->t));
+    for (k = 0; k < model->num_tensors; k++) {
+        const photon_tensor_info *t = &model->tensors[k];
+        float wd = t->decay ? hp->weight_decay : 0.0f;
+        float *p = model->params + t->offset, *g = model->grads + t->offset;
+        float *m = s->m + t->offset, *v = s->v + t->offset;
+        for (i = 0; i < t->size; i++) {
+            float grad = g[i] * clip;
+            m[i] = hp->beta1 * m[i] + (1.0f - hp->beta1) * grad;
+            v[i] = hp->beta2 * v[i] + (1.0f - hp->beta2) * grad * grad;
+            p[i] -= lr * ((m[i] / bc1) / (sqrtf(v[i] / bc2) + hp->eps) + wd * p[i]);
+        }
+    }
+}
+
+PHOTONDEF photon_result photon_train_step(photon_model *model, photon_adamw_state *state,
+                                          const photon_adamw_config *hp, const photon_schedule *schedule,
+                                          const int *inputs, const int *targets, int B, int T,
+                                          photon_step_stats *stats, photon_error *err) {
+    photon_step_stats st;
+    photon_result r;
+    if (state->n != model->num_params)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "optimizer state holds %.0f values, the model %.0f parameters",
+                            (double)state->n, (double)model->num_params);
+    photon_zero_grad(model);
+    if ((r = photon_forward(model, inputs, targets, B, T, &st.loss, err)) != PHOTON_OK) return r;
+    if (!photon__is_finite(st.loss))
+        return photon__fail(err, PHOTON_ERR_NUMERIC, "loss is %f at global step %llu: training diverged", st.loss,
+                            (unsigned long long)model->step);
+    if ((r = photon_backward(model, err)) != PHOTON_OK) return r;
+    st.grad_norm = photon_grad_norm(model);
+    if (!(st.grad_norm - st.grad_norm == 0.0))
+        return photon__fail(err, PHOTON_ERR_NUMERIC, "gradient norm is %f at global step %llu: training diverged",
+                            st.grad_norm, (unsigned long long)model->step);
+    st.lr = photon_schedule_lr(schedule, model->step);
+    photon_adamw_update(model, state, hp, st.lr, st.grad_norm);
+    model->step++;
+    model->tokens_seen += (uint64_t)B * (uint64_t)T;
+    if (stats) *stats = st;
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* Data: token shards and text                                             */
+/* ======================================================================= */
+
+#define PHOTON__SHARD_MAGIC 20240520
+#define PHOTON__SHARD_HEADER_BYTES 1024
+
+/* Reads a whole file; the message names the file. */
+static photon_result photon__read_file(const char *path, unsigned char **data, size_t *size, photon_error *err) {
+    FILE *f = fopen(path, "rb");
+    long len;
+    *data = NULL;
+    *size = 0;
+    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot determine its size (not a regular file?)", path);
+    }
+    *data = (unsigned char *)PHOTON_MALLOC((size_t)len + 1);
+    if (!*data) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate %ld bytes to read it", path, len);
+    }
+    if (fread(*data, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        PHOTON_FREE(*data);
+        *data = NULL;
+        return photon__fail(err, PHOTON_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    *size = (size_t)len;
+    return PHOTON_OK;
+}
+
+static uint32_t photon__le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int photon__is_shard(const unsigned char *data, size_t size) {
+    return size >= 4 && photon__le32(data) == PHOTON__SHARD_MAGIC;
+}
+
+/* Appends a file's tokens to ds; *is_text says whether it was text. */
+static photon_result photon__append_file(photon_dataset *ds, const char *path, int *is_text, photon_error *err) {
+    unsigned char *data;
+    size_t size, count, i, offset = 0;
+    uint16_t *grown;
+    photon_result r = photon__read_file(path, &data, &size, err);
+    if (r != PHOTON_OK) return r;
+    *is_text = !photon__is_shard(data, size);
+    if (*is_text) {
+        count = size;
+    } else {
+        uint32_t version, ntok;
+        if (size < PHOTON__SHARD_HEADER_BYTES) {
+            PHOTON_FREE(data);
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: token shard is truncated: %zu bytes, the header alone is 1024",
+                                path, size);
+        }
+        version = photon__le32(data + 4);
+        ntok = photon__le32(data + 8);
+        if (version != 1) {
+            PHOTON_FREE(data);
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: token shard version %u is not supported (expected 1)", path,
+                                version);
+        }
+        if (size != PHOTON__SHARD_HEADER_BYTES + 2 * (size_t)ntok) {
+            PHOTON_FREE(data);
+            return photon__fail(err, PHOTON_ERR_FORMAT,
+                                "%s: token shard header says %u tokens (%zu bytes) but the file holds %zu bytes", path,
+                                ntok, PHOTON__SHARD_HEADER_BYTES + 2 * (size_t)ntok, size);
+        }
+        count = ntok;
+        offset = PHOTON__SHARD_HEADER_BYTES;
+    }
+    if (count == 0) {
+        PHOTON_FREE(data);
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: holds no tokens", path);
+    }
+    grown = (uint16_t *)PHOTON_MALLOC((ds->num_tokens + count) * sizeof(uint16_t));
+    if (!grown) {
+        PHOTON_FREE(data);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate %zu tokens", path, ds->num_tokens + count);
+    }
+    if (ds->num_tokens) memcpy(grown, ds->tokens, ds->num_tokens * sizeof(uint16_t));
+    for (i = 0; i < count; i++) {
+        uint16_t t = *is_text ? data[i] : (uint16_t)(data[offset + 2 * i] | data[offset + 2 * i + 1] << 8);
+        grown[ds->num_tokens + i] = t;
+    }
+    PHOTON_FREE(ds->tokens);
+    ds->tokens = grown;
+    ds->num_tokens += count;
+    PHOTON_FREE(data);
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_dataset_load(photon_dataset *ds, const char *const *paths, int num_paths,
+                                            photon_error *err) {
+    int i, all_text = 1;
+    size_t k;
+    memset(ds, 0, sizeof *ds);
+    if (num_paths < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "no data files given");
+    for (i = 0; i < num_paths; i++) {
+        int is_text;
+        photon_result r = photon__append_file(ds, paths[i], &is_text, err);
+        if (r != PHOTON_OK) {
+            photon_dataset_free(ds);
+            return r;
+        }
+        all_text &= is_text;
+    }
+    ds->text_bytes = all_text ? ds->num_tokens : 0;
+    ds->hash = 0xcbf29ce484222325ull; /* FNV-1a over the little-endian tokens */
+    for (k = 0; k < ds->num_tokens; k++) {
+        ds->hash = (ds->hash ^ (ds->tokens[k] & 0xff)) * 0x100000001b3ull;
+        ds->hash = (ds->hash ^ (ds->tokens[k] >> 8)) * 0x100000001b3ull;
+        if (ds->tokens[k] > ds->max_token) ds->max_token = ds->tokens[k];
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF void photon_dataset_free(photon_dataset *ds) {
+    PHOTON_FREE(ds->tokens);
+    memset(ds, 0, sizeof *ds);
+}
+
+PHOTONDEF photon_result photon_dataset_check_vocab(const photon_dataset *ds, int vocab_size, photon_error *err) {
+    if ((int)ds->max_token >= vocab_size)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "data holds token id %d but the model's vocabulary has %d entries%s",
+                            ds->max_token, vocab_size, ds->text_bytes ? " (text is read as bytes: vocab 256 needed)" : "");
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_loader_init(photon_loader *loader, const photon_dataset *ds, int B, int T,
+                                           photon_error *err) {
+    memset(loader, 0, sizeof *loader);
+    if (B < 1 || T < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d and sequence %d must be positive", B, T);
+    if ((uint64_t)ds->num_tokens < (uint64_t)B * T + 1)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "data holds %zu tokens; a batch of %d x %d needs at least %llu",
+                            ds->num_tokens, B, T, (unsigned long long)B * T + 1);
+    loader->ds = ds;
+    loader->B = B;
+    loader->T = T;
+    return PHOTON_OK;
+}
+
+PHOTONDEF void photon_loader_next(photon_loader *loader, int *inputs, int *targets) {
+    uint64_t need = (uint64_t)loader->B * loader->T;
+    int b, t;
+    if (loader->position + need + 1 > loader->ds->num_tokens) {
+        loader->position = 0;
+        loader->epoch++;
+    }
+    for (b = 0; b < loader->B; b++) {
+        const uint16_t *w = loader->ds->tokens + loader->position + (size_t)b * loader->T;
+        for (t = 0; t < loader->T; t++) {
+            inputs[b * loader->T + t] = w[t];
+            targets[b * loader->T + t] = w[t + 1];
+        }
+    }
+    loader->position += need;
+}
+
+PHOTONDEF photon_result photon_evaluate(photon_model *m, const photon_dataset *ds, int B, int T, uint64_t max_tokens,
+                                        photon_eval_result *res, photon_error *err) {
+    uint64_t windows, w;
+    double sum = 0.0;
+    int *inputs, *targets;
+    photon_result r = PHOTON_OK;
+    memset(res, 0, sizeof *res);
+    if (B < 1 || T < 1 || T > m->config.n_ctx)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d: both must be positive and the sequence at "
+                            "most the context length %d", B, T, m->config.n_ctx);
+    if (ds->num_tokens < (size_t)T + 1)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "data holds %zu tokens; evaluation at sequence %d needs %d",
+                            ds->num_tokens, T, T + 1);
+    if ((r = photon_dataset_check_vocab(ds, m->config.vocab_size, err)) != PHOTON_OK) return r;
+    windows = (ds->num_tokens - 1) / (size_t)T;
+    if (max_tokens > 0 && windows > (max_tokens / (uint64_t)T ? max_tokens / (uint64_t)T : 1))
+        windows = max_tokens / (uint64_t)T ? max_tokens / (uint64_t)T : 1;
+    inputs = (int *)photon__calloc((size_t)B * T, sizeof(int));
+    targets = (int *)photon__calloc((size_t)B * T, sizeof(int));
+    if (!inputs || !targets) r = photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate an evaluation batch");
+    for (w = 0; r == PHOTON_OK && w < windows; w += (uint64_t)B) {
+        int rows = windows - w < (uint64_t)B ? (int)(windows - w) : B, b, t;
+        size_t i;
+        for (b = 0; b < rows; b++)
+            for (t = 0; t < T; t++) {
+                inputs[b * T + t] = ds->tokens[(w + b) * T + t];
+                targets[b * T + t] = ds->tokens[(w + b) * T + t + 1];
+            }
+        r = photon_forward(m, inputs, targets, rows, T, NULL, err);
+        for (i = 0; r == PHOTON_OK && i < (size_t)rows * T; i++) sum += m->acts.losses[i];
+    }
+    PHOTON_FREE(inputs);
+    PHOTON_FREE(targets);
+    if (r != PHOTON_OK) return r;
+    res->tokens = windows * (uint64_t)T;
+    res->loss = sum / (double)res->tokens;
+    res->perplexity = exp(res->loss);
+    /* byte-level text: one token is one byte */
+    res->bits_per_byte = ds->text_bytes == ds->num_tokens ? res->loss / log(2.0) : NAN;
+    if (!(res->loss - res->loss == 0.0))
+        return photon__fail(err, PHOTON_ERR_NUMERIC, "evaluation loss is not finite (%f)", res->loss);
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* Sampling                                                                */
+/* ======================================================================= */
+
+PHOTONDEF photon_result photon_sample_next(photon_model *m, const int *context, int n, float temperature,
+                                           uint64_t *rng, int *token, photon_error *err) {
+    int T = n < m->config.n_ctx ? n : m->config.n_ctx, V = m->config.vocab_size, v, best = 0;
+    const float *logits;
+    double sum = 0.0, u, acc = 0.0;
+    photon_result r;
+    if (n < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "sampling needs at least one context token");
+    if ((r = photon_forward(m, context + (n - T), NULL, 1, T, NULL, err)) != PHOTON_OK) return r;
+    logits = m->acts.logits + (size_t)(T - 1) * V;
+    for (v = 1; v < V; v++)
+        if (logits[v] > logits[best]) best = v;
+    if (temperature <= 0.0f) {
+        *token = best;
+        return PHOTON_OK;
+    }
+    for (v = 0; v < V; v++) sum += exp(((double)logits[v] - logits[best]) / temperature);
+    u = photon_rand_uniform(rng) * sum;
+    for (v = 0; v < V; v++) {
+        acc += exp(((double)logits[v] - logits[best]) / temperature);
+        if (u < acc) break;
+    }
+    *token = v < V ? v : best;
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* Files: atomic writes                                                    */
+/* ======================================================================= */
+/* Every output is written to PATH.tmp, flushed to disk, then renamed over
+   PATH, so a reader sees the old file or the whole new one, never a part. */
+
+typedef struct photon__atomic {
+    FILE *f;
+    char *tmp;
+    const char *path;
+} photon__atomic;
+
+static photon_result photon__atomic_open(photon__atomic *a, const char *path, photon_error *err) {
+    size_t n = strlen(path);
+    a->path = path;
+    a->f = NULL;
+    a->tmp = (char *)PHOTON_MALLOC(n + 5);
+    if (!a->tmp) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate a file name", path);
+    memcpy(a->tmp, path, n);
+    memcpy(a->tmp + n, ".tmp", 5);
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) {
+        photon_result r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot create: %s", a->tmp, strerror(errno));
+        PHOTON_FREE(a->tmp);
+        a->tmp = NULL;
+        return r;
+    }
+    return PHOTON_OK;
+}
+
+static void photon__atomic_abort(photon__atomic *a) {
+    if (a->f) fclose(a->f);
+    if (a->tmp) remove(a->tmp);
+    PHOTON_FREE(a->tmp);
+    a->f = NULL;
+    a->tmp = NULL;
+}
+
+static photon_result photon__atomic_commit(photon__atomic *a, photon_error *err) {
+    int failed = ferror(a->f) || fflush(a->f) != 0;
+#ifdef PHOTON__HAVE_FSYNC
+    if (!failed) failed = fsync(fileno(a->f)) != 0;
+#endif
+    if (fclose(a->f) != 0) failed = 1;
+    a->f = NULL;
+    if (failed || rename(a->tmp, a->path) != 0) {
+        photon_result r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot write: %s", a->path, strerror(errno));
+        photon__atomic_abort(a);
+        return r;
+    }
+    PHOTON_FREE(a->tmp);
+    a->tmp = NULL;
+    return PHOTON_OK;
+}
+
+/* A growing text buffer for JSON headers. */
+typedef struct photon__text {
+    char *s;
+    size_t len, cap;
+    int failed;
+} photon__text;
+
+static void photon__text_append(photon__text *t, const char *s, size_t n) {
+    if (t->failed) return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        char *grown;
+        while (cap < t->len + n + 1) cap *= 2;
+        grown = (char *)PHOTON_MALLOC(cap);
+        if (!grown) {
+            t->failed = 1;
+            return;
+        }
+        if (t->len) memcpy(grown, t->s, t->len);
+        PHOTON_FREE(t->s);
+        t->s = grown;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+}
+
+static void photon__text_puts(photon__text *t, const char *s) { photon__text_append(t, s, strlen(s)); }
+
+static void photon__text_u64(photon__text *t, uint64_t v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    photon__text_puts(t, buf);
+}
+
+/* Appends s as a JSON string literal. */
+static void photon__text_json_string(photon__text *t, const char *s) {
+    photon__text_puts(t, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            photon__text_append(t, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            photon__text_puts(t, esc);
+        } else {
+            photon__text_append(t, s, 1);
+        }
+    }
+    photon__text_puts(t, "\"");
+}
+
+/* ======================================================================= */
+/* safetensors: reading and validating                                     */
+/* ======================================================================= */
+/* Layout: 8-byte little-endian header length N, N bytes of JSON, then the
+   tensor data. The JSON maps each tensor name to {"dtype", "shape",
+   "data_offsets": [begin, end]} (offsets into the data section), plus an
+   optional "__metadata__" object of strings. */
+
+static const char *const photon__dtype_names[PHOTON_DTYPE_COUNT] = {
+    "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"};
+static const int photon__dtype_sizes[PHOTON_DTYPE_COUNT] = {1, 1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 8, 8, 8};
+
+static int photon__little_endian(void) {
+    uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+static int photon__valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        uint32_t cp;
+        int k;
+        if (len == 0 || i + (size_t)len > n) return 0;
+        cp = len == 1 ? c : len == 2 ? (c & 0x1fu) : len == 3 ? (c & 0x0fu) : (c & 0x07u);
+        for (k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+/* A small JSON reader over the header text. */
+typedef struct photon__json {
+    const char *s;
+    size_t n, pos;
+    const char *path;
+    photon_error *err;
+} photon__json;
+
+static photon_result photon__json_error(photon__json *j, const char *what) {
+    return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: invalid JSON in header at byte %zu: %s", j->path, j->pos, what);
+}
+
+static void photon__json_ws(photon__json *j) {
+    while (j->pos < j->n && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' || j->s[j->pos] == '\n' || j->s[j->pos] == '\r'))
+        j->pos++;
+}
+
+/* Skips whitespace and consumes c if it is next. */
+static int photon__json_accept(photon__json *j, char c) {
+    photon__json_ws(j);
+    if (j->pos < j->n && j->s[j->pos] == c) {
+        j->pos++;
+        return 1;
+    }
+    return 0;
+}
+
+static int photon__hex4(const char *s, uint32_t *v) {
+    int k;
+    *v = 0;
+    for (k = 0; k < 4; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0;
+        *v = *v << 4 | (uint32_t)d;
+    }
+    return 1;
+}
+
+static void photon__utf8_put(photon__text *t, uint32_t cp) {
+    char b[4];
+    size_t n;
+    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { b[0] = (char)(0xc0 | cp >> 6); b[1] = (char)(0x80 | (cp & 0x3f)); n = 2; }
+    else if (cp < 0x10000) { b[0] = (char)(0xe0 | cp >> 12); b[1] = (char)(0x80 | (cp >> 6 & 0x3f)); b[2] = (char)(0x80 | (cp & 0x3f)); n = 3; }
+    else { b[0] = (char)(0xf0 | cp >> 18); b[1] = (char)(0x80 | (cp >> 12 & 0x3f)); b[2] = (char)(0x80 | (cp >> 6 & 0x3f)); b[3] = (char)(0x80 | (cp & 0x3f)); n = 4; }
+    photon__text_append(t, b, n);
+}
+
+/* Reads a string literal into a new allocation (*out, NUL-terminated). */
+static photon_result photon__json_string(photon__json *j, char **out) {
+    photon__text t = {NULL, 0, 0, 0};
+    *out = NULL;
+    if (!photon__json_accept(j, '"')) return photon__json_error(j, "expected a string");
+    photon__text_append(&t, "", 0);
+    for (;;) {
+        char c;
+        if (j->pos >= j->n) {
+            PHOTON_FREE(t.s);
+            return photon__json_error(j, "unterminated string");
+        }
+        c = j->s[j->pos++];
+        if (c == '"') break;
+        if ((unsigned char)c < 0x20) {
+            PHOTON_FREE(t.s);
+            return photon__json_error(j, "control character in string");
+        }
+        if (c != '\\') {
+            photon__text_append(&t, &c, 1);
+            continue;
+        }
+        if (j->pos >= j->n) break;
+        c = j->s[j->pos++];
+        switch (c) {
+        case '"': case '\\': case '/': photon__text_append(&t, &c, 1); break;
+        case 'b': photon__text_append(&t, "\b", 1); break;
+        case 'f': photon__text_append(&t, "\f", 1); break;
+        case 'n': photon__text_append(&t, "\n", 1); break;
+        case 'r': photon__text_append(&t, "\r", 1); break;
+        case 't': photon__text_append(&t, "\t", 1); break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (j->pos + 4 > j->n || !photon__hex4(j->s + j->pos, &cp)) {
+                PHOTON_FREE(t.s);
+                return photon__json_error(j, "bad \\u escape");
+            }
+            j->pos += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff) { /* a surrogate pair */
+                if (j->pos + 6 > j->n || j->s[j->pos] != '\\' || j->s[j->pos + 1] != 'u' ||
+                    !photon__hex4(j->s + j->pos + 2, &lo) || lo < 0xdc00 || lo > 0xdfff) {
+                    PHOTON_FREE(t.s);
+                    return photon__json_error(j, "unpaired surrogate in \\u escape");
+                }
+                j->pos += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                PHOTON_FREE(t.s);
+                return photon__json_error(j, "unpaired surrogate in \\u escape");
+            }
+            if (cp == 0) {
+                PHOTON_FREE(t.s);
+                return photon__json_error(j, "NUL character in string");
+            }
+            photon__utf8_put(&t, cp);
+            break;
+        }
+        default:
+            PHOTON_FREE(t.s);
+            return photon__json_error(j, "unknown escape in string");
+        }
+    }
+    if (t.failed) {
+        PHOTON_FREE(t.s);
+        return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading the header", j->path);
+    }
+    *out = t.s;
+    return PHOTON_OK;
+}
+
+/* A non-negative integer, as the reference reader's usize fields demand. */
+static photon_result photon__json_uint(photon__json *j, uint64_t *out) {
+    size_t start;
+    photon__json_ws(j);
+    start = j->pos;
+    *out = 0;
+    while (j->pos < j->n && j->s[j->pos] >= '0' && j->s[j->pos] <= '9') {
+        uint64_t d = (uint64_t)(j->s[j->pos] - '0');
+        if (*out > (UINT64_MAX - d) / 10) return photon__json_error(j, "integer too large");
+        *out = *out * 10 + d;
+        j->pos++;
+    }
+    if (j->pos == start) return photon__json_error(j, "expected a non-negative integer");
+    if (j->pos - start > 1 && j->s[start] == '0') return photon__json_error(j, "leading zero in integer");
+    if (j->pos < j->n && (j->s[j->pos] == '.' || j->s[j->pos] == 'e' || j->s[j->pos] == 'E'))
+        return photon__json_error(j, "expected an integer, found a fraction");
+    return PHOTON_OK;
+}
+
+/* Skips any JSON value (for fields this reader does not use). */
+static photon_result photon__json_skip(photon__json *j, int depth) {
+    photon_result r;
+    char c;
+    if (depth > 64) return photon__json_error(j, "nesting too deep");
+    photon__json_ws(j);
+    if (j->pos >= j->n) return photon__json_error(j, "unexpected end");
+    c = j->s[j->pos];
+    if (c == '"') {
+        char *s;
+        if ((r = photon__json_string(j, &s)) == PHOTON_OK) PHOTON_FREE(s);
+        return r;
+    }
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->pos++;
+        if (photon__json_accept(j, close)) return PHOTON_OK;
+        do {
+            if (c == '{') {
+                char *key;
+                if ((r = photon__json_string(j, &key)) != PHOTON_OK) return r;
+                PHOTON_FREE(key);
+                if (!photon__json_accept(j, ':')) return photon__json_error(j, "expected ':'");
+            }
+            if ((r = photon__json_skip(j, depth + 1)) != PHOTON_OK) return r;
+        } while (photon__json_accept(j, ','));
+        return photon__json_accept(j, close) ? PHOTON_OK : photon__json_error(j, "expected ',' or a closing bracket");
+    }
+    {
+        const char *words[3] = {"true", "false", "null"};
+        int k;
+        for (k = 0; k < 3; k++) {
+            size_t len = strlen(words[k]);
+            if (j->pos + len <= j->n && memcmp(j->s + j->pos, words[k], len) == 0) {
+                j->pos += len;
+                return PHOTON_OK;
+            }
+        }
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) { /* a number: sign, digits, fraction, exponent */
+        size_t start = j->pos;
+        if (c == '-') j->pos++;
+        while (j->pos < j->n && strchr("0123456789.eE+-", j->s[j->pos])) j->pos++;
+        if (j->pos == start + (c == '-')) return photon__json_error(j, "bad number");
+        return PHOTON_OK;
+    }
+    return photon__json_error(j, "unexpected character");
+}
+
+/* Reads [u, u, ...] into out (at most max values); *count gets how many. */
+static photon_result photon__json_uint_array(photon__json *j, uint64_t *out, int max, int *count, const char *name,
+                                             const char *field) {
+    photon_result r;
+    *count = 0;
+    if (!photon__json_accept(j, '[')) return photon__json_error(j, "expected an array");
+    if (photon__json_accept(j, ']')) return PHOTON_OK;
+    do {
+        if (*count == max)
+            return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor '%s' has more than %d entries in %s", j->path,
+                                name, max, field);
+        if ((r = photon__json_uint(j, &out[(*count)++])) != PHOTON_OK) return r;
+    } while (photon__json_accept(j, ','));
+    return photon__json_accept(j, ']') ? PHOTON_OK : photon__json_error(j, "expected ',' or ']'");
+}
+
+/* {"dtype": ..., "shape": [...], "data_offsets": [b, e]}; other keys ignored. */
+static photon_result photon__st_parse_tensor(photon__json *j, photon_st_tensor *t) {
+    int have_dtype = 0, have_shape = 0, have_offsets = 0, k;
+    photon_result r;
+    if (!photon__json_accept(j, '{')) return photon__json_error(j, "expected an object for a tensor");
+    if (!photon__json_accept(j, '}')) {
+        do {
+            char *key;
+            if ((r = photon__json_string(j, &key)) != PHOTON_OK) return r;
+            if (!photon__json_accept(j, ':')) {
+                PHOTON_FREE(key);
+                return photon__json_error(j, "expected ':'");
+            }
+            if (strcmp(key, "dtype") == 0) {
+                char *dtype;
+                PHOTON_FREE(key);
+                if ((r = photon__json_string(j, &dtype)) != PHOTON_OK) return r;
+                for (k = 0; k < PHOTON_DTYPE_COUNT; k++)
+                    if (strcmp(dtype, photon__dtype_names[k]) == 0) break;
+                if (k == PHOTON_DTYPE_COUNT) {
+                    r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor '%s' has unknown dtype '%.40s'", j->path,
+                                     t->name, dtype);
+                    PHOTON_FREE(dtype);
+                    return r;
+                }
+                PHOTON_FREE(dtype);
+                t->dtype = (photon_dtype)k;
+                have_dtype = 1;
+            } else if (strcmp(key, "shape") == 0) {
+                PHOTON_FREE(key);
+                r = photon__json_uint_array(j, t->shape, PHOTON_ST_MAX_DIMS, &t->ndim, t->name, "shape");
+                if (r != PHOTON_OK) return r;
+                have_shape = 1;
+            } else if (strcmp(key, "data_offsets") == 0) {
+                uint64_t off[2];
+                int n;
+                PHOTON_FREE(key);
+                if ((r = photon__json_uint_array(j, off, 2, &n, t->name, "data_offsets")) != PHOTON_OK) return r;
+                if (n != 2)
+                    return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor '%s': data_offsets needs 2 entries, has %d",
+                                        j->path, t->name, n);
+                t->begin = off[0];
+                t->end = off[1];
+                have_offsets = 1;
+            } else {
+                PHOTON_FREE(key);
+                if ((r = photon__json_skip(j, 1)) != PHOTON_OK) return r;
+            }
+        } while (photon__json_accept(j, ','));
+        if (!photon__json_accept(j, '}')) return photon__json_error(j, "expected ',' or '}'");
+    }
+    if (!have_dtype || !have_shape || !have_offsets)
+        return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor '%s' lacks '%s'", j->path, t->name,
+                            !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+    return PHOTON_OK;
+}
+
+static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *st) {
+    photon_result r;
+    if (!photon__json_accept(j, '{')) return photon__json_error(j, "__metadata__ must be an object");
+    if (photon__json_accept(j, '}')) return PHOTON_OK;
+    do {
+        char *key, *value, **keys, **values;
+        if ((r = photon__json_string(j, &key)) != PHOTON_OK) return r;
+        photon__json_ws(j);
+        if (!photon__json_accept(j, ':')) {
+            PHOTON_FREE(key);
+            return photon__json_error(j, "expected ':'");
+        }
+        photon__json_ws(j);
+        if (j->pos >= j->n || j->s[j->pos] != '"') {
+            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: __metadata__ value of '%.60s' is not a string", j->path, key);
+            PHOTON_FREE(key);
+            return r;
+        }
+        if ((r = photon__json_string(j, &value)) != PHOTON_OK) {
+            PHOTON_FREE(key);
+            return r;
+        }
+        keys = (char **)PHOTON_MALLOC((size_t)(st->num_meta + 1) * sizeof(char *));
+        values = (char **)PHOTON_MALLOC((size_t)(st->num_meta + 1) * sizeof(char *));
+        if (!keys || !values) {
+            PHOTON_FREE(keys);
+            PHOTON_FREE(values);
+            PHOTON_FREE(key);
+            PHOTON_FREE(value);
+            return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading __metadata__", j->path);
+        }
+        if (st->num_meta) {
+            memcpy(keys, st->meta_keys, (size_t)st->num_meta * sizeof(char *));
+            memcpy(values, st->meta_values, (size_t)st->num_meta * sizeof(char *));
+        }
+        PHOTON_FREE(st->meta_keys);
+        PHOTON_FREE(st->meta_values);
+        keys[st->num_meta] = key;
+        values[st->num_meta] = value;
+        st->meta_keys = keys;
+        st->meta_values = values;
+        st->num_meta++;
+    } while (photon__json_accept(j, ','));
+    return photon__json_accept(j, '}') ? PHOTON_OK : photon__json_error(j, "expected ',' or '}'");
+}
+
+static photon_result photon__st_add_tensor(photon_st_file *st, photon__json *j, char *name) {
+    photon_st_tensor *grown;
+    int i;
+    photon_result r;
+    for (i = 0; i < st->num_tensors; i++)
+        if (strcmp(st->tensors[i].name, name) == 0) {
+            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor name '%.60s' appears twice", j->path, name);
+            PHOTON_FREE(name);
+            return r;
+        }
+    grown = (photon_st_tensor *)photon__calloc((size_t)st->num_tensors + 1, sizeof(photon_st_tensor));
+    if (!grown) {
+        PHOTON_FREE(name);
+        return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading the header", j->path);
+    }
+    if (st->num_tensors) memcpy(grown, st->tensors, (size_t)st->num_tensors * sizeof(photon_st_tensor));
+    PHOTON_FREE(st->tensors);
+    st->tensors = grown;
+    st->tensors[st->num_tensors].name = name;
+    st->num_tensors++;
+    return photon__st_parse_tensor(j, &st->tensors[st->num_tensors - 1]);
+}
+
+static photon_result photon__st_parse_header(photon_st_file *st, photon__json *j) {
+    photon_result r;
+    int have_metadata = 0;
+    photon__json_ws(j);
+    if (j->pos >= j->n || j->s[j->pos] != '{')
+        return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: header does not start with '{'", j->path);
+    j->pos++;
+    if (!photon__json_accept(j, '}')) {
+        do {
+            char *key;
+            if ((r = photon__json_string(j, &key)) != PHOTON_OK) return r;
+            if (!photon__json_accept(j, ':')) {
+                PHOTON_FREE(key);
+                return photon__json_error(j, "expected ':'");
+            }
+            if (strcmp(key, "__metadata__") == 0) {
+                PHOTON_FREE(key);
+                if (have_metadata++) return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: __metadata__ appears twice", j->path);
+                r = photon__st_parse_metadata(j, st);
+            } else {
+                r = photon__st_add_tensor(st, j, key);
+            }
+            if (r != PHOTON_OK) return r;
+        } while (photon__json_accept(j, ','));
+        if (!photon__json_accept(j, '}')) return photon__json_error(j, "expected ',' or '}'");
+    }
+    photon__json_ws(j);
+    if (j->pos != j->n) return photon__json_error(j, "trailing characters after the header object");
+    return PHOTON_OK;
+}
+
+/* Each tensor's shape must account for exactly its byte span. */
+static photon_result photon__st_check_spans(const photon_st_file *st, photon_error *err) {
+    int i, k;
+    for (i = 0; i < st->num_tensors; i++) {
+        const photon_st_tensor *t = &st->tensors[i];
+        uint64_t bytes = (uint64_t)photon__dtype_sizes[t->dtype];
+        if (t->begin > t->end)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' has data_offsets [%llu, %llu] that run backwards",
+                                st->path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
+        for (k = 0; k < t->ndim; k++) {
+            if (t->shape[k] != 0 && bytes > UINT64_MAX / t->shape[k])
+                return photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' has a shape whose size overflows", st->path,
+                                    t->name);
+            bytes *= t->shape[k];
+        }
+        if (bytes != t->end - t->begin)
+            return photon__fail(err, PHOTON_ERR_FORMAT,
+                                "%s: tensor '%s' has a shape of %llu bytes (%s) but data_offsets span %llu bytes", st->path,
+                                t->name, (unsigned long long)bytes, photon__dtype_names[t->dtype],
+                                (unsigned long long)(t->end - t->begin));
+    }
+    return PHOTON_OK;
+}
+
+/* Sorted by offset, the tensors must tile the data section exactly. */
+static photon_result photon__st_check_layout(const photon_st_file *st, photon_error *err) {
+    uint64_t data_size = st->file_size - st->data_start, expected = 0;
+    int *order = (int *)photon__calloc((size_t)st->num_tensors + 1, sizeof(int)), i, k;
+    photon_result r = PHOTON_OK;
+    if (!order) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory checking offsets", st->path);
+    for (i = 0; i < st->num_tensors; i++) { /* insertion sort by (begin, end) */
+        for (k = i; k > 0; k--) {
+            const photon_st_tensor *a = &st->tensors[order[k - 1]];
+            if (a->begin < st->tensors[i].begin || (a->begin == st->tensors[i].begin && a->end <= st->tensors[i].end))
+                break;
+            order[k] = order[k - 1];
+        }
+        order[k] = i;
+    }
+    for (i = 0; i < st->num_tensors && r == PHOTON_OK; i++) {
+        const photon_st_tensor *t = &st->tensors[order[i]];
+        if (t->begin < expected)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' overlaps tensor '%s'", st->path, t->name,
+                             st->tensors[order[i - 1]].name);
+        else if (t->begin > expected)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: hole of %llu bytes before tensor '%s'", st->path,
+                             (unsigned long long)(t->begin - expected), t->name);
+        expected = t->end;
+    }
+    PHOTON_FREE(order);
+    if (r != PHOTON_OK) return r;
+    if (expected > data_size)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: truncated: the header declares %llu bytes of tensor data, the file "
+                            "holds %llu", st->path, (unsigned long long)expected, (unsigned long long)data_size);
+    if (expected < data_size)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", st->path,
+                            (unsigned long long)(data_size - expected));
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, photon_error *err) {
+    FILE *f;
+    unsigned char len8[8];
+    uint64_t header_len = 0;
+    long size;
+    char *header;
+    photon__json j;
+    photon_result r;
+    int k;
+    memset(st, 0, sizeof *st);
+    if (!photon__little_endian()) return photon__fail(err, PHOTON_ERR_ARGUMENT, "photon needs a little-endian host");
+    f = fopen(path, "rb");
+    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot determine its size (not a regular file?)", path);
+    }
+    st->file_size = (uint64_t)size;
+    if (size < 8 || fread(len8, 1, 8, f) != 8) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: too short for safetensors (%ld bytes, the length field alone is 8)",
+                            path, size);
+    }
+    for (k = 7; k >= 0; k--) header_len = header_len << 8 | len8[k];
+    if (header_len > PHOTON_ST_MAX_HEADER) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: header length %llu exceeds the limit of %u bytes", path,
+                            (unsigned long long)header_len, PHOTON_ST_MAX_HEADER);
+    }
+    if (header_len > st->file_size - 8) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: truncated: header length %llu runs past the end of the file (%ld bytes)",
+                            path, (unsigned long long)header_len, size);
+    }
+    header = (char *)PHOTON_MALLOC((size_t)header_len + 1);
+    if (!header) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate the header", path);
+    }
+    if (fread(header, 1, (size_t)header_len, f) != (size_t)header_len) {
+        PHOTON_FREE(header);
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    header[header_len] = '\0';
+    st->path = photon__strdup(path);
+    st->data_start = 8 + header_len;
+    if (!st->path) {
+        PHOTON_FREE(header);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
+    j.s = header;
+    j.n = (size_t)header_len;
+    j.pos = 0;
+    j.path = path;
+    j.err = err;
+    if (!photon__valid_utf8((const unsigned char *)header, (size_t)header_len))
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: header is not valid UTF-8", path);
+    else if ((r = photon__st_parse_header(st, &j)) == PHOTON_OK && (r = photon__st_check_spans(st, err)) == PHOTON_OK)
+        r = photon__st_check_layout(st, err);
+    PHOTON_FREE(header);
+    if (r != PHOTON_OK) photon_st_close(st);
+    return r;
+}
+
+PHOTONDEF void photon_st_close(photon_st_file *st) {
+    int i;
+    for (i = 0; i < st->num_tensors; i++) PHOTON_FREE(st->tensors[i].name);
+    for (i = 0; i < st->num_meta; i++) {
+        PHOTON_FREE(st->meta_keys[i]);
+        PHOTON_FREE(st->meta_values[i]);
+    }
+    PHOTON_FREE(st->tensors);
+    PHOTON_FREE(st->meta_keys);
+    PHOTON_FREE(st->meta_values);
+    PHOTON_FREE(st->path);
+    memset(st, 0, sizeof *st);
+}
+
+PHOTONDEF const char *photon_st_meta(const photon_st_file *st, const char *key) {
+    int i;
+    for (i = 0; i < st->num_meta; i++)
+        if (strcmp(st->meta_keys[i], key) == 0) return st->meta_values[i];
+    return NULL;
+}
+
+PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const char *name) {
+    int i;
+    for (i = 0; i < st->num_tensors; i++)
+        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
+    return NULL;
+}
+
+PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
+                                           size_t count, photon_error *err) {
+    FILE *f;
+    size_t i;
+    if (t->dtype != PHOTON_DTYPE_F32)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is %s; photon reads F32 only", st->path, t->name,
+                            photon__dtype_names[t->dtype]);
+    if (t->end - t->begin != (uint64_t)count * 4)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' holds %llu values, expected %zu", st->path, t->name,
+                            (unsigned long long)((t->end - t->begin) / 4), count);
+    f = fopen(st->path, "rb");
+    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", st->path, strerror(errno));
+    if (fseek(f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 4, count, f) != count) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read tensor '%s' (file changed while reading?)", st->path,
+                            t->name);
+    }
+    fclose(f);
+    for (i = 0; i < count; i++)
+        if (!photon__is_finite(dst[i]))
+            return photon__fail(err, PHOTON_ERR_NUMERIC, "%s: tensor '%s' holds %s at element %zu", st->path, t->name,
+                                dst[i] != dst[i] ? "NaN" : "Inf", i);
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* safetensors: writing                                                    */
+/* ======================================================================= */
+
+PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_entry *entries, int num_entries,
+                                            const char *const *meta_keys, const char *const *meta_values,
+                                            int num_meta, photon_error *err) {
+    photon__text h = {NULL, 0, 0, 0};
+    photon__atomic out;
+    uint64_t offset = 0, len;
+    unsigned char len8[8];
+    photon_result r;
+    int i, k;
+    if (!photon__little_endian()) return photon__fail(err, PHOTON_ERR_ARGUMENT, "photon needs a little-endian host");
+    photon__text_puts(&h, "{");
+    if (num_meta > 0) {
+        photon__text_puts(&h, "\"__metadata__\":{");
+        for (i = 0; i < num_meta; i++) {
+            if (i) photon__text_puts(&h, ",");
+            photon__text_json_string(&h, meta_keys[i]);
+            photon__text_puts(&h, ":");
+            photon__text_json_string(&h, meta_values[i]);
+        }
+        photon__text_puts(&h, "}");
+    }
+    for (i = 0; i < num_entries; i++) {
+        uint64_t bytes = 4;
+        for (k = 0; k < entries[i].ndim; k++) bytes *= entries[i].shape[k];
+        if (i || num_meta > 0) photon__text_puts(&h, ",");
+        photon__text_json_string(&h, entries[i].name);
+        photon__text_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        for (k = 0; k < entries[i].ndim; k++) {
+            if (k) photon__text_puts(&h, ",");
+            photon__text_u64(&h, entries[i].shape[k]);
+        }
+        photon__text_puts(&h, "],\"data_offsets\":[");
+        photon__text_u64(&h, offset);
+        photon__text_puts(&h, ",");
+        photon__text_u64(&h, offset + bytes);
+        photon__text_puts(&h, "]}");
+        offset += bytes;
+    }
+    photon__text_puts(&h, "}");
+    while ((8 + h.len) % 8 != 0) photon__text_puts(&h, " "); /* align the data section to 8 bytes */
+    if (h.failed) {
+        PHOTON_FREE(h.s);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory building the header", path);
+    }
+    if ((r = photon__atomic_open(&out, path, err)) != PHOTON_OK) {
+        PHOTON_FREE(h.s);
+        return r;
+    }
+    len = h.len;
+    for (k = 0; k < 8; k++) len8[k] = (unsigned char)(len >> (8 * k));
+    fwrite(len8, 1, 8, out.f);
+    fwrite(h.s, 1, h.len, out.f);
+    PHOTON_FREE(h.s);
+    for (i = 0; i < num_entries; i++) {
+        uint64_t n = 1;
+        for (k = 0; k < entries[i].ndim; k++) n *= entries[i].shape[k];
+        if (n && fwrite(entries[i].data, 4, (size_t)n, out.f) != (size_t)n) break;
+    }
+    return photon__atomic_commit(&out, err);
+}
+
+/* ======================================================================= */
+/* Checkpoints and client state                                            */
+/* ======================================================================= */
+
+static photon_result photon__parse_u64(const photon_st_file *st, const char *key, uint64_t *out, photon_error *err) {
+    const char *s = photon_st_meta(st, key);
+    uint64_t v = 0;
+    const char *p;
+    if (!s) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ lacks %s", st->path, key);
+    for (p = s; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ %s is not a non-negative integer: '%.40s'",
+                                st->path, key, s);
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == s) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ %s is empty", st->path, key);
+    *out = v;
+    return PHOTON_OK;
+}
+
+/* Checks photon.kind and photon.version. */
+static photon_result photon__check_kind(const photon_st_file *st, const char *kind, photon_error *err) {
+    const char *k = photon_st_meta(st, "photon.kind");
+    uint64_t version;
+    photon_result r;
+    if (!k)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: not a photon file (__metadata__ has no photon.kind)", st->path);
+    if (strcmp(k, kind) != 0)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: is a photon %.40s, expected a %s", st->path, k, kind);
+    if ((r = photon__parse_u64(st, "photon.version", &version, err)) != PHOTON_OK) return r;
+    if (version != PHOTON_FORMAT_VERSION)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: format version %llu; this photon reads version %d", st->path,
+                            (unsigned long long)version, PHOTON_FORMAT_VERSION);
+    return PHOTON_OK;
+}
+
+static photon_result photon__read_config(const photon_st_file *st, photon_config *c, photon_error *err) {
+    const char *keys[5] = {"photon.vocab_size", "photon.n_ctx", "photon.n_layer", "photon.n_head", "photon.n_embd"};
+    int *fields[5];
+    uint64_t v;
+    int k;
+    photon_result r;
+    fields[0] = &c->vocab_size;
+    fields[1] = &c->n_ctx;
+    fields[2] = &c->n_layer;
+    fields[3] = &c->n_head;
+    fields[4] = &c->n_embd;
+    for (k = 0; k < 5; k++) {
+        if ((r = photon__parse_u64(st, keys[k], &v, err)) != PHOTON_OK) return r;
+        *fields[k] = v > 1000000 ? -1 : (int)v;
+    }
+    if ((r = photon_config_validate(c, err)) != PHOTON_OK)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: invalid model config in __metadata__: %s", st->path,
+                            err ? err->message : "");
+    return PHOTON_OK;
+}
+
+/* Metadata values are strings; numbers are written in decimal. */
+typedef struct photon__meta {
+    int n;
+    const char *keys[24];
+    const char *values[24];
+    char storage[24][24];
+} photon__meta;
+
+static void photon__meta_str(photon__meta *m, const char *key, const char *value) {
+    m->keys[m->n] = key;
+    m->values[m->n++] = value;
+}
+
+static void photon__meta_u64(photon__meta *m, const char *key, uint64_t value) {
+    snprintf(m->storage[m->n], sizeof m->storage[m->n], "%llu", (unsigned long long)value);
+    photon__meta_str(m, key, m->storage[m->n]);
+}
+
+static void photon__meta_header(photon__meta *m, const char *kind, const photon_config *c) {
+    m->n = 0;
+    photon__meta_str(m, "format", "pt"); /* transformers refuses safetensors without it */
+    photon__meta_u64(m, "photon.version", PHOTON_FORMAT_VERSION);
+    photon__meta_str(m, "photon.kind", kind);
+    photon__meta_u64(m, "photon.vocab_size", (uint64_t)c->vocab_size);
+    photon__meta_u64(m, "photon.n_ctx", (uint64_t)c->n_ctx);
+    photon__meta_u64(m, "photon.n_layer", (uint64_t)c->n_layer);
+    photon__meta_u64(m, "photon.n_head", (uint64_t)c->n_head);
+    photon__meta_u64(m, "photon.n_embd", (uint64_t)c->n_embd);
+}
+
+PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const char *path, photon_error *err) {
+    photon_st_entry *entries = (photon_st_entry *)photon__calloc((size_t)model->num_tensors, sizeof(photon_st_entry));
+    photon__meta meta;
+    photon_result r;
+    int i;
+    if (!entries) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    for (i = 0; i < model->num_tensors; i++) {
+        const photon_tensor_info *t = &model->tensors[i];
+        entries[i].name = t->name;
+        entries[i].ndim = t->ndim;
+        entries[i].shape[0] = (uint64_t)t->shape[0];
+        entries[i].shape[1] = (uint64_t)t->shape[1];
+        entries[i].data = model->params + t->offset;
+    }
+    photon__meta_header(&meta, "checkpoint", &model->config);
+    photon__meta_u64(&meta, "photon.step", model->step);
+    photon__meta_u64(&meta, "photon.tokens_seen", model->tokens_seen);
+    photon__meta_u64(&meta, "photon.seed", model->seed);
+    r = photon_st_write_f32(path, entries, model->num_tensors, meta.keys, meta.values, meta.n, err);
+    PHOTON_FREE(entries);
+    return r;
+}
+
+/* Reads every tensor of the model's table from st; no others may be there. */
+static photon_result photon__read_params(const photon_st_file *st, photon_model *m, photon_error *err) {
+    int i;
+    photon_result r;
+    for (i = 0; i < m->num_tensors; i++) {
+        const photon_tensor_info *info = &m->tensors[i];
+        const photon_st_tensor *t = photon_st_find(st, info->name);
+        if (!t) return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is missing", st->path, info->name);
+        if (t->ndim != info->ndim || t->shape[0] != (uint64_t)info->shape[0] ||
+            (info->ndim == 2 && t->shape[1] != (uint64_t)info->shape[1]))
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' has a shape other than the config's [%d%s%d]",
+                                st->path, info->name, info->shape[0], info->ndim == 2 ? "," : "",
+                                info->ndim == 2 ? info->shape[1] : 0);
+        if ((r = photon_st_read_f32(st, t, m->params + info->offset, info->size, err)) != PHOTON_OK) return r;
+    }
+    for (i = 0; i < st->num_tensors; i++) {
+        int k, known = 0;
+        for (k = 0; k < m->num_tensors && !known; k++) known = strcmp(st->tensors[i].name, m->tensors[k].name) == 0;
+        if (!known)
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: unexpected tensor '%s'", st->path, st->tensors[i].name);
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *path, photon_error *err) {
+    photon_st_file st;
+    photon_config config;
+    photon_result r = photon_st_open(&st, path, err);
+    memset(model, 0, sizeof *model);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(&st, "checkpoint", err)) == PHOTON_OK &&
+        (r = photon__read_config(&st, &config, err)) == PHOTON_OK &&
+        (r = photon__model_alloc(model, &config, err)) == PHOTON_OK) {
+        if ((r = photon__read_params(&st, model, err)) == PHOTON_OK &&
+            (r = photon__parse_u64(&st, "photon.step", &model->step, err)) == PHOTON_OK &&
+            (r = photon__parse_u64(&st, "photon.tokens_seen", &model->tokens_seen, err)) == PHOTON_OK)
+            r = photon__parse_u64(&st, "photon.seed", &model->seed, err);
+        if (r != PHOTON_OK) photon_model_free(model);
+    }
+    photon_st_close(&st);
+    return r;
+}
+
+PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err) {
+    photon_st_entry entries[2];
+    photon__meta meta;
+    char hash[20];
+    memset(entries, 0, sizeof entries);
+    entries[0].name = "adamw.m";
+    entries[1].name = "adamw.v";
+    entries[0].ndim = entries[1].ndim = 1;
+    entries[0].shape[0] = entries[1].shape[0] = s->adamw.n;
+    entries[0].data = s->adamw.m;
+    entries[1].data = s->adamw.v;
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)s->data_hash);
+    photon__meta_header(&meta, "client_state", config);
+    photon__meta_u64(&meta, "photon.step", s->step);
+    photon__meta_u64(&meta, "photon.adamw_step", s->adamw.t);
+    photon__meta_u64(&meta, "photon.data_position", s->data_position);
+    photon__meta_u64(&meta, "photon.data_epoch", s->data_epoch);
+    photon__meta_u64(&meta, "photon.data_tokens", s->data_tokens);
+    photon__meta_str(&meta, "photon.data_hash", hash);
+    return photon_st_write_f32(path, entries, 2, meta.keys, meta.values, meta.n, err);
+}
+
+PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err) {
+    photon_st_file st;
+    photon_config c;
+    const photon_st_tensor *m, *v;
+    const char *hash;
+    size_t n = 0;
+    photon_result r = photon_st_open(&st, path, err);
+    memset(s, 0, sizeof *s);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(&st, "client_state", err)) != PHOTON_OK ||
+        (r = photon__read_config(&st, &c, err)) != PHOTON_OK) {
+        photon_st_close(&st);
+        return r;
+    }
+    if (memcmp(&c, config, sizeof c) != 0) {
+        photon_st_close(&st);
+        return photon__fail(err, PHOTON_ERR_MISMATCH,
+                            "%s: client state is for a model with vocab %d, ctx %d, %d layers, %d heads, width %d; this "
+                            "model has vocab %d, ctx %d, %d layers, %d heads, width %d",
+                            path, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd, config->vocab_size, config->n_ctx,
+                            config->n_layer, config->n_head, config->n_embd);
+    }
+    m = photon_st_find(&st, "adamw.m");
+    v = photon_st_find(&st, "adamw.v");
+    if (m && m->ndim == 1) n = (size_t)m->shape[0];
+    if (!m || !v || st.num_tensors != 2)
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a client state holds exactly the tensors adamw.m and adamw.v", path);
+    else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
+             (r = photon_st_read_f32(&st, m, s->adamw.m, n, err)) == PHOTON_OK &&
+             (r = photon_st_read_f32(&st, v, s->adamw.v, n, err)) == PHOTON_OK &&
+             (r = photon__parse_u64(&st, "photon.step", &s->step, err)) == PHOTON_OK &&
+             (r = photon__parse_u64(&st, "photon.adamw_step", &s->adamw.t, err)) == PHOTON_OK &&
+             (r = photon__parse_u64(&st, "photon.data_position", &s->data_position, err)) == PHOTON_OK &&
+             (r = photon__parse_u64(&st, "photon.data_epoch", &s->data_epoch, err)) == PHOTON_OK &&
+             (r = photon__parse_u64(&st, "photon.data_tokens", &s->data_tokens, err)) == PHOTON_OK) {
+        hash = photon_st_meta(&st, "photon.data_hash");
+        if (!hash || strlen(hash) != 16 || strspn(hash, "0123456789abcdef") != 16)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.data_hash is not 16 hex digits", path);
+        else
+            s->data_hash = (uint64_t)strtoull(hash, NULL, 16);
+    }
+    if (r == PHOTON_OK) {
+        size_t i;
+        for (i = 0; i < n && r == PHOTON_OK; i++)
+            if (s->adamw.v[i] < 0.0f)
+                r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: adamw.v holds a negative second moment at element %zu",
+                                 path, i);
+    }
+    if (r != PHOTON_OK) photon_adamw_state_free(&s->adamw);
+    photon_st_close(&st);
+    return r;
+}
+
+PHOTONDEF photon_result photon_write_hf_config(const photon_config *c, const char *path, photon_error *err) {
+    photon__atomic out;
+    photon_result r = photon_config_validate(c, err);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__atomic_open(&out, path, err)) != PHOTON_OK) return r;
+    fprintf(out.f,
+            "{\n"
+            "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+            "  \"model_type\": \"gpt2\",\n"
+            "  \"vocab_size\": %d,\n"
+            "  \"n_positions\": %d,\n"
+            "  \"n_ctx\": %d,\n"
+            "  \"n_embd\": %d,\n"
+            "  \"n_layer\": %d,\n"
+            "  \"n_head\": %d,\n"
+            "  \"n_inner\": null,\n"
+            "  \"activation_function\": \"gelu_new\",\n"
+            "  \"layer_norm_epsilon\": 1e-05,\n"
+            "  \"initializer_range\": 0.02,\n"
+            "  \"resid_pdrop\": 0.0,\n"
+            "  \"embd_pdrop\": 0.0,\n"
+            "  \"attn_pdrop\": 0.0,\n"
+            "  \"scale_attn_weights\": true,\n"
+            "  \"tie_word_embeddings\": true,\n"
+            "  \"bos_token_id\": %d,\n"
+            "  \"eos_token_id\": %d\n"
+            "}\n",
+            c->vocab_size, c->n_ctx, c->n_ctx, c->n_embd, c->n_layer, c->n_head, c->vocab_size - 1, c->vocab_size - 1);
+    return photon__atomic_commit(&out, err);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PHOTON_IMPLEMENTATION_DONE */
+#endif /* PHOTON_IMPLEMENTATION */

@@ -1,0 +1,139 @@
+/* cli.h - the small command-line helpers the photon tools share.
+
+   Conventions: --help and --version print to stdout and exit 0; a usage
+   error prints one line to stderr and exits 2; a failure of the library
+   prints its one-line message and exits 1. Flags take their value as the
+   next argument or after '=' (--steps 10, --steps=10). */
+#ifndef PHOTON_CLI_H
+#define PHOTON_CLI_H
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../photon.h"
+
+static const char *cli_prog = "photon";
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 1, 2), noreturn))
+#endif
+static inline void cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s: ", cli_prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see %s --help)\n", cli_prog);
+    exit(2);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noreturn))
+#endif
+static inline void cli_fail(const photon_error *err) {
+    fprintf(stderr, "%s: %s\n", cli_prog, err->message);
+    exit(1);
+}
+
+/* One parsed command line: the flag of argv[*i] and its value, if any. */
+typedef struct cli_args {
+    int argc, i;
+    char **argv;
+    char flag[64];
+    const char *inline_value; /* after '=' */
+} cli_args;
+
+/* Advances to the next argument; returns 0 when none are left. Arguments
+   that do not start with "--" come back with flag "" (positional). */
+static inline int cli_next(cli_args *a) {
+    const char *arg, *eq;
+    if (++a->i >= a->argc) return 0;
+    arg = a->argv[a->i];
+    a->inline_value = NULL;
+    if (strncmp(arg, "--", 2) != 0) {
+        a->flag[0] = '\0';
+        return 1;
+    }
+    eq = strchr(arg, '=');
+    if (eq) {
+        size_t n = (size_t)(eq - arg) < sizeof a->flag - 1 ? (size_t)(eq - arg) : sizeof a->flag - 1;
+        memcpy(a->flag, arg, n);
+        a->flag[n] = '\0';
+        a->inline_value = eq + 1;
+    } else {
+        snprintf(a->flag, sizeof a->flag, "%s", arg);
+    }
+    return 1;
+}
+
+static inline int cli_is(const cli_args *a, const char *flag) { return strcmp(a->flag, flag) == 0; }
+
+static const char *cli_value(cli_args *a) {
+    if (a->inline_value) return a->inline_value;
+    if (a->i + 1 >= a->argc) cli_usage_error("%s needs a value", a->flag);
+    return a->argv[++a->i];
+}
+
+static inline void cli_no_value(const cli_args *a) {
+    if (a->inline_value) cli_usage_error("%s takes no value", a->flag);
+}
+
+static inline long long cli_int(cli_args *a, long long min, long long max) {
+    const char *s = cli_value(a);
+    char *end;
+    long long v;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        cli_usage_error("%s needs an integer from %lld to %lld, got '%s'", a->flag, min, max, s);
+    return v;
+}
+
+static inline double cli_float(cli_args *a, double min, double max) {
+    const char *s = cli_value(a);
+    char *end;
+    double v;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max))
+        cli_usage_error("%s needs a number from %g to %g, got '%s'", a->flag, min, max, s);
+    return v;
+}
+
+/* Seconds on a monotonic clock, for progress reports. */
+static inline double cli_now(void) {
+#if defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+/* Prints s as a JSON string literal. */
+static inline void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* A finite number, or null (JSON has no NaN). */
+static inline void cli_json_number(FILE *f, double v) {
+    if (v - v == 0.0) fprintf(f, "%.17g", v);
+    else fputs("null", f);
+}
+
+#endif

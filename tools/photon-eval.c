@@ -1,0 +1,165 @@
+/* photon-eval: held-out loss, perplexity and bits per byte of a checkpoint;
+   text samples; and the config.json that Hugging Face transformers needs. */
+#define PHOTON_IMPLEMENTATION
+#include "cli.h"
+
+static const char *usage =
+    "usage: photon-eval --model CKPT [--data FILE...] [options]\n"
+    "\n"
+    "Evaluates a checkpoint on consecutive windows of the data: mean loss (nats per\n"
+    "token), perplexity, and bits per byte (for text read as bytes). Data files are\n"
+    "llm.c token shards or text.\n"
+    "\n"
+    "  --model CKPT         the checkpoint (safetensors)\n"
+    "  --data FILE...       evaluation data; every argument up to the next flag\n"
+    "  --batch B            windows per forward pass (default 8; does not change the result)\n"
+    "  --seq T              tokens per window (default: the model's context length)\n"
+    "  --max-tokens N       evaluate at most N predicted tokens (default 0: all)\n"
+    "  --json               print results as JSON on stdout\n"
+    "\n"
+    "  --sample N           generate N tokens after --prompt and print the text\n"
+    "  --prompt TEXT        the text to continue (default: a newline)\n"
+    "  --temperature X      sampling temperature, 0 picks the most likely (default 0.8)\n"
+    "  --seed S             sampling seed (default 1)\n"
+    "\n"
+    "  --hf-config FILE     write the config.json with which transformers'\n"
+    "                       GPT2LMHeadModel loads this checkpoint (as model.safetensors)\n"
+    "  --help, --version\n";
+
+typedef struct eval_options {
+    const char *model_path, *hf_config, *prompt;
+    const char **data_paths;
+    int num_data, json, have_seq;
+    long long batch, seq, max_tokens, sample;
+    double temperature;
+    uint64_t seed;
+} eval_options;
+
+static void parse_args(eval_options *o, int argc, char **argv) {
+    cli_args a;
+    memset(o, 0, sizeof *o);
+    o->batch = 8;
+    o->prompt = "\n";
+    o->temperature = 0.8;
+    o->seed = 1;
+    o->data_paths = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    a.argc = argc;
+    a.argv = argv;
+    a.i = 0;
+    while (cli_next(&a)) {
+        if (cli_is(&a, "--help")) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if (cli_is(&a, "--version")) {
+            printf("photon-eval %s (file format %d)\n", PHOTON_VERSION, PHOTON_FORMAT_VERSION);
+            exit(0);
+        } else if (cli_is(&a, "--model")) {
+            o->model_path = cli_value(&a);
+        } else if (cli_is(&a, "--data")) {
+            if (a.inline_value) o->data_paths[o->num_data++] = a.inline_value;
+            while (a.i + 1 < argc && strncmp(argv[a.i + 1], "--", 2) != 0) o->data_paths[o->num_data++] = argv[++a.i];
+            if (o->num_data == 0) cli_usage_error("--data needs at least one file");
+        } else if (cli_is(&a, "--batch")) {
+            o->batch = cli_int(&a, 1, 1 << 20);
+        } else if (cli_is(&a, "--seq")) {
+            o->seq = cli_int(&a, 1, 65536);
+            o->have_seq = 1;
+        } else if (cli_is(&a, "--max-tokens")) {
+            o->max_tokens = cli_int(&a, 0, LLONG_MAX);
+        } else if (cli_is(&a, "--json")) {
+            cli_no_value(&a);
+            o->json = 1;
+        } else if (cli_is(&a, "--sample")) {
+            o->sample = cli_int(&a, 0, 1 << 24);
+        } else if (cli_is(&a, "--prompt")) {
+            o->prompt = cli_value(&a);
+        } else if (cli_is(&a, "--temperature")) {
+            o->temperature = cli_float(&a, 0.0, 100.0);
+        } else if (cli_is(&a, "--seed")) {
+            o->seed = (uint64_t)cli_int(&a, 0, LLONG_MAX);
+        } else if (cli_is(&a, "--hf-config")) {
+            o->hf_config = cli_value(&a);
+        } else if (a.flag[0] == '\0') {
+            cli_usage_error("unexpected argument '%s'", argv[a.i]);
+        } else {
+            cli_usage_error("unknown option %s", a.flag);
+        }
+    }
+    if (!o->model_path) cli_usage_error("--model is required");
+    if (o->num_data == 0 && o->sample == 0 && !o->hf_config)
+        cli_usage_error("nothing to do: give --data, --sample or --hf-config");
+}
+
+static void evaluate(const eval_options *o, photon_model *model) {
+    photon_dataset ds;
+    photon_eval_result res;
+    photon_error err;
+    int T = o->have_seq ? (int)o->seq : model->config.n_ctx;
+    if (T > model->config.n_ctx)
+        cli_usage_error("--seq %d is longer than the model's context length %d", T, model->config.n_ctx);
+    if (photon_dataset_load(&ds, o->data_paths, o->num_data, &err) != PHOTON_OK) cli_fail(&err);
+    if (photon_evaluate(model, &ds, (int)o->batch, T, (uint64_t)o->max_tokens, &res, &err) != PHOTON_OK) cli_fail(&err);
+    if (o->json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, o->model_path);
+        printf(",\"step\":%llu,\"loss\":", (unsigned long long)model->step);
+        cli_json_number(stdout, res.loss);
+        printf(",\"perplexity\":");
+        cli_json_number(stdout, res.perplexity);
+        printf(",\"bits_per_byte\":");
+        cli_json_number(stdout, res.bits_per_byte);
+        printf(",\"tokens\":%llu,\"seq\":%d}\n", (unsigned long long)res.tokens, T);
+    } else {
+        printf("loss %.6f  perplexity %.4f  ", res.loss, res.perplexity);
+        if (res.bits_per_byte == res.bits_per_byte) printf("bits/byte %.4f  ", res.bits_per_byte);
+        else printf("bits/byte n/a (token shard)  ");
+        printf("tokens %llu\n", (unsigned long long)res.tokens);
+    }
+    photon_dataset_free(&ds);
+}
+
+/* Continues the prompt (its bytes are the tokens) and prints the text. */
+static void sample(const eval_options *o, photon_model *model) {
+    size_t n = strlen(o->prompt), i;
+    int *tokens = (int *)calloc(n + (size_t)o->sample + 1, sizeof(int)), next;
+    uint64_t rng = o->seed;
+    photon_error err;
+    long long k;
+    if (!tokens) {
+        fprintf(stderr, "%s: out of memory\n", cli_prog);
+        exit(1);
+    }
+    if (model->config.vocab_size < 256)
+        cli_usage_error("--sample reads the prompt as bytes and needs a vocabulary of at least 256");
+    if (n == 0) cli_usage_error("--prompt must not be empty");
+    for (i = 0; i < n; i++) tokens[i] = (unsigned char)o->prompt[i];
+    fputs(o->prompt, stdout);
+    for (k = 0; k < o->sample; k++) {
+        if (photon_sample_next(model, tokens, (int)(n + (size_t)k), (float)o->temperature, &rng, &next, &err) != PHOTON_OK)
+            cli_fail(&err);
+        tokens[n + (size_t)k] = next;
+        if (next < 256) putchar(next);
+        else printf("<%d>", next);
+        fflush(stdout);
+    }
+    putchar('\n');
+    free(tokens);
+}
+
+int main(int argc, char **argv) {
+    eval_options o;
+    photon_model model;
+    photon_error err;
+    cli_prog = "photon-eval";
+    parse_args(&o, argc, argv);
+    if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) cli_fail(&err);
+    if (o.hf_config) {
+        if (photon_write_hf_config(&model.config, o.hf_config, &err) != PHOTON_OK) cli_fail(&err);
+        fprintf(stderr, "%s: wrote %s\n", cli_prog, o.hf_config);
+    }
+    if (o.num_data > 0) evaluate(&o, &model);
+    if (o.sample > 0) sample(&o, &model);
+    free((void *)o.data_paths);
+    photon_model_free(&model);
+    return 0;
+}

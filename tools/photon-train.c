@@ -1,0 +1,292 @@
+/* photon-train: run N local training steps from a new or saved model.
+
+   The model comes from --init (a new GPT-2 style model from a seed) or
+   --model CKPT. The optimizer moments and the data position come from
+   --state FILE if it exists, and go back there after training, so that the
+   next run (or the next federated round) resumes exactly where this stopped.
+   The learning-rate schedule reads the global step stored in the checkpoint. */
+#define PHOTON_IMPLEMENTATION
+#include "cli.h"
+
+static const char *usage =
+    "usage: photon-train (--init [model flags] | --model CKPT) --data FILE... --out CKPT [options]\n"
+    "\n"
+    "Trains a GPT-2 style model for --steps local steps and writes the checkpoint.\n"
+    "Data files are llm.c token shards or text (read as bytes, vocab 256).\n"
+    "\n"
+    "model:\n"
+    "  --init               start from a new model (with the flags below)\n"
+    "  --vocab N            vocabulary size (default 256)\n"
+    "  --ctx N              context length (default 128)\n"
+    "  --layers N           transformer blocks (default 4)\n"
+    "  --heads N            attention heads (default 4)\n"
+    "  --width N            embedding width, a multiple of --heads (default 128)\n"
+    "  --seed N             initialisation seed (default 1)\n"
+    "  --model CKPT         start from a checkpoint instead\n"
+    "\n"
+    "training:\n"
+    "  --data FILE...       training data; every argument up to the next flag\n"
+    "  --steps N            local optimizer steps (default 100; 0 writes the model as it is)\n"
+    "  --batch B            rows per batch (default 8)\n"
+    "  --seq T              tokens per row, at most the context length (default min(64, ctx))\n"
+    "  --lr X               peak learning rate (default 1e-3)\n"
+    "  --warmup N           linear warmup steps (default 0: the first step uses the full rate)\n"
+    "  --total-steps N      global step where the cosine decay ends (default: the\n"
+    "                       global step this run ends at)\n"
+    "  --min-lr-frac X      floor of the decay as a fraction of --lr (default 0.1)\n"
+    "  --beta1 X --beta2 X  AdamW moment decay rates (default 0.9, 0.95)\n"
+    "  --eps X              AdamW epsilon (default 1e-8)\n"
+    "  --weight-decay X     decoupled weight decay on matrices and embeddings (default 0.1)\n"
+    "  --grad-clip X        maximum global gradient norm, 0 disables (default 1.0)\n"
+    "\n"
+    "files:\n"
+    "  --out CKPT           where to write the trained checkpoint (safetensors)\n"
+    "  --state FILE         client state (AdamW moments, data position): read if it\n"
+    "                       exists, written after training\n"
+    "\n"
+    "output:\n"
+    "  --log-every N        progress line on stderr every N steps (default: about 20 lines)\n"
+    "  --json               print a summary as JSON on stdout\n"
+    "  --help, --version\n";
+
+typedef struct train_options {
+    int init, json, log_every;
+    photon_config config;
+    uint64_t seed;
+    const char *model_path, *out_path, *state_path;
+    const char **data_paths;
+    int num_data;
+    long long steps, batch, seq, warmup, total_steps;
+    int have_seq, have_total, have_config;
+    photon_adamw_config adamw;
+    float lr, min_lr_frac;
+} train_options;
+
+static void parse_args(train_options *o, int argc, char **argv) {
+    cli_args a;
+    memset(o, 0, sizeof *o);
+    o->config.vocab_size = 256;
+    o->config.n_ctx = 128;
+    o->config.n_layer = 4;
+    o->config.n_head = 4;
+    o->config.n_embd = 128;
+    o->seed = 1;
+    o->steps = 100;
+    o->batch = 8;
+    o->lr = 1e-3f;
+    o->min_lr_frac = 0.1f;
+    o->adamw.beta1 = 0.9f;
+    o->adamw.beta2 = 0.95f;
+    o->adamw.eps = 1e-8f;
+    o->adamw.weight_decay = 0.1f;
+    o->adamw.grad_clip = 1.0f;
+    o->data_paths = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    a.argc = argc;
+    a.argv = argv;
+    a.i = 0;
+    while (cli_next(&a)) {
+        if (cli_is(&a, "--help")) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if (cli_is(&a, "--version")) {
+            printf("photon-train %s (file format %d)\n", PHOTON_VERSION, PHOTON_FORMAT_VERSION);
+            exit(0);
+        } else if (cli_is(&a, "--init")) {
+            cli_no_value(&a);
+            o->init = 1;
+        } else if (cli_is(&a, "--vocab")) {
+            o->config.vocab_size = (int)cli_int(&a, 1, 65536);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--ctx")) {
+            o->config.n_ctx = (int)cli_int(&a, 1, 65536);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--layers")) {
+            o->config.n_layer = (int)cli_int(&a, 1, 1000);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--heads")) {
+            o->config.n_head = (int)cli_int(&a, 1, 65536);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--width")) {
+            o->config.n_embd = (int)cli_int(&a, 1, 65536);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--seed")) {
+            o->seed = (uint64_t)cli_int(&a, 0, LLONG_MAX);
+            o->have_config = 1;
+        } else if (cli_is(&a, "--model")) {
+            o->model_path = cli_value(&a);
+        } else if (cli_is(&a, "--data")) {
+            if (a.inline_value) o->data_paths[o->num_data++] = a.inline_value;
+            while (a.i + 1 < argc && strncmp(argv[a.i + 1], "--", 2) != 0) o->data_paths[o->num_data++] = argv[++a.i];
+            if (o->num_data == 0) cli_usage_error("--data needs at least one file");
+        } else if (cli_is(&a, "--steps")) {
+            o->steps = cli_int(&a, 0, LLONG_MAX / 2);
+        } else if (cli_is(&a, "--batch")) {
+            o->batch = cli_int(&a, 1, 1 << 20);
+        } else if (cli_is(&a, "--seq")) {
+            o->seq = cli_int(&a, 1, 65536);
+            o->have_seq = 1;
+        } else if (cli_is(&a, "--lr")) {
+            o->lr = (float)cli_float(&a, 0.0, 10.0);
+        } else if (cli_is(&a, "--warmup")) {
+            o->warmup = cli_int(&a, 0, LLONG_MAX / 2);
+        } else if (cli_is(&a, "--total-steps")) {
+            o->total_steps = cli_int(&a, 1, LLONG_MAX / 2);
+            o->have_total = 1;
+        } else if (cli_is(&a, "--min-lr-frac")) {
+            o->min_lr_frac = (float)cli_float(&a, 0.0, 1.0);
+        } else if (cli_is(&a, "--beta1")) {
+            o->adamw.beta1 = (float)cli_float(&a, 0.0, 0.999999);
+        } else if (cli_is(&a, "--beta2")) {
+            o->adamw.beta2 = (float)cli_float(&a, 0.0, 0.999999);
+        } else if (cli_is(&a, "--eps")) {
+            o->adamw.eps = (float)cli_float(&a, 1e-30, 1.0);
+        } else if (cli_is(&a, "--weight-decay")) {
+            o->adamw.weight_decay = (float)cli_float(&a, 0.0, 10.0);
+        } else if (cli_is(&a, "--grad-clip")) {
+            o->adamw.grad_clip = (float)cli_float(&a, 0.0, 1e30);
+        } else if (cli_is(&a, "--out")) {
+            o->out_path = cli_value(&a);
+        } else if (cli_is(&a, "--state")) {
+            o->state_path = cli_value(&a);
+        } else if (cli_is(&a, "--log-every")) {
+            o->log_every = (int)cli_int(&a, 1, INT_MAX);
+        } else if (cli_is(&a, "--json")) {
+            cli_no_value(&a);
+            o->json = 1;
+        } else if (a.flag[0] == '\0') {
+            cli_usage_error("unexpected argument '%s'", argv[a.i]);
+        } else {
+            cli_usage_error("unknown option %s", a.flag);
+        }
+    }
+    if (o->init == (o->model_path != NULL)) cli_usage_error("give exactly one of --init and --model");
+    if (o->model_path && o->have_config) cli_usage_error("model flags (--vocab, --layers, ...) go with --init, not --model");
+    if (o->num_data == 0) cli_usage_error("--data is required");
+    if (!o->out_path) cli_usage_error("--out is required");
+}
+
+/* Loads the client state if there is one, else starts a fresh one. */
+static void open_state(const train_options *o, const photon_model *model, const photon_dataset *ds,
+                       photon_client_state *state, photon_loader *loader) {
+    photon_error err;
+    FILE *probe = o->state_path ? fopen(o->state_path, "rb") : NULL;
+    if (probe) {
+        fclose(probe);
+        if (photon_client_state_load(state, &model->config, o->state_path, &err) != PHOTON_OK) cli_fail(&err);
+        if (state->adamw.n != model->num_params) {
+            fprintf(stderr, "%s: %s: client state holds %.0f moments, the model %.0f parameters\n", cli_prog,
+                    o->state_path, (double)state->adamw.n, (double)model->num_params);
+            exit(1);
+        }
+        if (state->data_hash != ds->hash || state->data_tokens != ds->num_tokens) {
+            fprintf(stderr, "%s: %s: client state belongs to other data (%llu tokens, hash %016llx); these files hold %llu "
+                    "tokens, hash %016llx\n", cli_prog, o->state_path, (unsigned long long)state->data_tokens,
+                    (unsigned long long)state->data_hash, (unsigned long long)ds->num_tokens,
+                    (unsigned long long)ds->hash);
+            exit(1);
+        }
+        if (state->step != model->step)
+            fprintf(stderr, "%s: note: %s was written at global step %llu, the model is at step %llu\n", cli_prog,
+                    o->state_path, (unsigned long long)state->step, (unsigned long long)model->step);
+        loader->position = state->data_position;
+        loader->epoch = state->data_epoch;
+    } else if (photon_adamw_state_init(&state->adamw, model->num_params, &err) != PHOTON_OK) {
+        cli_fail(&err);
+    }
+}
+
+static void log_step(const train_options *o, long long done, const photon_model *model, const photon_step_stats *st,
+                     double elapsed) {
+    double tok_per_s = elapsed > 0 ? (double)done * o->batch * o->seq / elapsed : 0.0;
+    double left = done > 0 ? elapsed / (double)done * (double)(o->steps - done) : 0.0;
+    fprintf(stderr, "step %lld/%lld (global %llu) | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %.1fs left\n", done,
+            o->steps, (unsigned long long)model->step, st->loss, st->lr, st->grad_norm, tok_per_s, left);
+}
+
+int main(int argc, char **argv) {
+    train_options o;
+    photon_model model;
+    photon_dataset ds;
+    photon_loader loader;
+    photon_client_state state;
+    photon_schedule schedule;
+    photon_step_stats st;
+    photon_error err;
+    int *inputs, *targets;
+    long long s;
+    double start, elapsed, loss_sum = 0.0;
+    cli_prog = "photon-train";
+    parse_args(&o, argc, argv);
+    memset(&state, 0, sizeof state);
+    memset(&st, 0, sizeof st);
+
+    if (o.init) {
+        if (photon_model_init(&model, &o.config, o.seed, &err) != PHOTON_OK) cli_usage_error("%s", err.message);
+    } else if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) {
+        cli_fail(&err);
+    }
+    if (!o.have_seq) o.seq = model.config.n_ctx < 64 ? model.config.n_ctx : 64;
+    if (o.seq > model.config.n_ctx)
+        cli_usage_error("--seq %lld is longer than the model's context length %d", o.seq, model.config.n_ctx);
+    if (photon_dataset_load(&ds, o.data_paths, o.num_data, &err) != PHOTON_OK) cli_fail(&err);
+    if (photon_dataset_check_vocab(&ds, model.config.vocab_size, &err) != PHOTON_OK) cli_fail(&err);
+    if (photon_loader_init(&loader, &ds, (int)o.batch, (int)o.seq, &err) != PHOTON_OK) cli_fail(&err);
+    open_state(&o, &model, &ds, &state, &loader);
+
+    schedule.peak_lr = o.lr;
+    schedule.warmup_steps = (uint64_t)o.warmup;
+    schedule.total_steps = o.have_total ? (uint64_t)o.total_steps : model.step + (uint64_t)o.steps;
+    schedule.min_lr_frac = o.min_lr_frac;
+    if (!o.log_every) o.log_every = o.steps > 20 ? (int)(o.steps / 20) : 1;
+
+    inputs = (int *)calloc((size_t)(o.batch * o.seq), sizeof(int));
+    targets = (int *)calloc((size_t)(o.batch * o.seq), sizeof(int));
+    if (!inputs || !targets) {
+        fprintf(stderr, "%s: out of memory\n", cli_prog);
+        return 1;
+    }
+    fprintf(stderr, "%s: %.2fM parameters, %zu data tokens, %lld steps of %lld x %lld tokens from global step %llu\n",
+            cli_prog, model.num_params / 1e6, ds.num_tokens, o.steps, o.batch, o.seq, (unsigned long long)model.step);
+    start = cli_now();
+    for (s = 1; s <= o.steps; s++) {
+        photon_loader_next(&loader, inputs, targets);
+        if (photon_train_step(&model, &state.adamw, &o.adamw, &schedule, inputs, targets, (int)o.batch, (int)o.seq, &st,
+                              &err) != PHOTON_OK)
+            cli_fail(&err);
+        loss_sum += st.loss;
+        if (s % o.log_every == 0 || s == o.steps) log_step(&o, s, &model, &st, cli_now() - start);
+    }
+    elapsed = cli_now() - start;
+
+    if (photon_checkpoint_save(&model, o.out_path, &err) != PHOTON_OK) cli_fail(&err);
+    if (o.state_path) {
+        state.step = model.step;
+        state.data_position = loader.position;
+        state.data_epoch = loader.epoch;
+        state.data_tokens = ds.num_tokens;
+        state.data_hash = ds.hash;
+        if (photon_client_state_save(&state, &model.config, o.state_path, &err) != PHOTON_OK) cli_fail(&err);
+    }
+    fprintf(stderr, "%s: wrote %s (global step %llu)%s%s\n", cli_prog, o.out_path, (unsigned long long)model.step,
+            o.state_path ? " and " : "", o.state_path ? o.state_path : "");
+    if (o.json) {
+        printf("{\"out\":");
+        cli_json_string(stdout, o.out_path);
+        printf(",\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", o.steps,
+               (unsigned long long)model.step, (unsigned long long)model.tokens_seen, o.steps * o.batch * o.seq);
+        cli_json_number(stdout, o.steps ? st.loss : NAN);
+        printf(",\"mean_loss\":");
+        cli_json_number(stdout, o.steps ? loss_sum / (double)o.steps : NAN);
+        printf(",\"seconds\":%.3f,\"tokens_per_second\":", elapsed);
+        cli_json_number(stdout, elapsed > 0 ? (double)(o.steps * o.batch * o.seq) / elapsed : NAN);
+        printf(",\"data_epoch\":%llu,\"data_position\":%llu}\n", (unsigned long long)loader.epoch,
+               (unsigned long long)loader.position);
+    }
+    free(inputs);
+    free(targets);
+    free((void *)o.data_paths);
+    photon_adamw_state_free(&state.adamw);
+    photon_dataset_free(&ds);
+    photon_model_free(&model);
+    return 0;
+}
