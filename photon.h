@@ -152,6 +152,7 @@ typedef struct photon_model {
     uint64_t step;        /* global optimizer steps taken by this model's lineage */
     uint64_t tokens_seen; /* tokens trained on by this model's lineage */
     uint64_t seed;        /* the seed the model was initialised with */
+    uint64_t round;       /* federated rounds merged into it (0: none) */
     /* activations of the last forward pass, allocated on first use */
     int max_B, max_T;     /* capacity of the buffers below */
     int B, T;             /* shape of the last forward pass */
@@ -316,6 +317,7 @@ typedef struct photon_st_file {
     photon_st_tensor *tensors;
     int num_meta;
     char **meta_keys, **meta_values;
+    void *handle; /* the open FILE: tensors are read from the file validated */
 } photon_st_file;
 
 /* Reads and validates the header: size bound, UTF-8, JSON syntax, known
@@ -371,6 +373,124 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *state, con
    photon checkpoint renamed to model.safetensors. */
 PHOTONDEF photon_result photon_write_hf_config(const photon_config *config, const char *path, photon_error *err);
 
+/* ---------------------------------------------------------------- federation */
+/* A round of Photon, as files: every client trains from the same global
+   checkpoint and writes a delta (global - local: the pseudo-gradient); the
+   aggregator averages the deltas, weighted by the tokens each client trained
+   on, and applies an outer optimizer to the global model. */
+
+/* SHA-256, to tie each delta to the exact checkpoint it started from. */
+typedef struct photon_sha256 {
+    uint32_t h[8];
+    uint64_t length;
+    unsigned char block[64];
+    size_t fill;
+} photon_sha256;
+
+PHOTONDEF void photon_sha256_init(photon_sha256 *s);
+PHOTONDEF void photon_sha256_update(photon_sha256 *s, const void *data, size_t n);
+PHOTONDEF void photon_sha256_final(photon_sha256 *s, char hex[65]);
+PHOTONDEF photon_result photon_sha256_file(const char *path, char hex[65], photon_error *err);
+
+/* What a delta file says about itself (docs/FORMAT.md). */
+typedef struct photon_delta_info {
+    char base_sha256[65];  /* the checkpoint file the client started from */
+    uint64_t round;        /* the round it contributes to: the base's round + 1 */
+    char client[64];       /* the client's id: letters, digits, '.', '_', '-' */
+    uint64_t local_steps;  /* optimizer steps taken in this round */
+    uint64_t tokens;       /* tokens trained on in this round: the FedAvg weight */
+    float loss;            /* the last local training loss */
+} photon_delta_info;
+
+/* Writes base_params - model->params as a delta file. */
+PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
+                                          const photon_delta_info *info, const char *path, photon_error *err);
+/* Reads a delta written for a model of this config: its info and its values
+   (num_params floats into values; NaN and Inf are refused). */
+PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
+                                          float *values, photon_error *err);
+
+typedef enum photon_outer_kind {
+    PHOTON_OUTER_FEDAVG,   /* x = x - lr avg (Photon: lr 1.0) */
+    PHOTON_OUTER_NESTEROV, /* DiLoCo: b = mu b + avg; x = x - lr (avg + mu b) */
+    PHOTON_OUTER_ADAM,     /* FedAdam (Reddi et al. 2021) */
+    PHOTON_OUTER_YOGI      /* FedYogi (Reddi et al. 2021) */
+} photon_outer_kind;
+
+typedef struct photon_outer_config {
+    photon_outer_kind kind;
+    float lr;       /* server learning rate */
+    float momentum; /* Nesterov's mu */
+    float beta1, beta2, tau; /* FedAdam/FedYogi: moment decay rates and adaptivity floor */
+    int uniform;    /* 1: every delta weighs the same; 0: weighted by tokens */
+} photon_outer_config;
+
+/* Sets the defaults of an outer optimizer: fedavg lr 1.0; nesterov lr 0.7,
+   momentum 0.9; adam and yogi lr 0.01, beta1 0.9, beta2 0.99, tau 1e-3. */
+PHOTONDEF void photon_outer_defaults(photon_outer_config *outer, photon_outer_kind kind);
+PHOTONDEF const char *photon_outer_name(photon_outer_kind kind);
+/* "fedavg", "nesterov", "adam" or "yogi"; returns -1 for anything else */
+PHOTONDEF int photon_outer_parse(const char *name);
+
+/* The aggregator's optimizer state between rounds (momentum, moments). */
+typedef struct photon_server_state {
+    photon_outer_kind kind;
+    size_t n;
+    float *m, *v; /* NULL where the optimizer has none */
+    uint64_t round; /* the round whose checkpoint it was written with */
+} photon_server_state;
+
+PHOTONDEF photon_result photon_server_state_init(photon_server_state *s, photon_outer_kind kind, size_t n,
+                                                 float tau, photon_error *err);
+PHOTONDEF void photon_server_state_free(photon_server_state *s);
+PHOTONDEF photon_result photon_server_state_save(const photon_server_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err);
+PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err);
+
+/* One outer step: params are updated in place from the averaged delta avg. */
+PHOTONDEF void photon_outer_step(float *params, const float *avg, size_t n, const photon_outer_config *outer,
+                                 photon_server_state *state);
+
+typedef struct photon_merge_options {
+    photon_outer_config outer;
+    int skip_bad;    /* skip invalid deltas instead of failing */
+    int min_clients; /* fewest valid deltas a merge accepts */
+} photon_merge_options;
+
+/* One delta's fate in a merge. */
+typedef struct photon_merge_entry {
+    const char *path;
+    photon_delta_info info;
+    char sha256[65];
+    int accepted;
+    double weight;         /* normalised: the accepted weights sum to 1 */
+    char reason[512];      /* why it was refused, if it was */
+} photon_merge_entry;
+
+typedef struct photon_merge_result {
+    photon_model model;         /* the next global model */
+    photon_server_state state;  /* the server state after this round */
+    int num_entries;
+    photon_merge_entry *entries; /* in the merge order: sorted by client id */
+    int accepted;
+    /* the audit trail, written into the checkpoint's __metadata__ */
+    int num_meta;
+    char **meta_keys, **meta_values;
+} photon_merge_result;
+
+/* Merges the deltas into the base checkpoint. Deltas are validated (base
+   hash, round, config, tensors, duplicate client ids, NaN/Inf), sorted by
+   client id so the order of the arguments does not matter, and streamed
+   one at a time. server_state_path may be NULL or name a file that does not
+   exist yet (a first round). */
+PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *delta_paths, int num_deltas,
+                                     const char *server_state_path, const photon_merge_options *options,
+                                     photon_merge_result *result, photon_error *err);
+PHOTONDEF void photon_merge_result_free(photon_merge_result *result);
+/* Writes the merged checkpoint with its audit trail. */
+PHOTONDEF photon_result photon_merge_save(const photon_merge_result *result, const char *path, photon_error *err);
+
 /* ---------------------------------------------------------------- utilities */
 
 /* splitmix64: a small, fast, deterministic generator; *state advances. */
@@ -400,6 +520,8 @@ PHOTONDEF float photon_rand_uniform(uint64_t *state);
 
 #if !defined(PHOTON_NO_FSYNC) && (defined(__unix__) || defined(__APPLE__)) && \
     (defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L || defined(__APPLE__))
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #define PHOTON__HAVE_FSYNC 1
 #endif
@@ -605,16 +727,18 @@ static void photon__build_tensor_table(photon_model *m) {
     PHOTON_ASSERT(offset == m->num_params);
 }
 
+static size_t photon__num_params(const photon_config *c) {
+    size_t C = (size_t)c->n_embd;
+    return (size_t)c->vocab_size * C + (size_t)c->n_ctx * C + (size_t)c->n_layer * photon__block_size(c->n_embd) + 2 * C;
+}
+
 /* Allocates parameters, gradients and the tensor table, all zero. */
 static photon_result photon__model_alloc(photon_model *m, const photon_config *config, photon_error *err) {
     photon_result r = photon_config_validate(config, err);
-    size_t C;
     if (r != PHOTON_OK) return r;
     memset(m, 0, sizeof *m);
     m->config = *config;
-    C = (size_t)config->n_embd;
-    m->num_params = (size_t)config->vocab_size * C + (size_t)config->n_ctx * C +
-                    (size_t)config->n_layer * photon__block_size(config->n_embd) + 2 * C;
+    m->num_params = photon__num_params(config);
     m->params = (float *)photon__calloc(m->num_params, sizeof(float));
     m->grads = (float *)photon__calloc(m->num_params, sizeof(float));
     m->tensors = (photon_tensor_info *)photon__calloc((size_t)config->n_layer * 12 + 4, sizeof(photon_tensor_info));
@@ -1382,7 +1506,7 @@ PHOTONDEF photon_result photon_loader_init(photon_loader *loader, const photon_d
 PHOTONDEF void photon_loader_next(photon_loader *loader, int *inputs, int *targets) {
     uint64_t need = (uint64_t)loader->B * loader->T;
     int b, t;
-    if (loader->position + need + 1 > loader->ds->num_tokens) {
+    if (loader->position > loader->ds->num_tokens || loader->position + need + 1 > loader->ds->num_tokens) {
         loader->position = 0;
         loader->epoch++;
     }
@@ -1472,8 +1596,9 @@ PHOTONDEF photon_result photon_sample_next(photon_model *m, const int *context, 
 /* ======================================================================= */
 /* Files: atomic writes                                                    */
 /* ======================================================================= */
-/* Every output is written to PATH.tmp, flushed to disk, then renamed over
-   PATH, so a reader sees the old file or the whole new one, never a part. */
+/* Every output is written to PATH.tmp (PATH.PID.tmp on POSIX, so that two
+   writers do not share it), flushed to disk, then renamed over PATH, so a
+   reader sees the old file or the whole new one, never a part. */
 
 typedef struct photon__atomic {
     FILE *f;
@@ -1482,13 +1607,25 @@ typedef struct photon__atomic {
 } photon__atomic;
 
 static photon_result photon__atomic_open(photon__atomic *a, const char *path, photon_error *err) {
-    size_t n = strlen(path);
+    size_t n = strlen(path) + 32;
     a->path = path;
     a->f = NULL;
-    a->tmp = (char *)PHOTON_MALLOC(n + 5);
+    a->tmp = (char *)PHOTON_MALLOC(n);
     if (!a->tmp) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate a file name", path);
-    memcpy(a->tmp, path, n);
-    memcpy(a->tmp + n, ".tmp", 5);
+#ifdef PHOTON__HAVE_FSYNC
+    {   /* a rename would replace a device such as /dev/null with a file */
+        struct stat info;
+        if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
+            PHOTON_FREE(a->tmp);
+            a->tmp = NULL;
+            return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a regular file; photon writes regular files only",
+                                path);
+        }
+    }
+    snprintf(a->tmp, n, "%s.%ld.tmp", path, (long)getpid());
+#else
+    snprintf(a->tmp, n, "%s.tmp", path);
+#endif
     a->f = fopen(a->tmp, "wb");
     if (!a->f) {
         photon_result r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot create: %s", a->tmp, strerror(errno));
@@ -1507,6 +1644,24 @@ static void photon__atomic_abort(photon__atomic *a) {
     a->tmp = NULL;
 }
 
+/* After a rename, the directory entry itself must reach the disk too. */
+static void photon__sync_directory(const char *path) {
+#ifdef PHOTON__HAVE_FSYNC
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) + (slash == path), path);
+    fd = open(dir, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+#else
+    (void)path;
+#endif
+}
+
 static photon_result photon__atomic_commit(photon__atomic *a, photon_error *err) {
     int failed = ferror(a->f) || fflush(a->f) != 0;
 #ifdef PHOTON__HAVE_FSYNC
@@ -1519,6 +1674,7 @@ static photon_result photon__atomic_commit(photon__atomic *a, photon_error *err)
         photon__atomic_abort(a);
         return r;
     }
+    photon__sync_directory(a->path);
     PHOTON_FREE(a->tmp);
     a->tmp = NULL;
     return PHOTON_OK;
@@ -1691,7 +1847,10 @@ static photon_result photon__json_string(photon__json *j, char **out) {
             photon__text_append(&t, &c, 1);
             continue;
         }
-        if (j->pos >= j->n) break;
+        if (j->pos >= j->n) {
+            PHOTON_FREE(t.s);
+            return photon__json_error(j, "unterminated string");
+        }
         c = j->s[j->pos++];
         switch (c) {
         case '"': case '\\': case '/': photon__text_append(&t, &c, 1); break;
@@ -1758,6 +1917,30 @@ static photon_result photon__json_uint(photon__json *j, uint64_t *out) {
     return PHOTON_OK;
 }
 
+static int photon__json_digits(photon__json *j) {
+    size_t start = j->pos;
+    while (j->pos < j->n && j->s[j->pos] >= '0' && j->s[j->pos] <= '9') j->pos++;
+    return j->pos > start;
+}
+
+/* A number by JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static photon_result photon__json_number(photon__json *j, size_t start) {
+    j->pos = start;
+    if (j->s[j->pos] == '-') j->pos++;
+    if (j->pos < j->n && j->s[j->pos] == '0') j->pos++;
+    else if (!photon__json_digits(j)) return photon__json_error(j, "bad number");
+    if (j->pos < j->n && j->s[j->pos] == '.') {
+        j->pos++;
+        if (!photon__json_digits(j)) return photon__json_error(j, "bad number");
+    }
+    if (j->pos < j->n && (j->s[j->pos] == 'e' || j->s[j->pos] == 'E')) {
+        j->pos++;
+        if (j->pos < j->n && (j->s[j->pos] == '+' || j->s[j->pos] == '-')) j->pos++;
+        if (!photon__json_digits(j)) return photon__json_error(j, "bad number");
+    }
+    return PHOTON_OK;
+}
+
 /* Skips any JSON value (for fields this reader does not use). */
 static photon_result photon__json_skip(photon__json *j, int depth) {
     photon_result r;
@@ -1797,13 +1980,7 @@ static photon_result photon__json_skip(photon__json *j, int depth) {
             }
         }
     }
-    if (c == '-' || (c >= '0' && c <= '9')) { /* a number: sign, digits, fraction, exponent */
-        size_t start = j->pos;
-        if (c == '-') j->pos++;
-        while (j->pos < j->n && strchr("0123456789.eE+-", j->s[j->pos])) j->pos++;
-        if (j->pos == start + (c == '-')) return photon__json_error(j, "bad number");
-        return PHOTON_OK;
-    }
+    if (c == '-' || (c >= '0' && c <= '9')) return photon__json_number(j, j->pos);
     return photon__json_error(j, "unexpected character");
 }
 
@@ -1835,6 +2012,12 @@ static photon_result photon__st_parse_tensor(photon__json *j, photon_st_tensor *
             if (!photon__json_accept(j, ':')) {
                 PHOTON_FREE(key);
                 return photon__json_error(j, "expected ':'");
+            }
+            if ((strcmp(key, "dtype") == 0 && have_dtype) || (strcmp(key, "shape") == 0 && have_shape) ||
+                (strcmp(key, "data_offsets") == 0 && have_offsets)) {
+                r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor '%s' has field '%s' twice", j->path, t->name, key);
+                PHOTON_FREE(key);
+                return r;
             }
             if (strcmp(key, "dtype") == 0) {
                 char *dtype;
@@ -1882,6 +2065,11 @@ static photon_result photon__st_parse_tensor(photon__json *j, photon_st_tensor *
 
 static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *st) {
     photon_result r;
+    photon__json_ws(j);
+    if (j->pos + 4 <= j->n && memcmp(j->s + j->pos, "null", 4) == 0) { /* the reference reader allows null */
+        j->pos += 4;
+        return PHOTON_OK;
+    }
     if (!photon__json_accept(j, '{')) return photon__json_error(j, "__metadata__ must be an object");
     if (photon__json_accept(j, '}')) return PHOTON_OK;
     do {
@@ -1900,6 +2088,12 @@ static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *
         }
         if ((r = photon__json_string(j, &value)) != PHOTON_OK) {
             PHOTON_FREE(key);
+            return r;
+        }
+        if (photon_st_meta(st, key)) {
+            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: __metadata__ key '%.60s' appears twice", j->path, key);
+            PHOTON_FREE(key);
+            PHOTON_FREE(value);
             return r;
         }
         keys = (char **)PHOTON_MALLOC((size_t)(st->num_meta + 1) * sizeof(char *));
@@ -1952,8 +2146,7 @@ static photon_result photon__st_add_tensor(photon_st_file *st, photon__json *j, 
 static photon_result photon__st_parse_header(photon_st_file *st, photon__json *j) {
     photon_result r;
     int have_metadata = 0;
-    photon__json_ws(j);
-    if (j->pos >= j->n || j->s[j->pos] != '{')
+    if (j->pos >= j->n || j->s[j->pos] != '{') /* the reference reader allows no space before it */
         return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: header does not start with '{'", j->path);
     j->pos++;
     if (!photon__json_accept(j, '}')) {
@@ -2084,12 +2277,13 @@ PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, pho
         fclose(f);
         return photon__fail(err, PHOTON_ERR_IO, "%s: read failed", path);
     }
-    fclose(f);
+    st->handle = f;
     header[header_len] = '\0';
     st->path = photon__strdup(path);
     st->data_start = 8 + header_len;
     if (!st->path) {
         PHOTON_FREE(header);
+        photon_st_close(st);
         return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     }
     j.s = header;
@@ -2108,6 +2302,7 @@ PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, pho
 
 PHOTONDEF void photon_st_close(photon_st_file *st) {
     int i;
+    if (st->handle) fclose((FILE *)st->handle);
     for (i = 0; i < st->num_tensors; i++) PHOTON_FREE(st->tensors[i].name);
     for (i = 0; i < st->num_meta; i++) {
         PHOTON_FREE(st->meta_keys[i]);
@@ -2136,7 +2331,7 @@ PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const
 
 PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
                                            size_t count, photon_error *err) {
-    FILE *f;
+    FILE *f = (FILE *)st->handle;
     size_t i;
     if (t->dtype != PHOTON_DTYPE_F32)
         return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is %s; photon reads F32 only", st->path, t->name,
@@ -2144,14 +2339,9 @@ PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photo
     if (t->end - t->begin != (uint64_t)count * 4)
         return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' holds %llu values, expected %zu", st->path, t->name,
                             (unsigned long long)((t->end - t->begin) / 4), count);
-    f = fopen(st->path, "rb");
-    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", st->path, strerror(errno));
-    if (fseek(f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 4, count, f) != count) {
-        fclose(f);
-        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read tensor '%s' (file changed while reading?)", st->path,
+    if (fseek(f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 4, count, f) != count)
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read tensor '%s' (file truncated while reading?)", st->path,
                             t->name);
-    }
-    fclose(f);
     for (i = 0; i < count; i++)
         if (!photon__is_finite(dst[i]))
             return photon__fail(err, PHOTON_ERR_NUMERIC, "%s: tensor '%s' holds %s at element %zu", st->path, t->name,
@@ -2266,6 +2456,7 @@ static photon_result photon__read_config(const photon_st_file *st, photon_config
     uint64_t v;
     int k;
     photon_result r;
+    photon_error why;
     fields[0] = &c->vocab_size;
     fields[1] = &c->n_ctx;
     fields[2] = &c->n_layer;
@@ -2273,11 +2464,14 @@ static photon_result photon__read_config(const photon_st_file *st, photon_config
     fields[4] = &c->n_embd;
     for (k = 0; k < 5; k++) {
         if ((r = photon__parse_u64(st, keys[k], &v, err)) != PHOTON_OK) return r;
-        *fields[k] = v > 1000000 ? -1 : (int)v;
+        if (v > 1000000)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ %s is out of range: %llu", st->path, keys[k],
+                                (unsigned long long)v);
+        *fields[k] = (int)v;
     }
-    if ((r = photon_config_validate(c, err)) != PHOTON_OK)
+    if (photon_config_validate(c, &why) != PHOTON_OK)
         return photon__fail(err, PHOTON_ERR_FORMAT, "%s: invalid model config in __metadata__: %s", st->path,
-                            err ? err->message : "");
+                            why.message);
     return PHOTON_OK;
 }
 
@@ -2425,9 +2619,12 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     }
     m = photon_st_find(&st, "adamw.m");
     v = photon_st_find(&st, "adamw.v");
-    if (m && m->ndim == 1) n = (size_t)m->shape[0];
+    n = photon__num_params(config);
     if (!m || !v || st.num_tensors != 2)
         r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a client state holds exactly the tensors adamw.m and adamw.v", path);
+    else if (m->ndim != 1 || v->ndim != 1 || m->shape[0] != n || v->shape[0] != n)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be vectors of %zu values, one per parameter",
+                         path, n);
     else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
              (r = photon_st_read_f32(&st, m, s->adamw.m, n, err)) == PHOTON_OK &&
              (r = photon_st_read_f32(&st, v, s->adamw.v, n, err)) == PHOTON_OK &&
@@ -2441,6 +2638,9 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.data_hash is not 16 hex digits", path);
         else
             s->data_hash = (uint64_t)strtoull(hash, NULL, 16);
+        if (r == PHOTON_OK && s->data_position > s->data_tokens)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: data position %llu lies beyond the %llu data tokens", path,
+                             (unsigned long long)s->data_position, (unsigned long long)s->data_tokens);
     }
     if (r == PHOTON_OK) {
         size_t i;

@@ -697,7 +697,8 @@ static void write_raw(const char *path, const char *header, size_t data_len, uin
     int k;
     for (k = 0; k < 8; k++) len8[k] = (unsigned char)(claimed_len >> (8 * k));
     fwrite(len8, 1, 8, f);
-    fwrite(header, 1, strlen(header), f);
+    /* a claimed length longer than the string writes the string's NUL too */
+    fwrite(header, 1, claimed_len > strlen(header) && claimed_len <= strlen(header) + 1 ? claimed_len : strlen(header), f);
     for (; data_len > 0; data_len--) fputc(0, f);
     fclose(f);
 }
@@ -759,6 +760,26 @@ static void test_safetensors_corrupt(void) {
                     "lacks 'data_offsets'");
     expect_st_error("a fractional shape", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}", 4, -1,
                     "fraction");
+    expect_st_error("space before the header object", " {}", 0, -1, "does not start with");
+    expect_st_error("a tensor field given twice",
+                    "{\"a\":{\"dtype\":\"F64\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, -1,
+                    "field 'dtype' twice");
+    expect_st_error("a metadata key given twice", "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, -1,
+                    "appears twice");
+    expect_st_error("a malformed number in an ignored field",
+                    "{\"a\":{\"x\":1-2e,\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, -1,
+                    "invalid JSON");
+    expect_st_error("a NUL byte in the header", "{\"a\":{\"x\":1", 0, 12, "invalid JSON");
+    expect_st_error("a string ending in a backslash", "{\"a\\", 0, -1, "unterminated string");
+    {
+        const char *ok = "{\"__metadata__\":null,\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],"
+                         "\"x\":[1.5e-3,true,null,{\"y\":\"\\u00e9\"}]}}";
+        photon_st_file st2;
+        write_raw(tmp_path("ok.safetensors"), ok, 4, strlen(ok));
+        expect(photon_st_open(&st2, tmp_path("ok.safetensors"), &err) == PHOTON_OK,
+               "safetensors reader accepts null metadata and ignores unknown fields", err.message);
+        photon_st_close(&st2);
+    }
     expect_st_error("a negative shape", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, -1,
                     "non-negative integer");
 }
@@ -880,6 +901,12 @@ static void test_client_state(void) {
                memcmp(back.adamw.v, s.adamw.v, m.num_params * 4) == 0,
            "client state: moments, counters and data position round trip", NULL);
     photon_adamw_state_free(&back.adamw);
+    s.data_position = s.data_tokens + 1;
+    photon_client_state_save(&s, &cfg, path, NULL);
+    expect(photon_client_state_load(&back, &cfg, path, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "beyond"),
+           "client state: a data position past the data is refused", err.message);
+    s.data_position = 12345;
+    photon_client_state_save(&s, &cfg, path, NULL);
     expect(photon_client_state_load(&back, &other, path, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "width 4"),
            "client state: a state of another model config is refused", err.message);
     {
