@@ -9,7 +9,7 @@ STD = -std=c99 -D_POSIX_C_SOURCE=200809L
 LDLIBS = -lm
 SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TOOLS = bin/photon-train bin/photon-eval
+TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/synthlang
 HEADERS = photon.h tools/cli.h
 
 .PHONY: all test test-unit test-tools test-cxx test-asan demo clean
@@ -57,3 +57,7 @@ demo: $(TOOLS)
 
 clean:
 	rm -rf bin
+
+bin/synthlang: examples/synthlang.c
+	@mkdir -p bin
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)

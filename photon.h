@@ -483,7 +483,8 @@ typedef struct photon_merge_result {
    hash, round, config, tensors, duplicate client ids, NaN/Inf), sorted by
    client id so the order of the arguments does not matter, and streamed
    one at a time. server_state_path may be NULL or name a file that does not
-   exist yet (a first round). */
+   exist yet (a first round). Free the result with photon_merge_result_free
+   whatever the outcome: on failure its entries say which delta was refused. */
 PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *delta_paths, int num_deltas,
                                      const char *server_state_path, const photon_merge_options *options,
                                      photon_merge_result *result, photon_error *err);
@@ -2505,12 +2506,21 @@ static void photon__meta_header(photon__meta *m, const char *kind, const photon_
     photon__meta_u64(m, "photon.n_embd", (uint64_t)c->n_embd);
 }
 
-PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const char *path, photon_error *err) {
+/* Writes a model with the checkpoint's metadata, then any extra keys. */
+static photon_result photon__checkpoint_write(const photon_model *model, const char *path, const char *const *extra_keys,
+                                              const char *const *extra_values, int num_extra, photon_error *err) {
     photon_st_entry *entries = (photon_st_entry *)photon__calloc((size_t)model->num_tensors, sizeof(photon_st_entry));
+    const char **keys = (const char **)photon__calloc((size_t)num_extra + 24, sizeof(char *));
+    const char **values = (const char **)photon__calloc((size_t)num_extra + 24, sizeof(char *));
     photon__meta meta;
     photon_result r;
     int i;
-    if (!entries) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    if (!entries || !keys || !values) {
+        PHOTON_FREE(entries);
+        PHOTON_FREE((void *)keys);
+        PHOTON_FREE((void *)values);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
     for (i = 0; i < model->num_tensors; i++) {
         const photon_tensor_info *t = &model->tensors[i];
         entries[i].name = t->name;
@@ -2523,13 +2533,24 @@ PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const 
     photon__meta_u64(&meta, "photon.step", model->step);
     photon__meta_u64(&meta, "photon.tokens_seen", model->tokens_seen);
     photon__meta_u64(&meta, "photon.seed", model->seed);
-    r = photon_st_write_f32(path, entries, model->num_tensors, meta.keys, meta.values, meta.n, err);
+    photon__meta_u64(&meta, "photon.round", model->round);
+    for (i = 0; i < meta.n; i++) keys[i] = meta.keys[i], values[i] = meta.values[i];
+    for (i = 0; i < num_extra; i++) keys[meta.n + i] = extra_keys[i], values[meta.n + i] = extra_values[i];
+    r = photon_st_write_f32(path, entries, model->num_tensors, keys, values, meta.n + num_extra, err);
     PHOTON_FREE(entries);
+    PHOTON_FREE((void *)keys);
+    PHOTON_FREE((void *)values);
     return r;
 }
 
-/* Reads every tensor of the model's table from st; no others may be there. */
-static photon_result photon__read_params(const photon_st_file *st, photon_model *m, photon_error *err) {
+PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const char *path, photon_error *err) {
+    return photon__checkpoint_write(model, path, NULL, NULL, 0, err);
+}
+
+/* Reads every tensor of the model's table from st into dst (laid out as
+   m->params); no other tensors may be there. */
+static photon_result photon__read_params(const photon_st_file *st, const photon_model *m, float *dst,
+                                         photon_error *err) {
     int i;
     photon_result r;
     for (i = 0; i < m->num_tensors; i++) {
@@ -2541,7 +2562,7 @@ static photon_result photon__read_params(const photon_st_file *st, photon_model 
             return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' has a shape other than the config's [%d%s%d]",
                                 st->path, info->name, info->shape[0], info->ndim == 2 ? "," : "",
                                 info->ndim == 2 ? info->shape[1] : 0);
-        if ((r = photon_st_read_f32(st, t, m->params + info->offset, info->size, err)) != PHOTON_OK) return r;
+        if ((r = photon_st_read_f32(st, t, dst + info->offset, info->size, err)) != PHOTON_OK) return r;
     }
     for (i = 0; i < st->num_tensors; i++) {
         int k, known = 0;
@@ -2561,10 +2582,11 @@ PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *
     if ((r = photon__check_kind(&st, "checkpoint", err)) == PHOTON_OK &&
         (r = photon__read_config(&st, &config, err)) == PHOTON_OK &&
         (r = photon__model_alloc(model, &config, err)) == PHOTON_OK) {
-        if ((r = photon__read_params(&st, model, err)) == PHOTON_OK &&
+        if ((r = photon__read_params(&st, model, model->params, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.step", &model->step, err)) == PHOTON_OK &&
-            (r = photon__parse_u64(&st, "photon.tokens_seen", &model->tokens_seen, err)) == PHOTON_OK)
-            r = photon__parse_u64(&st, "photon.seed", &model->seed, err);
+            (r = photon__parse_u64(&st, "photon.tokens_seen", &model->tokens_seen, err)) == PHOTON_OK &&
+            (r = photon__parse_u64(&st, "photon.seed", &model->seed, err)) == PHOTON_OK)
+            r = photon__parse_u64(&st, "photon.round", &model->round, err);
         if (r != PHOTON_OK) photon_model_free(model);
     }
     photon_st_close(&st);
@@ -2683,6 +2705,627 @@ PHOTONDEF photon_result photon_write_hf_config(const photon_config *c, const cha
             "}\n",
             c->vocab_size, c->n_ctx, c->n_ctx, c->n_embd, c->n_layer, c->n_head, c->vocab_size - 1, c->vocab_size - 1);
     return photon__atomic_commit(&out, err);
+}
+
+
+/* ======================================================================= */
+/* Federation: SHA-256 (FIPS 180-4)                                        */
+/* ======================================================================= */
+
+static const uint32_t photon__sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static uint32_t photon__rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void photon__sha256_block(photon_sha256 *s, const unsigned char *p) {
+    uint32_t w[64], a, b, c, d, e, f, g, h;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (i = 16; i < 64; i++) {
+        uint32_t s0 = photon__rotr(w[i - 15], 7) ^ photon__rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = photon__rotr(w[i - 2], 17) ^ photon__rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (i = 0; i < 64; i++) {
+        uint32_t t1 = h + (photon__rotr(e, 6) ^ photon__rotr(e, 11) ^ photon__rotr(e, 25)) + ((e & f) ^ (~e & g)) +
+                      photon__sha256_k[i] + w[i];
+        uint32_t t2 = (photon__rotr(a, 2) ^ photon__rotr(a, 13) ^ photon__rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
+}
+
+PHOTONDEF void photon_sha256_init(photon_sha256 *s) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->length = 0;
+    s->fill = 0;
+}
+
+PHOTONDEF void photon_sha256_update(photon_sha256 *s, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    s->length += n;
+    while (n > 0) {
+        size_t take = 64 - s->fill < n ? 64 - s->fill : n;
+        memcpy(s->block + s->fill, p, take);
+        s->fill += take, p += take, n -= take;
+        if (s->fill == 64) {
+            photon__sha256_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+PHOTONDEF void photon_sha256_final(photon_sha256 *s, char hex[65]) {
+    unsigned char pad[72];
+    uint64_t bits = s->length * 8;
+    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
+    int i;
+    memset(pad, 0, sizeof pad);
+    pad[0] = 0x80;
+    for (i = 0; i < 8; i++) pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
+    photon_sha256_update(s, pad, padlen + 8);
+    for (i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", (unsigned)(s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu);
+}
+
+PHOTONDEF photon_result photon_sha256_file(const char *path, char hex[65], photon_error *err) {
+    unsigned char buf[1 << 16];
+    size_t n;
+    photon_sha256 s;
+    FILE *f = fopen(path, "rb");
+    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    photon_sha256_init(&s);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) photon_sha256_update(&s, buf, n);
+    if (ferror(f)) {
+        fclose(f);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    photon_sha256_final(&s, hex);
+    return PHOTON_OK;
+}
+
+/* ======================================================================= */
+/* Federation: deltas                                                      */
+/* ======================================================================= */
+/* A delta is the client's pseudo-gradient, global - local, in the
+   checkpoint's tensor layout, with what the aggregator needs to weigh and
+   audit it in __metadata__. */
+
+static int photon__valid_client_id(const char *id) {
+    size_t n = strlen(id);
+    return n > 0 && n < 64 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static int photon__valid_sha256(const char *hex) {
+    return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdef") == 64;
+}
+
+/* The tensor entries of a buffer laid out as the model's parameters. */
+static photon_st_entry *photon__entries(const photon_model *m, const float *buffer) {
+    photon_st_entry *e = (photon_st_entry *)photon__calloc((size_t)m->num_tensors, sizeof(photon_st_entry));
+    int i;
+    for (i = 0; e && i < m->num_tensors; i++) {
+        e[i].name = m->tensors[i].name;
+        e[i].ndim = m->tensors[i].ndim;
+        e[i].shape[0] = (uint64_t)m->tensors[i].shape[0];
+        e[i].shape[1] = (uint64_t)m->tensors[i].shape[1];
+        e[i].data = buffer + m->tensors[i].offset;
+    }
+    return e;
+}
+
+PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
+                                          const photon_delta_info *info, const char *path, photon_error *err) {
+    float *delta;
+    photon_st_entry *entries;
+    photon__meta meta;
+    char loss[32];
+    photon_result r;
+    size_t i;
+    if (!photon__valid_client_id(info->client))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "client id '%s' must be 1 to 63 letters, digits, '.', '_' or '-'",
+                            info->client);
+    if (!photon__valid_sha256(info->base_sha256))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "base hash '%s' is not 64 lowercase hex digits", info->base_sha256);
+    delta = (float *)photon__calloc(model->num_params, sizeof(float));
+    entries = photon__entries(model, delta);
+    if (!delta || !entries) {
+        PHOTON_FREE(delta);
+        PHOTON_FREE(entries);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
+    for (i = 0; i < model->num_params; i++) delta[i] = base_params[i] - model->params[i];
+    snprintf(loss, sizeof loss, "%.9g", (double)info->loss);
+    photon__meta_header(&meta, "delta", &model->config);
+    photon__meta_str(&meta, "photon.base_sha256", info->base_sha256);
+    photon__meta_u64(&meta, "photon.round", info->round);
+    photon__meta_str(&meta, "photon.client", info->client);
+    photon__meta_u64(&meta, "photon.local_steps", info->local_steps);
+    photon__meta_u64(&meta, "photon.tokens", info->tokens);
+    photon__meta_str(&meta, "photon.loss", loss);
+    r = photon_st_write_f32(path, entries, model->num_tensors, meta.keys, meta.values, meta.n, err);
+    PHOTON_FREE(delta);
+    PHOTON_FREE(entries);
+    return r;
+}
+
+/* Reads a delta's header and metadata (not its values). */
+static photon_result photon__delta_open(const photon_model *model, const char *path, photon_st_file *st,
+                                        photon_delta_info *info, photon_error *err) {
+    photon_config c;
+    const char *v;
+    photon_result r = photon_st_open(st, path, err);
+    memset(info, 0, sizeof *info);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(st, "delta", err)) != PHOTON_OK || (r = photon__read_config(st, &c, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.round", &info->round, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.local_steps", &info->local_steps, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.tokens", &info->tokens, err)) != PHOTON_OK)
+        goto fail;
+    if (memcmp(&c, &model->config, sizeof c) != 0) {
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: delta is for a model with vocab %d, ctx %d, %d layers, %d heads, "
+                         "width %d, not this one", path, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
+        goto fail;
+    }
+    v = photon_st_meta(st, "photon.base_sha256");
+    if (!photon__valid_sha256(v)) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.base_sha256 is not 64 hex digits", path);
+        goto fail;
+    }
+    memcpy(info->base_sha256, v, 65);
+    v = photon_st_meta(st, "photon.client");
+    if (!v || !photon__valid_client_id(v)) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.client is missing or not a valid client id", path);
+        goto fail;
+    }
+    snprintf(info->client, sizeof info->client, "%s", v);
+    v = photon_st_meta(st, "photon.loss");
+    info->loss = v ? (float)strtod(v, NULL) : NAN;
+    if (info->tokens == 0) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
+        goto fail;
+    }
+    return PHOTON_OK;
+fail:
+    photon_st_close(st);
+    return r;
+}
+
+PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
+                                          float *values, photon_error *err) {
+    photon_st_file st;
+    photon_result r = photon__delta_open(model, path, &st, info, err);
+    if (r != PHOTON_OK) return r;
+    r = photon__read_params(&st, model, values, err);
+    photon_st_close(&st);
+    return r;
+}
+
+/* ======================================================================= */
+/* Federation: outer optimizers                                            */
+/* ======================================================================= */
+/* The averaged delta avg plays the part of a gradient for the global
+   model: FedAvg steps against it; DiLoCo adds Nesterov momentum; FedAdam and
+   FedYogi (Reddi et al., "Adaptive Federated Optimization", 2021) scale it by
+   a second moment, with v starting at tau^2 and no bias correction. */
+
+static const char *const photon__outer_names[4] = {"fedavg", "nesterov", "adam", "yogi"};
+
+PHOTONDEF const char *photon_outer_name(photon_outer_kind kind) { return photon__outer_names[kind]; }
+
+PHOTONDEF int photon_outer_parse(const char *name) {
+    int k;
+    for (k = 0; k < 4; k++)
+        if (strcmp(name, photon__outer_names[k]) == 0) return k;
+    return -1;
+}
+
+PHOTONDEF void photon_outer_defaults(photon_outer_config *o, photon_outer_kind kind) {
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->lr = kind == PHOTON_OUTER_FEDAVG ? 1.0f : kind == PHOTON_OUTER_NESTEROV ? 0.7f : 0.01f;
+    o->momentum = 0.9f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.99f;
+    o->tau = 1e-3f;
+}
+
+PHOTONDEF void photon_outer_step(float *p, const float *d, size_t n, const photon_outer_config *o,
+                                 photon_server_state *s) {
+    size_t i;
+    switch (o->kind) {
+    case PHOTON_OUTER_FEDAVG:
+        for (i = 0; i < n; i++) p[i] -= o->lr * d[i];
+        break;
+    case PHOTON_OUTER_NESTEROV: /* as torch.optim.SGD(nesterov=True, dampening=0) */
+        for (i = 0; i < n; i++) {
+            s->m[i] = o->momentum * s->m[i] + d[i];
+            p[i] -= o->lr * (d[i] + o->momentum * s->m[i]);
+        }
+        break;
+    case PHOTON_OUTER_ADAM:
+        for (i = 0; i < n; i++) {
+            s->m[i] = o->beta1 * s->m[i] + (1.0f - o->beta1) * d[i];
+            s->v[i] = o->beta2 * s->v[i] + (1.0f - o->beta2) * d[i] * d[i];
+            p[i] -= o->lr * s->m[i] / (sqrtf(s->v[i]) + o->tau);
+        }
+        break;
+    case PHOTON_OUTER_YOGI:
+        for (i = 0; i < n; i++) {
+            float d2 = d[i] * d[i], diff = s->v[i] - d2;
+            float sign = diff > 0.0f ? 1.0f : diff < 0.0f ? -1.0f : 0.0f;
+            s->m[i] = o->beta1 * s->m[i] + (1.0f - o->beta1) * d[i];
+            s->v[i] = s->v[i] - (1.0f - o->beta2) * d2 * sign;
+            p[i] -= o->lr * s->m[i] / (sqrtf(s->v[i]) + o->tau);
+        }
+        break;
+    }
+}
+
+PHOTONDEF photon_result photon_server_state_init(photon_server_state *s, photon_outer_kind kind, size_t n, float tau,
+                                                 photon_error *err) {
+    size_t i;
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->n = n;
+    if (kind != PHOTON_OUTER_FEDAVG) s->m = (float *)photon__calloc(n, sizeof(float));
+    if (kind == PHOTON_OUTER_ADAM || kind == PHOTON_OUTER_YOGI) s->v = (float *)photon__calloc(n, sizeof(float));
+    if ((kind != PHOTON_OUTER_FEDAVG && !s->m) || ((kind == PHOTON_OUTER_ADAM || kind == PHOTON_OUTER_YOGI) && !s->v)) {
+        photon_server_state_free(s);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate the server state");
+    }
+    for (i = 0; s->v && i < n; i++) s->v[i] = tau * tau;
+    return PHOTON_OK;
+}
+
+PHOTONDEF void photon_server_state_free(photon_server_state *s) {
+    PHOTON_FREE(s->m);
+    PHOTON_FREE(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+PHOTONDEF photon_result photon_server_state_save(const photon_server_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err) {
+    photon_st_entry e[2];
+    photon__meta meta;
+    int n = 0;
+    memset(e, 0, sizeof e);
+    if (s->m) e[n].name = "outer.m", e[n].ndim = 1, e[n].shape[0] = s->n, e[n++].data = s->m;
+    if (s->v) e[n].name = "outer.v", e[n].ndim = 1, e[n].shape[0] = s->n, e[n++].data = s->v;
+    photon__meta_header(&meta, "server_state", config);
+    photon__meta_str(&meta, "photon.outer", photon_outer_name(s->kind));
+    photon__meta_u64(&meta, "photon.round", s->round);
+    return photon_st_write_f32(path, e, n, meta.keys, meta.values, meta.n, err);
+}
+
+PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const photon_config *config,
+                                                 const char *path, photon_error *err) {
+    photon_st_file st;
+    photon_config c;
+    const char *outer;
+    const char *names[2] = {"outer.m", "outer.v"};
+    int kind, k, expected;
+    photon_result r = photon_st_open(&st, path, err);
+    memset(s, 0, sizeof *s);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(&st, "server_state", err)) != PHOTON_OK ||
+        (r = photon__read_config(&st, &c, err)) != PHOTON_OK)
+        goto done;
+    if (memcmp(&c, config, sizeof c) != 0) {
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: server state is for another model config", path);
+        goto done;
+    }
+    outer = photon_st_meta(&st, "photon.outer");
+    kind = outer ? photon_outer_parse(outer) : -1;
+    if (kind < 0) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.outer is missing or unknown", path);
+        goto done;
+    }
+    if ((r = photon_server_state_init(s, (photon_outer_kind)kind, photon__num_params(config), 0.0f, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(&st, "photon.round", &s->round, err)) != PHOTON_OK)
+        goto done;
+    expected = (s->m != NULL) + (s->v != NULL);
+    if (st.num_tensors != expected) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a %s server state holds %d tensors, this one %d", path, outer,
+                         expected, st.num_tensors);
+        goto done;
+    }
+    for (k = 0; k < expected && r == PHOTON_OK; k++) {
+        const photon_st_tensor *t = photon_st_find(&st, names[k]);
+        if (!t || t->ndim != 1 || t->shape[0] != s->n)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor %s is missing or not a vector of %zu values", path,
+                             names[k], s->n);
+        else
+            r = photon_st_read_f32(&st, t, k == 0 ? s->m : s->v, s->n, err);
+    }
+done:
+    if (r != PHOTON_OK) photon_server_state_free(s);
+    photon_st_close(&st);
+    return r;
+}
+
+/* ======================================================================= */
+/* Federation: the merge                                                   */
+/* ======================================================================= */
+
+static int photon__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Appends one audit key (both strings are copied). */
+static photon_result photon__audit(photon_merge_result *res, const char *key, const char *value, photon_error *err) {
+    char **keys = (char **)PHOTON_MALLOC((size_t)(res->num_meta + 1) * sizeof(char *));
+    char **values = (char **)PHOTON_MALLOC((size_t)(res->num_meta + 1) * sizeof(char *));
+    if (!keys || !values) {
+        PHOTON_FREE(keys);
+        PHOTON_FREE(values);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory writing the audit trail");
+    }
+    if (res->num_meta) {
+        memcpy(keys, res->meta_keys, (size_t)res->num_meta * sizeof(char *));
+        memcpy(values, res->meta_values, (size_t)res->num_meta * sizeof(char *));
+    }
+    PHOTON_FREE(res->meta_keys);
+    PHOTON_FREE(res->meta_values);
+    res->meta_keys = keys;
+    res->meta_values = values;
+    keys[res->num_meta] = photon__strdup(key);
+    values[res->num_meta] = photon__strdup(value);
+    res->num_meta++;
+    return keys[res->num_meta - 1] && values[res->num_meta - 1]
+               ? PHOTON_OK
+               : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory writing the audit trail");
+}
+
+static photon_result photon__audit_num(photon_merge_result *res, const char *key, double v, photon_error *err) {
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.9g", v);
+    return photon__audit(res, key, buf, err);
+}
+
+static int photon__entry_order(const photon_merge_entry *a, const photon_merge_entry *b) {
+    int c = strcmp(a->info.client, b->info.client);
+    return c ? c : strcmp(a->sha256, b->sha256);
+}
+
+/* Pass 1: each delta's header, checked against the base. */
+static void photon__merge_inspect(photon_merge_result *res, const char *base_hash, photon_merge_entry *e) {
+    photon_st_file st;
+    photon_error why;
+    if (photon_sha256_file(e->path, e->sha256, &why) != PHOTON_OK ||
+        photon__delta_open(&res->model, e->path, &st, &e->info, &why) != PHOTON_OK) {
+        snprintf(e->reason, sizeof e->reason, "%s", why.message);
+        return;
+    }
+    photon_st_close(&st);
+    if (strcmp(e->info.base_sha256, base_hash) != 0)
+        snprintf(e->reason, sizeof e->reason, "%s: stale: trained from checkpoint %.12s..., the base is %.12s...",
+                 e->path, e->info.base_sha256, base_hash);
+    else if (e->info.round != res->model.round + 1)
+        snprintf(e->reason, sizeof e->reason, "%s: delta is for round %llu, this merge makes round %llu", e->path,
+                 (unsigned long long)e->info.round, (unsigned long long)res->model.round + 1);
+    else
+        e->accepted = 1;
+}
+
+/* Refuses every delta whose client id appears more than once. */
+static void photon__merge_refuse_repeats(photon_merge_result *res) {
+    int i, k;
+    for (i = 0; i < res->num_entries; i++)
+        for (k = 0; k < res->num_entries; k++) {
+            photon_merge_entry *e = &res->entries[i];
+            if (k != i && e->info.client[0] && strcmp(e->info.client, res->entries[k].info.client) == 0 && e->accepted) {
+                e->accepted = 0;
+                snprintf(e->reason, sizeof e->reason, "%s: client id '%s' appears in more than one delta (also %s)",
+                         e->path, e->info.client, res->entries[k].path);
+            }
+        }
+}
+
+/* The audit trail: what was merged, how, and from what. */
+static photon_result photon__merge_audit(photon_merge_result *res, const char *base_hash, const char *state_hash,
+                                         const photon_merge_options *o, photon_error *err) {
+    char key[64];
+    int i, n = 0, skipped = 0;
+    photon_result r = PHOTON_OK;
+    const photon_outer_config *oc = &o->outer;
+    r = photon__audit(res, "photon.base_sha256", base_hash, err);
+    if (r == PHOTON_OK) r = photon__audit(res, "photon.server_state_sha256", state_hash, err);
+    if (r == PHOTON_OK) r = photon__audit(res, "photon.outer", photon_outer_name(oc->kind), err);
+    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.outer_lr", oc->lr, err);
+    if (r == PHOTON_OK && oc->kind == PHOTON_OUTER_NESTEROV) r = photon__audit_num(res, "photon.momentum", oc->momentum, err);
+    if (r == PHOTON_OK && (oc->kind == PHOTON_OUTER_ADAM || oc->kind == PHOTON_OUTER_YOGI)) {
+        r = photon__audit_num(res, "photon.beta1", oc->beta1, err);
+        if (r == PHOTON_OK) r = photon__audit_num(res, "photon.beta2", oc->beta2, err);
+        if (r == PHOTON_OK) r = photon__audit_num(res, "photon.tau", oc->tau, err);
+    }
+    if (r == PHOTON_OK) r = photon__audit(res, "photon.weighting", oc->uniform ? "uniform" : "tokens", err);
+    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.clients", res->accepted, err);
+    for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
+        const photon_merge_entry *e = &res->entries[i];
+        char weight[40];
+        if (!e->accepted) continue;
+        snprintf(weight, sizeof weight, "%.17g", e->weight);
+        snprintf(key, sizeof key, "photon.delta.%d.client", n);
+        r = photon__audit(res, key, e->info.client, err);
+        snprintf(key, sizeof key, "photon.delta.%d.sha256", n);
+        if (r == PHOTON_OK) r = photon__audit(res, key, e->sha256, err);
+        snprintf(key, sizeof key, "photon.delta.%d.weight", n);
+        if (r == PHOTON_OK) r = photon__audit(res, key, weight, err);
+        snprintf(key, sizeof key, "photon.delta.%d.tokens", n);
+        if (r == PHOTON_OK) r = photon__audit_num(res, key, (double)e->info.tokens, err);
+        snprintf(key, sizeof key, "photon.delta.%d.local_steps", n++);
+        if (r == PHOTON_OK) r = photon__audit_num(res, key, (double)e->info.local_steps, err);
+    }
+    for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
+        const photon_merge_entry *e = &res->entries[i];
+        if (e->accepted) continue;
+        snprintf(key, sizeof key, "photon.skipped.%d.sha256", skipped);
+        r = photon__audit(res, key, e->sha256[0] ? e->sha256 : "unreadable", err);
+        snprintf(key, sizeof key, "photon.skipped.%d.client", skipped++);
+        if (r == PHOTON_OK) r = photon__audit(res, key, e->info.client[0] ? e->info.client : "unknown", err);
+    }
+    return r;
+}
+
+/* Pass 2: read the accepted deltas one at a time and add them up, weighted,
+   in double; a delta whose values are bad (NaN, Inf, unreadable) is refused
+   here. Returns the sum of the weights. */
+static double photon__merge_accumulate(photon_merge_result *res, const photon_merge_options *o, double *sum,
+                                       float *values) {
+    double total = 0.0;
+    size_t j, n = res->model.num_params;
+    int i;
+    for (i = 0; i < res->num_entries; i++) {
+        photon_merge_entry *e = &res->entries[i];
+        photon_delta_info info;
+        photon_error why;
+        double w;
+        if (!e->accepted) continue;
+        if (photon_delta_load(&res->model, e->path, &info, values, &why) != PHOTON_OK) {
+            e->accepted = 0;
+            snprintf(e->reason, sizeof e->reason, "%s", why.message);
+            if (!o->skip_bad) return 0.0;
+            continue;
+        }
+        w = o->outer.uniform ? 1.0 : (double)e->info.tokens;
+        for (j = 0; j < n; j++) sum[j] += w * (double)values[j];
+        e->weight = w;
+        total += w;
+    }
+    return total;
+}
+
+/* The first refused delta's reason, as the merge's error. */
+static photon_result photon__merge_first_refusal(const photon_merge_result *res, photon_error *err) {
+    int i;
+    for (i = 0; i < res->num_entries; i++)
+        if (!res->entries[i].accepted)
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s", res->entries[i].reason);
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *delta_paths, int num_deltas,
+                                     const char *server_state_path, const photon_merge_options *o,
+                                     photon_merge_result *res, photon_error *err) {
+    char base_hash[65], state_hash[65] = "none";
+    double *sum = NULL, total;
+    float *values = NULL;
+    uint64_t max_steps = 0, tokens = 0;
+    size_t j, n;
+    int i, k;
+    photon_result r;
+    memset(res, 0, sizeof *res);
+    if (num_deltas < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "no deltas to merge");
+    if ((r = photon_sha256_file(base_path, base_hash, err)) != PHOTON_OK ||
+        (r = photon_checkpoint_load(&res->model, base_path, err)) != PHOTON_OK)
+        return r;
+    n = res->model.num_params;
+    PHOTON_FREE(res->model.grads); /* the merge needs no gradients */
+    res->model.grads = NULL;
+    if (server_state_path && photon__file_exists(server_state_path)) {
+        if ((r = photon_sha256_file(server_state_path, state_hash, err)) != PHOTON_OK ||
+            (r = photon_server_state_load(&res->state, &res->model.config, server_state_path, err)) != PHOTON_OK)
+            goto fail;
+        if (res->state.kind != o->outer.kind) {
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: server state is for outer optimizer %s, this merge uses %s",
+                             server_state_path, photon_outer_name(res->state.kind), photon_outer_name(o->outer.kind));
+            goto fail;
+        }
+        if (res->state.round != res->model.round) {
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: server state belongs to round %llu, the base checkpoint to round %llu",
+                             server_state_path, (unsigned long long)res->state.round,
+                             (unsigned long long)res->model.round);
+            goto fail;
+        }
+    } else if ((r = photon_server_state_init(&res->state, o->outer.kind, n, o->outer.tau, err)) != PHOTON_OK) {
+        goto fail;
+    }
+    res->entries = (photon_merge_entry *)photon__calloc((size_t)num_deltas, sizeof(photon_merge_entry));
+    sum = (double *)photon__calloc(n, sizeof(double));
+    values = (float *)photon__calloc(n, sizeof(float));
+    if (!res->entries || !sum || !values) {
+        r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory merging %d deltas", num_deltas);
+        goto fail;
+    }
+    res->num_entries = num_deltas;
+    for (i = 0; i < num_deltas; i++) {
+        res->entries[i].path = delta_paths[i];
+        photon__merge_inspect(res, base_hash, &res->entries[i]);
+    }
+    photon__merge_refuse_repeats(res);
+    for (i = 1; i < num_deltas; i++) /* insertion sort by client id: argument order does not matter */
+        for (k = i; k > 0 && photon__entry_order(&res->entries[k - 1], &res->entries[k]) > 0; k--) {
+            photon_merge_entry t = res->entries[k];
+            res->entries[k] = res->entries[k - 1];
+            res->entries[k - 1] = t;
+        }
+    if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
+    total = photon__merge_accumulate(res, o, sum, values);
+    if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
+    for (i = 0; i < num_deltas; i++)
+        if (res->entries[i].accepted) {
+            res->accepted++;
+            res->entries[i].weight /= total;
+            tokens += res->entries[i].info.tokens;
+            if (res->entries[i].info.local_steps > max_steps) max_steps = res->entries[i].info.local_steps;
+        }
+    if (res->accepted < (o->min_clients > 1 ? o->min_clients : 1)) {
+        r = photon__fail(err, PHOTON_ERR_ARGUMENT, "only %d valid deltas of %d; the merge needs at least %d", res->accepted,
+                         num_deltas, o->min_clients > 1 ? o->min_clients : 1);
+        goto fail;
+    }
+    for (j = 0; j < n; j++) values[j] = (float)(sum[j] / total); /* the weighted average delta */
+    photon_outer_step(res->model.params, values, n, &o->outer, &res->state);
+    for (j = 0; j < n; j++)
+        if (!photon__is_finite(res->model.params[j])) {
+            r = photon__fail(err, PHOTON_ERR_NUMERIC, "the outer step produced a non-finite parameter at index %zu", j);
+            goto fail;
+        }
+    res->model.step += max_steps; /* every client follows one schedule */
+    res->model.tokens_seen += tokens;
+    res->model.round += 1;
+    res->state.round = res->model.round;
+    if ((r = photon__merge_audit(res, base_hash, state_hash, o, err)) != PHOTON_OK) goto fail;
+    PHOTON_FREE(sum);
+    PHOTON_FREE(values);
+    return PHOTON_OK;
+fail:
+    PHOTON_FREE(sum);
+    PHOTON_FREE(values);
+    return r;
+}
+
+PHOTONDEF void photon_merge_result_free(photon_merge_result *res) {
+    int i;
+    for (i = 0; i < res->num_meta; i++) {
+        PHOTON_FREE(res->meta_keys[i]);
+        PHOTON_FREE(res->meta_values[i]);
+    }
+    PHOTON_FREE(res->meta_keys);
+    PHOTON_FREE(res->meta_values);
+    PHOTON_FREE(res->entries);
+    photon_server_state_free(&res->state);
+    photon_model_free(&res->model);
+    memset(res, 0, sizeof *res);
+}
+
+PHOTONDEF photon_result photon_merge_save(const photon_merge_result *res, const char *path, photon_error *err) {
+    return photon__checkpoint_write(&res->model, path, (const char *const *)res->meta_keys,
+                                    (const char *const *)res->meta_values, res->num_meta, err);
 }
 
 #ifdef __cplusplus

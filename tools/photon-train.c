@@ -10,6 +10,7 @@
 
 static const char *usage =
     "usage: photon-train (--init [model flags] | --model CKPT) --data FILE... --out CKPT [options]\n"
+    "       photon-train --model GLOBAL --data FILE... --delta-out DELTA --client-id ID [options]\n"
     "\n"
     "Trains a GPT-2 style model for --steps local steps and writes the checkpoint.\n"
     "Data files are llm.c token shards or text (read as bytes, vocab 256).\n"
@@ -43,6 +44,12 @@ static const char *usage =
     "  --out CKPT           where to write the trained checkpoint (safetensors)\n"
     "  --state FILE         client state (AdamW moments, data position): read if it\n"
     "                       exists, written after training\n"
+    "  --reset-optimizer    start from zero AdamW moments (the data position is kept)\n"
+    "\n"
+    "federated rounds:\n"
+    "  --delta-out DELTA    write this round's delta (the --model weights minus the\n"
+    "                       trained weights) for photon-merge; needs --model\n"
+    "  --client-id ID       this client's name in the delta (letters, digits, . _ -)\n"
     "\n"
     "output:\n"
     "  --log-every N        progress line on stderr every N steps (default: about 20 lines)\n"
@@ -53,7 +60,8 @@ typedef struct train_options {
     int init, json, log_every;
     photon_config config;
     uint64_t seed;
-    const char *model_path, *out_path, *state_path;
+    const char *model_path, *out_path, *state_path, *delta_path, *client_id;
+    int reset_optimizer;
     const char **data_paths;
     int num_data;
     long long steps, batch, seq, warmup, total_steps;
@@ -148,6 +156,13 @@ static void parse_args(train_options *o, int argc, char **argv) {
             o->out_path = cli_value(&a);
         } else if (cli_is(&a, "--state")) {
             o->state_path = cli_value(&a);
+        } else if (cli_is(&a, "--reset-optimizer")) {
+            cli_no_value(&a);
+            o->reset_optimizer = 1;
+        } else if (cli_is(&a, "--delta-out")) {
+            o->delta_path = cli_value(&a);
+        } else if (cli_is(&a, "--client-id")) {
+            o->client_id = cli_value(&a);
         } else if (cli_is(&a, "--log-every")) {
             o->log_every = (int)cli_int(&a, 1, INT_MAX);
         } else if (cli_is(&a, "--json")) {
@@ -162,7 +177,15 @@ static void parse_args(train_options *o, int argc, char **argv) {
     if (o->init == (o->model_path != NULL)) cli_usage_error("give exactly one of --init and --model");
     if (o->model_path && o->have_config) cli_usage_error("model flags (--vocab, --layers, ...) go with --init, not --model");
     if (o->num_data == 0) cli_usage_error("--data is required");
-    if (!o->out_path) cli_usage_error("--out is required");
+    if (!o->out_path && !o->delta_path) cli_usage_error("--out or --delta-out is required");
+    if (o->delta_path && !o->model_path) cli_usage_error("--delta-out needs --model: a delta is taken against a checkpoint");
+    if (o->delta_path && !o->client_id) cli_usage_error("--delta-out needs --client-id");
+    if (o->client_id && !o->delta_path) cli_usage_error("--client-id goes with --delta-out");
+    if (o->delta_path && o->steps == 0) cli_usage_error("--delta-out needs at least one step");
+    if (o->client_id && (strlen(o->client_id) == 0 || strlen(o->client_id) > 63 ||
+                         strspn(o->client_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                             strlen(o->client_id)))
+        cli_usage_error("--client-id must be 1 to 63 letters, digits, '.', '_' or '-'");
 }
 
 /* Loads the client state if there is one, else starts a fresh one. */
@@ -190,6 +213,11 @@ static void open_state(const train_options *o, const photon_model *model, const 
                     o->state_path, (unsigned long long)state->step, (unsigned long long)model->step);
         loader->position = state->data_position;
         loader->epoch = state->data_epoch;
+        if (o->reset_optimizer) { /* a fresh optimizer each round; the data goes on where it stopped */
+            memset(state->adamw.m, 0, state->adamw.n * sizeof(float));
+            memset(state->adamw.v, 0, state->adamw.n * sizeof(float));
+            state->adamw.t = 0;
+        }
     } else if (photon_adamw_state_init(&state->adamw, model->num_params, &err) != PHOTON_OK) {
         cli_fail(&err);
     }
@@ -213,6 +241,8 @@ int main(int argc, char **argv) {
     photon_step_stats st;
     photon_error err;
     int *inputs, *targets;
+    float *base_params = NULL;
+    char base_sha256[65];
     long long s;
     double start, elapsed, loss_sum = 0.0;
     cli_prog = "photon-train";
@@ -232,6 +262,15 @@ int main(int argc, char **argv) {
     if (photon_dataset_check_vocab(&ds, model.config.vocab_size, &err) != PHOTON_OK) cli_fail(&err);
     if (photon_loader_init(&loader, &ds, (int)o.batch, (int)o.seq, &err) != PHOTON_OK) cli_fail(&err);
     open_state(&o, &model, &ds, &state, &loader);
+    if (o.delta_path) { /* keep the global weights: the delta is taken against them */
+        if (photon_sha256_file(o.model_path, base_sha256, &err) != PHOTON_OK) cli_fail(&err);
+        base_params = (float *)malloc(model.num_params * sizeof(float));
+        if (!base_params) {
+            fprintf(stderr, "%s: out of memory\n", cli_prog);
+            return 1;
+        }
+        memcpy(base_params, model.params, model.num_params * sizeof(float));
+    }
 
     schedule.peak_lr = o.lr;
     schedule.warmup_steps = (uint64_t)o.warmup;
@@ -258,7 +297,19 @@ int main(int argc, char **argv) {
     }
     elapsed = cli_now() - start;
 
-    if (photon_checkpoint_save(&model, o.out_path, &err) != PHOTON_OK) cli_fail(&err);
+    if (o.out_path && photon_checkpoint_save(&model, o.out_path, &err) != PHOTON_OK) cli_fail(&err);
+    if (o.delta_path) {
+        photon_delta_info info;
+        memset(&info, 0, sizeof info);
+        memcpy(info.base_sha256, base_sha256, sizeof base_sha256);
+        info.round = model.round + 1;
+        snprintf(info.client, sizeof info.client, "%s", o.client_id);
+        info.local_steps = (uint64_t)o.steps;
+        info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
+        info.loss = st.loss;
+        if (photon_delta_save(&model, base_params, &info, o.delta_path, &err) != PHOTON_OK) cli_fail(&err);
+        free(base_params);
+    }
     if (o.state_path) {
         state.step = model.step;
         state.data_position = loader.position;
@@ -267,11 +318,15 @@ int main(int argc, char **argv) {
         state.data_hash = ds.hash;
         if (photon_client_state_save(&state, &model.config, o.state_path, &err) != PHOTON_OK) cli_fail(&err);
     }
-    fprintf(stderr, "%s: wrote %s (global step %llu)%s%s\n", cli_prog, o.out_path, (unsigned long long)model.step,
-            o.state_path ? " and " : "", o.state_path ? o.state_path : "");
+    fprintf(stderr, "%s: wrote %s (global step %llu)%s%s\n", cli_prog, o.out_path ? o.out_path : o.delta_path,
+            (unsigned long long)model.step, o.state_path ? " and " : "", o.state_path ? o.state_path : "");
     if (o.json) {
         printf("{\"out\":");
-        cli_json_string(stdout, o.out_path);
+        if (o.out_path) cli_json_string(stdout, o.out_path);
+        else printf("null");
+        printf(",\"delta\":");
+        if (o.delta_path) cli_json_string(stdout, o.delta_path);
+        else printf("null");
         printf(",\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", o.steps,
                (unsigned long long)model.step, (unsigned long long)model.tokens_seen, o.steps * o.batch * o.seq);
         cli_json_number(stdout, o.steps ? st.loss : NAN);

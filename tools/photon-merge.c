@@ -1,0 +1,201 @@
+/* photon-merge: the aggregator's side of a federated round.
+
+   Averages the clients' deltas (weighted by the tokens each trained on),
+   applies an outer optimizer to the global checkpoint, and writes the next
+   global checkpoint with an audit trail; --verify recomputes a merge and
+   confirms an existing checkpoint bit for bit. */
+#define PHOTON_IMPLEMENTATION
+#include "cli.h"
+
+static const char *usage =
+    "usage: photon-merge --base GLOBAL --out NEXT [options] DELTA...\n"
+    "       photon-merge --base GLOBAL --verify NEXT [options] DELTA...\n"
+    "\n"
+    "Merges client deltas (from photon-train --delta-out) into the next global\n"
+    "checkpoint. Deltas are checked against the base (hash, round, config, tensors),\n"
+    "for repeated client ids and for NaN/Inf, and merged in client-id order.\n"
+    "\n"
+    "  --base GLOBAL        the checkpoint every client started this round from\n"
+    "  --out NEXT           where to write the next global checkpoint\n"
+    "  --verify NEXT        recompute the merge and check NEXT is identical (writes nothing)\n"
+    "  --outer NAME         fedavg (default), nesterov, adam or yogi\n"
+    "  --outer-lr X         server learning rate (fedavg 1.0, nesterov 0.7, adam/yogi 0.01)\n"
+    "  --momentum M         nesterov momentum (default 0.9)\n"
+    "  --beta1 X --beta2 X  adam/yogi moment decay rates (default 0.9, 0.99)\n"
+    "  --tau X              adam/yogi adaptivity floor; v starts at tau^2 (default 1e-3)\n"
+    "  --weighting W        tokens (default: by tokens trained) or uniform\n"
+    "  --server-state FILE  outer optimizer state (momentum, moments), read if it\n"
+    "                       exists; written back unless --server-state-out is given\n"
+    "  --server-state-out FILE  write the new server state here instead\n"
+    "  --skip-bad           skip invalid deltas (listed on stderr) instead of failing\n"
+    "  --min-clients K      fewest valid deltas to accept (default 1)\n"
+    "  --json               print a summary as JSON on stdout\n"
+    "  --help, --version\n";
+
+typedef struct merge_options {
+    const char *base, *out, *verify, *state_in, *state_out;
+    const char **deltas;
+    int num_deltas, json;
+    photon_merge_options merge;
+} merge_options;
+
+static void parse_args(merge_options *o, int argc, char **argv) {
+    cli_args a;
+    int kind = PHOTON_OUTER_FEDAVG, have_lr = 0;
+    float lr = 0.0f, momentum = -1.0f, beta1 = -1.0f, beta2 = -1.0f, tau = -1.0f;
+    memset(o, 0, sizeof *o);
+    o->deltas = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    o->merge.min_clients = 1;
+    a.argc = argc;
+    a.argv = argv;
+    a.i = 0;
+    while (cli_next(&a)) {
+        if (cli_is(&a, "--help")) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if (cli_is(&a, "--version")) {
+            printf("photon-merge %s (file format %d)\n", PHOTON_VERSION, PHOTON_FORMAT_VERSION);
+            exit(0);
+        } else if (cli_is(&a, "--base")) {
+            o->base = cli_value(&a);
+        } else if (cli_is(&a, "--out")) {
+            o->out = cli_value(&a);
+        } else if (cli_is(&a, "--verify")) {
+            o->verify = cli_value(&a);
+        } else if (cli_is(&a, "--outer")) {
+            const char *name = cli_value(&a);
+            kind = photon_outer_parse(name);
+            if (kind < 0) cli_usage_error("--outer must be fedavg, nesterov, adam or yogi, got '%s'", name);
+        } else if (cli_is(&a, "--outer-lr")) {
+            lr = (float)cli_float(&a, 0.0, 100.0);
+            have_lr = 1;
+        } else if (cli_is(&a, "--momentum")) {
+            momentum = (float)cli_float(&a, 0.0, 0.999999);
+        } else if (cli_is(&a, "--beta1")) {
+            beta1 = (float)cli_float(&a, 0.0, 0.999999);
+        } else if (cli_is(&a, "--beta2")) {
+            beta2 = (float)cli_float(&a, 0.0, 0.999999);
+        } else if (cli_is(&a, "--tau")) {
+            tau = (float)cli_float(&a, 1e-30, 10.0);
+        } else if (cli_is(&a, "--weighting")) {
+            const char *w = cli_value(&a);
+            if (strcmp(w, "tokens") != 0 && strcmp(w, "uniform") != 0)
+                cli_usage_error("--weighting must be tokens or uniform, got '%s'", w);
+            o->merge.outer.uniform = strcmp(w, "uniform") == 0;
+        } else if (cli_is(&a, "--server-state")) {
+            o->state_in = cli_value(&a);
+        } else if (cli_is(&a, "--server-state-out")) {
+            o->state_out = cli_value(&a);
+        } else if (cli_is(&a, "--skip-bad")) {
+            cli_no_value(&a);
+            o->merge.skip_bad = 1;
+        } else if (cli_is(&a, "--min-clients")) {
+            o->merge.min_clients = (int)cli_int(&a, 1, 1 << 20);
+        } else if (cli_is(&a, "--json")) {
+            cli_no_value(&a);
+            o->json = 1;
+        } else if (a.flag[0] == '\0') {
+            o->deltas[o->num_deltas++] = argv[a.i];
+        } else {
+            cli_usage_error("unknown option %s", a.flag);
+        }
+    }
+    {
+        int uniform = o->merge.outer.uniform;
+        photon_outer_defaults(&o->merge.outer, (photon_outer_kind)kind);
+        o->merge.outer.uniform = uniform;
+    }
+    if (have_lr) o->merge.outer.lr = lr;
+    if (momentum >= 0) o->merge.outer.momentum = momentum;
+    if (beta1 >= 0) o->merge.outer.beta1 = beta1;
+    if (beta2 >= 0) o->merge.outer.beta2 = beta2;
+    if (tau >= 0) o->merge.outer.tau = tau;
+    if (!o->base) cli_usage_error("--base is required");
+    if (!o->out == !o->verify) cli_usage_error("give exactly one of --out and --verify");
+    if (o->num_deltas == 0) cli_usage_error("no deltas given");
+    if (o->state_out && !o->state_in) cli_usage_error("--server-state-out goes with --server-state");
+    if (kind == PHOTON_OUTER_FEDAVG && o->state_in) cli_usage_error("fedavg keeps no server state; drop --server-state");
+    if (kind != PHOTON_OUTER_FEDAVG && !o->state_in)
+        cli_usage_error("--outer %s keeps momentum between rounds: give --server-state FILE", photon_outer_name(kind));
+    if (o->merge.min_clients > o->num_deltas)
+        cli_usage_error("--min-clients %d is more than the %d deltas given", o->merge.min_clients, o->num_deltas);
+}
+
+/* Byte-for-byte comparison of two files. */
+static int same_bytes(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb, ca, cb;
+    while (same) {
+        ca = getc(fa);
+        cb = getc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static void print_json(const merge_options *o, const photon_merge_result *res, int verified) {
+    int i;
+    printf("{\"out\":");
+    cli_json_string(stdout, o->out ? o->out : o->verify);
+    printf(",\"round\":%llu,\"step\":%llu,\"tokens_seen\":%llu,\"outer\":\"%s\",\"merged\":%d,\"verified\":%s,\"deltas\":[",
+           (unsigned long long)res->model.round, (unsigned long long)res->model.step,
+           (unsigned long long)res->model.tokens_seen, photon_outer_name(o->merge.outer.kind), res->accepted,
+           o->verify ? (verified ? "true" : "false") : "null");
+    for (i = 0; i < res->num_entries; i++) {
+        const photon_merge_entry *e = &res->entries[i];
+        printf("%s{\"path\":", i ? "," : "");
+        cli_json_string(stdout, e->path);
+        printf(",\"client\":");
+        cli_json_string(stdout, e->info.client);
+        printf(",\"accepted\":%s,\"weight\":", e->accepted ? "true" : "false");
+        cli_json_number(stdout, e->accepted ? e->weight : 0.0);
+        printf(",\"tokens\":%llu,\"loss\":", (unsigned long long)e->info.tokens);
+        cli_json_number(stdout, e->info.loss);
+        printf(",\"reason\":");
+        cli_json_string(stdout, e->reason);
+        printf("}");
+    }
+    printf("]}\n");
+}
+
+int main(int argc, char **argv) {
+    merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    int i, verified = 0;
+    cli_prog = "photon-merge";
+    parse_args(&o, argc, argv);
+    if (photon_merge(o.base, o.deltas, o.num_deltas, o.state_in, &o.merge, &res, &err) != PHOTON_OK) {
+        for (i = 0; i < res.num_entries; i++)
+            if (!res.entries[i].accepted && res.entries[i].reason[0] && strcmp(res.entries[i].reason, err.message) != 0)
+                fprintf(stderr, "%s: refused %s\n", cli_prog, res.entries[i].reason);
+        photon_merge_result_free(&res);
+        cli_fail(&err);
+    }
+    for (i = 0; i < res.num_entries; i++)
+        if (!res.entries[i].accepted) fprintf(stderr, "%s: skipped %s\n", cli_prog, res.entries[i].reason);
+    if (o.verify) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.verify", o.verify);
+        if (photon_merge_save(&res, tmp, &err) != PHOTON_OK) cli_fail(&err);
+        verified = same_bytes(tmp, o.verify);
+        remove(tmp);
+        fprintf(stderr, "%s: %s %s the merge of %d deltas into %s\n", cli_prog, o.verify,
+                verified ? "matches" : "DOES NOT match", res.accepted, o.base);
+    } else {
+        if (photon_merge_save(&res, o.out, &err) != PHOTON_OK) cli_fail(&err);
+        if (o.state_in && photon_server_state_save(&res.state, &res.model.config, o.state_out ? o.state_out : o.state_in,
+                                                   &err) != PHOTON_OK)
+            cli_fail(&err);
+        fprintf(stderr, "%s: merged %d of %d deltas with %s into %s (round %llu, global step %llu)\n", cli_prog,
+                res.accepted, res.num_entries, photon_outer_name(o.merge.outer.kind), o.out,
+                (unsigned long long)res.model.round, (unsigned long long)res.model.step);
+    }
+    if (o.json) print_json(&o, &res, verified);
+    photon_merge_result_free(&res);
+    free((void *)o.deltas);
+    return o.verify && !verified ? 1 : 0;
+}
