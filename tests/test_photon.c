@@ -25,6 +25,7 @@ static void expect(int ok, const char *name, const char *detail) {
     }
 }
 
+/* A path in the test directory; valid until 8 more calls. */
 static const char *tmp_path(const char *name) {
     static char paths[8][512];
     static int next;
@@ -811,6 +812,7 @@ static photon_result load_variant(const photon_model *m, const char *path, const
     photon__meta_u64(&meta, "photon.step", 0);
     photon__meta_u64(&meta, "photon.tokens_seen", 0);
     photon__meta_u64(&meta, "photon.seed", 0);
+    photon__meta_u64(&meta, "photon.round", 0);
     photon_st_write_f32(path, e, n, meta.keys, meta.values, meta.n, NULL);
     r = photon_checkpoint_load(&loaded, path, err);
     if (r == PHOTON_OK) photon_model_free(&loaded);
@@ -919,6 +921,321 @@ static void test_client_state(void) {
     photon_model_free(&m);
 }
 
+
+/* ======================================================================= */
+/* Federation                                                              */
+/* ======================================================================= */
+
+static int files_equal(const char *a, const char *b) {
+    unsigned char *x, *y;
+    size_t nx, ny;
+    int same;
+    if (photon__read_file(a, &x, &nx, NULL) != PHOTON_OK) return 0;
+    if (photon__read_file(b, &y, &ny, NULL) != PHOTON_OK) {
+        free(x);
+        return 0;
+    }
+    same = nx == ny && memcmp(x, y, nx) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static void test_sha256(void) {
+    photon_sha256 s;
+    char hex[65];
+    const char *abc = "abc";
+    char million[1000];
+    int i;
+    photon_sha256_init(&s);
+    photon_sha256_update(&s, abc, 3);
+    photon_sha256_final(&s, hex);
+    expect(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0, "sha256 of 'abc' (FIPS 180-4)",
+           hex);
+    photon_sha256_init(&s);
+    memset(million, 'a', sizeof million);
+    for (i = 0; i < 1000; i++) photon_sha256_update(&s, million, sizeof million);
+    photon_sha256_final(&s, hex);
+    expect(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0,
+           "sha256 of a million 'a' (FIPS 180-4)", hex);
+}
+
+/* A small federation in memory: a base checkpoint and client deltas made
+   from known local weights. */
+typedef struct fed_case {
+    photon_model base;
+    char base_path[512], base_hash[65];
+    char delta_paths[4][512];
+    uint64_t tokens[4];
+} fed_case;
+
+static void fed_write_base(fed_case *f, const char *name) {
+    snprintf(f->base_path, sizeof f->base_path, "%s", tmp_path(name));
+    photon_checkpoint_save(&f->base, f->base_path, NULL);
+    photon_sha256_file(f->base_path, f->base_hash, NULL);
+}
+
+/* Client k's delta: random values of scale 0.01 written as base - local. */
+static void fed_write_delta(fed_case *f, int k, const char *client, float *delta_out, uint64_t *rng) {
+    photon_model local;
+    photon_delta_info info;
+    char name[64];
+    size_t i;
+    memset(&info, 0, sizeof info);
+    photon_model_init(&local, &f->base.config, 1, NULL);
+    fill_random(delta_out, f->base.num_params, 0.01f, rng);
+    for (i = 0; i < f->base.num_params; i++) local.params[i] = f->base.params[i] - delta_out[i];
+    /* what the file holds is base - local, rounded in float: use that as the truth */
+    for (i = 0; i < f->base.num_params; i++) delta_out[i] = f->base.params[i] - local.params[i];
+    memcpy(info.base_sha256, f->base_hash, 65);
+    info.round = f->base.round + 1;
+    snprintf(info.client, sizeof info.client, "%s", client);
+    info.local_steps = 10 + (uint64_t)k;
+    info.tokens = f->tokens[k];
+    info.loss = 1.5f;
+    snprintf(name, sizeof name, "delta%d.safetensors", k);
+    snprintf(f->delta_paths[k], sizeof f->delta_paths[k], "%s", tmp_path(name));
+    photon_delta_save(&local, f->base.params, &info, f->delta_paths[k], NULL);
+    photon_model_free(&local);
+}
+
+/* Each outer optimizer over three rounds against the formulas in double,
+   with token weighting; the server state goes through its file each round. */
+static void test_outer_optimizers(void) {
+    photon_config cfg = {12, 4, 1, 2, 4};
+    int kind;
+    for (kind = 0; kind < 4; kind++) {
+        fed_case f;
+        photon_merge_options o;
+        size_t n, j;
+        double *x, *m, *v, max_err = 0.0, max_x = 0.0;
+        float *deltas[3];
+        const char *paths[3];
+        char state[512];
+        uint64_t rng = 100 + (uint64_t)kind;
+        int round, k, ok = 1;
+        char label[96];
+        memset(&f, 0, sizeof f);
+        memset(&o, 0, sizeof o);
+        photon_outer_defaults(&o.outer, (photon_outer_kind)kind);
+        o.outer.lr = kind < 2 ? 0.8f : 0.05f;
+        o.min_clients = 1;
+        snprintf(state, sizeof state, "%s", tmp_path("server.safetensors"));
+        photon_model_init(&f.base, &cfg, 2, NULL);
+        n = f.base.num_params;
+        x = (double *)calloc(n, 8), m = (double *)calloc(n, 8), v = (double *)calloc(n, 8);
+        for (j = 0; j < n; j++) x[j] = f.base.params[j], v[j] = (double)o.outer.tau * o.outer.tau;
+        for (k = 0; k < 3; k++) deltas[k] = (float *)calloc(n, 4), f.tokens[k] = 1000 * (uint64_t)(k + 1);
+        remove(state);
+        for (round = 1; round <= 3; round++) {
+            photon_merge_result res;
+            photon_error err;
+            char id[16];
+            fed_write_base(&f, "fedbase.safetensors");
+            for (k = 0; k < 3; k++) {
+                snprintf(id, sizeof id, "c%d", k);
+                fed_write_delta(&f, k, id, deltas[k], &rng);
+                paths[k] = f.delta_paths[k];
+            }
+            if (photon_merge(f.base_path, paths, 3, kind ? state : NULL, &o, &res, &err) != PHOTON_OK) {
+                expect(0, "outer optimizer merge runs", err.message);
+                photon_merge_result_free(&res);
+                ok = 0;
+                break;
+            }
+            for (j = 0; j < n; j++) { /* the direct computation */
+                double d = (1000.0 * deltas[0][j] + 2000.0 * deltas[1][j] + 3000.0 * deltas[2][j]) / 6000.0;
+                double b1 = o.outer.beta1, b2 = o.outer.beta2, mu = o.outer.momentum, lr = o.outer.lr;
+                if (kind == PHOTON_OUTER_FEDAVG) x[j] -= lr * d;
+                if (kind == PHOTON_OUTER_NESTEROV) m[j] = mu * m[j] + d, x[j] -= lr * (d + mu * m[j]);
+                if (kind == PHOTON_OUTER_ADAM || kind == PHOTON_OUTER_YOGI) {
+                    m[j] = b1 * m[j] + (1 - b1) * d;
+                    if (kind == PHOTON_OUTER_ADAM) v[j] = b2 * v[j] + (1 - b2) * d * d;
+                    else v[j] = v[j] - (1 - b2) * d * d * (v[j] > d * d ? 1.0 : v[j] < d * d ? -1.0 : 0.0);
+                    x[j] -= lr * m[j] / (sqrt(v[j]) + o.outer.tau);
+                }
+            }
+            ok &= res.model.round == (uint64_t)round && res.model.step == f.base.step + 12 &&
+                  res.model.tokens_seen == f.base.tokens_seen + 6000;
+            if (kind) photon_server_state_save(&res.state, &cfg, state, NULL);
+            photon_model_free(&f.base);
+            f.base = res.model; /* the next round starts from the merged model */
+            memset(&res.model, 0, sizeof res.model);
+            photon_merge_result_free(&res);
+        }
+        for (j = 0; j < n; j++) {
+            if (fabs(f.base.params[j] - x[j]) > max_err) max_err = fabs(f.base.params[j] - x[j]);
+            if (fabs(x[j]) > max_x) max_x = fabs(x[j]);
+        }
+        snprintf(label, sizeof label, "outer %s: three rounds match the direct computation (error %.1e)",
+                 photon_outer_name((photon_outer_kind)kind), max_err / max_x);
+        expect(ok && max_err / max_x < 1e-5, label, NULL);
+        snprintf(label, sizeof label, "outer %s: round, global step and tokens advance",
+                 photon_outer_name((photon_outer_kind)kind));
+        expect(ok, label, NULL);
+        for (k = 0; k < 3; k++) free(deltas[k]);
+        free(x), free(m), free(v);
+        photon_model_free(&f.base);
+    }
+}
+
+static void test_merge_weighting_and_order(void) {
+    photon_config cfg = {12, 4, 1, 2, 4};
+    fed_case f;
+    photon_merge_options o;
+    photon_merge_result res;
+    float *d[2];
+    const char *paths[2], *rev[2];
+    uint64_t rng = 7;
+    size_t j, n;
+    double err_tok = 0.0, err_uni = 0.0;
+    memset(&f, 0, sizeof f);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    photon_model_init(&f.base, &cfg, 4, NULL);
+    n = f.base.num_params;
+    f.tokens[0] = 300, f.tokens[1] = 100;
+    fed_write_base(&f, "wbase.safetensors");
+    d[0] = (float *)calloc(n, 4), d[1] = (float *)calloc(n, 4);
+    fed_write_delta(&f, 0, "zulu", d[0], &rng);
+    fed_write_delta(&f, 1, "alpha", d[1], &rng);
+    paths[0] = f.delta_paths[0], paths[1] = f.delta_paths[1];
+    rev[0] = paths[1], rev[1] = paths[0];
+    photon_merge(f.base_path, paths, 2, NULL, &o, &res, NULL);
+    for (j = 0; j < n; j++) {
+        double want = f.base.params[j] - (0.75 * d[0][j] + 0.25 * d[1][j]);
+        if (fabs(res.model.params[j] - want) > err_tok) err_tok = fabs(res.model.params[j] - want);
+    }
+    expect(err_tok < 1e-6 && strcmp(res.entries[0].info.client, "alpha") == 0 && res.entries[1].weight == 0.75,
+           "merge: deltas are weighted by tokens, in client-id order", NULL);
+    photon_merge_save(&res, tmp_path("merged-a.safetensors"), NULL);
+    photon_merge_result_free(&res);
+    photon_merge(f.base_path, rev, 2, NULL, &o, &res, NULL);
+    photon_merge_save(&res, tmp_path("merged-b.safetensors"), NULL);
+    photon_merge_result_free(&res);
+    expect(files_equal(tmp_path("merged-a.safetensors"), tmp_path("merged-b.safetensors")),
+           "merge: the order of the arguments does not change a byte", NULL);
+    {
+        photon_st_file st;
+        photon_st_open(&st, tmp_path("merged-a.safetensors"), NULL);
+        expect(photon_st_meta(&st, "photon.base_sha256") && strcmp(photon_st_meta(&st, "photon.base_sha256"), f.base_hash) == 0 &&
+                   strcmp(photon_st_meta(&st, "photon.delta.1.client"), "zulu") == 0 &&
+                   strcmp(photon_st_meta(&st, "photon.delta.1.weight"), "0.75") == 0 &&
+                   strcmp(photon_st_meta(&st, "photon.outer"), "fedavg") == 0 &&
+                   strcmp(photon_st_meta(&st, "photon.round"), "1") == 0,
+               "merge: the checkpoint records base hash, clients, weights and the outer optimizer", NULL);
+        photon_st_close(&st);
+    }
+    o.outer.uniform = 1;
+    photon_merge(f.base_path, paths, 2, NULL, &o, &res, NULL);
+    for (j = 0; j < n; j++) {
+        double want = f.base.params[j] - 0.5 * ((double)d[0][j] + d[1][j]);
+        if (fabs(res.model.params[j] - want) > err_uni) err_uni = fabs(res.model.params[j] - want);
+    }
+    expect(err_uni < 1e-6, "merge: uniform weighting averages the deltas equally", NULL);
+    photon_merge_result_free(&res);
+    free(d[0]), free(d[1]);
+    photon_model_free(&f.base);
+}
+
+/* Every refusal names the delta; by default one bad delta fails the merge. */
+static void test_merge_refusals(void) {
+    photon_config cfg = {12, 4, 1, 2, 4}, other = {12, 4, 1, 2, 8};
+    fed_case f;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    float *d = NULL;
+    const char *paths[3];
+    uint64_t rng = 8;
+    char stale_path[512], nan_path[512], cfg_path[512];
+    memset(&f, 0, sizeof f);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    photon_model_init(&f.base, &cfg, 4, NULL);
+    d = (float *)calloc(f.base.num_params, 4);
+    f.tokens[0] = f.tokens[1] = f.tokens[2] = 100;
+    /* a stale delta: written against another base */
+    fed_write_base(&f, "rbase-old.safetensors");
+    fed_write_delta(&f, 2, "old", d, &rng);
+    snprintf(stale_path, sizeof stale_path, "%s", tmp_path("stale.safetensors"));
+    rename(f.delta_paths[2], stale_path);
+    f.base.params[0] += 1.0f;
+    fed_write_base(&f, "rbase.safetensors");
+    fed_write_delta(&f, 0, "a", d, &rng);
+    fed_write_delta(&f, 1, "b", d, &rng);
+    paths[0] = f.delta_paths[0], paths[1] = f.delta_paths[1], paths[2] = stale_path;
+    expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "stale") && strstr(err.message, stale_path),
+           "merge refuses a stale delta, by name", err.message);
+    photon_merge_result_free(&res);
+    o.skip_bad = 1, o.min_clients = 2;
+    expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_OK && res.accepted == 2 &&
+               !res.entries[2].accepted,
+           "merge --skip-bad merges the rest when enough remain", err.message);
+    photon_merge_result_free(&res);
+    o.min_clients = 3;
+    expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "only 2 valid deltas of 3"),
+           "merge --skip-bad fails below --min-clients", err.message);
+    photon_merge_result_free(&res);
+    o.skip_bad = 0, o.min_clients = 1;
+    paths[2] = f.delta_paths[0];
+    expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "client id 'a' appears in more than one delta"),
+           "merge refuses a repeated client id", err.message);
+    photon_merge_result_free(&res);
+    {   /* NaN in a delta's values */
+        photon_model bad;
+        photon_delta_info info;
+        memset(&info, 0, sizeof info);
+        photon_model_init(&bad, &cfg, 1, NULL);
+        memcpy(bad.params, f.base.params, bad.num_params * 4);
+        bad.params[5] = NAN;
+        memcpy(info.base_sha256, f.base_hash, 65);
+        info.round = 1, info.local_steps = 1, info.tokens = 10;
+        snprintf(info.client, sizeof info.client, "nan-client");
+        snprintf(nan_path, sizeof nan_path, "%s", tmp_path("nan.safetensors"));
+        photon_delta_save(&bad, f.base.params, &info, nan_path, NULL);
+        paths[2] = nan_path;
+        expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+                   strstr(err.message, "NaN") && strstr(err.message, nan_path),
+               "merge refuses a delta holding NaN", err.message);
+        photon_merge_result_free(&res);
+        photon_model_free(&bad);
+        /* a delta of another config */
+        photon_model_init(&bad, &other, 1, NULL);
+        snprintf(cfg_path, sizeof cfg_path, "%s", tmp_path("othercfg.safetensors"));
+        snprintf(info.client, sizeof info.client, "wide");
+        photon_delta_save(&bad, bad.params, &info, cfg_path, NULL);
+        paths[2] = cfg_path;
+        expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+                   strstr(err.message, "width 8") && strstr(err.message, cfg_path),
+               "merge refuses a delta of another model config", err.message);
+        photon_merge_result_free(&res);
+        photon_model_free(&bad);
+    }
+    paths[2] = f.base_path;
+    expect(photon_merge(f.base_path, paths, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "is a photon checkpoint, expected a delta"),
+           "merge refuses a checkpoint given as a delta", err.message);
+    photon_merge_result_free(&res);
+    {   /* server state of another outer optimizer */
+        photon_server_state ss;
+        photon_server_state_init(&ss, PHOTON_OUTER_ADAM, f.base.num_params, 1e-3f, NULL);
+        photon_server_state_save(&ss, &cfg, tmp_path("adam-state.safetensors"), NULL);
+        photon_server_state_free(&ss);
+        photon_outer_defaults(&o.outer, PHOTON_OUTER_NESTEROV);
+        expect(photon_merge(f.base_path, paths, 2, tmp_path("adam-state.safetensors"), &o, &res, &err) ==
+                       PHOTON_ERR_MISMATCH &&
+                   strstr(err.message, "for outer optimizer adam, this merge uses nesterov"),
+               "merge refuses a server state of another outer optimizer", err.message);
+        photon_merge_result_free(&res);
+    }
+    free(d);
+    photon_model_free(&f.base);
+}
+
 int main(void) {
     const char *dir = getenv("PHOTON_TEST_DIR");
     snprintf(tmpdir, sizeof tmpdir, "%s", dir && *dir ? dir : "/tmp");
@@ -942,6 +1259,10 @@ int main(void) {
     test_safetensors_corrupt();
     test_checkpoint();
     test_client_state();
+    test_sha256();
+    test_outer_optimizers();
+    test_merge_weighting_and_order();
+    test_merge_refusals();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
