@@ -246,6 +246,7 @@ typedef struct photon_dataset {
     uint64_t text_bytes; /* bytes the tokens decode to; 0 if unknown (shards) */
     uint16_t max_token;  /* largest token id present */
     uint64_t hash;       /* FNV-1a of the tokens: ties a client state to its data */
+    char source[320];    /* the files, for messages: "a.txt" or "a.txt (+2 more files)" */
 } photon_dataset;
 
 PHOTONDEF photon_result photon_dataset_load(photon_dataset *ds, const char *const *paths, int num_paths,
@@ -513,6 +514,7 @@ PHOTONDEF float photon_rand_uniform(uint64_t *state);
 
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1365,17 +1367,33 @@ PHOTONDEF photon_result photon_train_step(photon_model *model, photon_adamw_stat
 #define PHOTON__SHARD_MAGIC 20240520
 #define PHOTON__SHARD_HEADER_BYTES 1024
 
-/* Reads a whole file; the message names the file. */
-static photon_result photon__read_file(const char *path, unsigned char **data, size_t *size, photon_error *err) {
-    FILE *f = fopen(path, "rb");
-    long len;
-    *data = NULL;
-    *size = 0;
+/* Opens a regular file for reading and tells its size. A directory or a
+   device is refused: fopen accepts them, but their "size" is meaningless. */
+static photon_result photon__open_regular(const char *path, FILE **out, long *size, photon_error *err) {
+    FILE *f;
+#ifdef PHOTON__HAVE_FSYNC
+    struct stat info;
+    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode))
+        return photon__fail(err, PHOTON_ERR_IO, "%s: not a regular file", path);
+#endif
+    f = fopen(path, "rb");
     if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    if (fseek(f, 0, SEEK_END) != 0 || (*size = ftell(f)) < 0 || *size == LONG_MAX || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
         return photon__fail(err, PHOTON_ERR_IO, "%s: cannot determine its size (not a regular file?)", path);
     }
+    *out = f;
+    return PHOTON_OK;
+}
+
+/* Reads a whole file; the message names the file. */
+static photon_result photon__read_file(const char *path, unsigned char **data, size_t *size, photon_error *err) {
+    FILE *f;
+    long len;
+    photon_result r;
+    *data = NULL;
+    *size = 0;
+    if ((r = photon__open_regular(path, &f, &len, err)) != PHOTON_OK) return r;
     *data = (unsigned char *)PHOTON_MALLOC((size_t)len + 1);
     if (!*data) {
         fclose(f);
@@ -1470,6 +1488,8 @@ PHOTONDEF photon_result photon_dataset_load(photon_dataset *ds, const char *cons
         all_text &= is_text;
     }
     ds->text_bytes = all_text ? ds->num_tokens : 0;
+    if (num_paths == 1) snprintf(ds->source, sizeof ds->source, "%.300s", paths[0]);
+    else snprintf(ds->source, sizeof ds->source, "%.280s (+%d more files)", paths[0], num_paths - 1);
     ds->hash = 0xcbf29ce484222325ull; /* FNV-1a over the little-endian tokens */
     for (k = 0; k < ds->num_tokens; k++) {
         ds->hash = (ds->hash ^ (ds->tokens[k] & 0xff)) * 0x100000001b3ull;
@@ -1486,8 +1506,8 @@ PHOTONDEF void photon_dataset_free(photon_dataset *ds) {
 
 PHOTONDEF photon_result photon_dataset_check_vocab(const photon_dataset *ds, int vocab_size, photon_error *err) {
     if ((int)ds->max_token >= vocab_size)
-        return photon__fail(err, PHOTON_ERR_MISMATCH, "data holds token id %d but the model's vocabulary has %d entries%s",
-                            ds->max_token, vocab_size, ds->text_bytes ? " (text is read as bytes: vocab 256 needed)" : "");
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: holds token id %d but the model's vocabulary has %d entries%s",
+                            ds->source, ds->max_token, vocab_size, ds->text_bytes ? " (text is read as bytes: vocab 256 needed)" : "");
     return PHOTON_OK;
 }
 
@@ -1496,8 +1516,8 @@ PHOTONDEF photon_result photon_loader_init(photon_loader *loader, const photon_d
     memset(loader, 0, sizeof *loader);
     if (B < 1 || T < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d and sequence %d must be positive", B, T);
     if ((uint64_t)ds->num_tokens < (uint64_t)B * T + 1)
-        return photon__fail(err, PHOTON_ERR_ARGUMENT, "data holds %zu tokens; a batch of %d x %d needs at least %llu",
-                            ds->num_tokens, B, T, (unsigned long long)B * T + 1);
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: holds %zu tokens; a batch of %d x %d needs at least %llu",
+                            ds->source, ds->num_tokens, B, T, (unsigned long long)B * T + 1);
     loader->ds = ds;
     loader->B = B;
     loader->T = T;
@@ -1532,8 +1552,8 @@ PHOTONDEF photon_result photon_evaluate(photon_model *m, const photon_dataset *d
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d: both must be positive and the sequence at "
                             "most the context length %d", B, T, m->config.n_ctx);
     if (ds->num_tokens < (size_t)T + 1)
-        return photon__fail(err, PHOTON_ERR_ARGUMENT, "data holds %zu tokens; evaluation at sequence %d needs %d",
-                            ds->num_tokens, T, T + 1);
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: holds %zu tokens; evaluation at sequence %d needs %d",
+                            ds->source, ds->num_tokens, T, T + 1);
     if ((r = photon_dataset_check_vocab(ds, m->config.vocab_size, err)) != PHOTON_OK) return r;
     windows = (ds->num_tokens - 1) / (size_t)T;
     if (max_tokens > 0 && windows > (max_tokens / (uint64_t)T ? max_tokens / (uint64_t)T : 1))
@@ -2245,12 +2265,7 @@ PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, pho
     int k;
     memset(st, 0, sizeof *st);
     if (!photon__little_endian()) return photon__fail(err, PHOTON_ERR_ARGUMENT, "photon needs a little-endian host");
-    f = fopen(path, "rb");
-    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot determine its size (not a regular file?)", path);
-    }
+    if ((r = photon__open_regular(path, &f, &size, err)) != PHOTON_OK) return r;
     st->file_size = (uint64_t)size;
     if (size < 8 || fread(len8, 1, 8, f) != 8) {
         fclose(f);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../photon.h"
@@ -116,6 +117,27 @@ static inline double cli_now(void) {
 #else
     return (double)clock() / CLOCKS_PER_SEC;
 #endif
+}
+
+/* Fails early, before any work, if an output path cannot be written: it
+   exists and is not a regular file (a rename would replace a device), or
+   its directory does not take new files. */
+static inline void cli_check_output(const char *path) {
+    struct stat info;
+    char probe[4096];
+    FILE *f;
+    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
+        fprintf(stderr, "%s: %s: exists and is not a regular file\n", cli_prog, path);
+        exit(1);
+    }
+    snprintf(probe, sizeof probe, "%s.probe", path);
+    f = fopen(probe, "wb");
+    if (!f) {
+        fprintf(stderr, "%s: %s: cannot create files there: %s\n", cli_prog, path, strerror(errno));
+        exit(1);
+    }
+    fclose(f);
+    remove(probe);
 }
 
 /* Prints s as a JSON string literal. */

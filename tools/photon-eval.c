@@ -152,13 +152,14 @@ int main(int argc, char **argv) {
     photon_error err;
     cli_prog = "photon-eval";
     parse_args(&o, argc, argv);
+    if (o.hf_config) cli_check_output(o.hf_config);
     if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) cli_fail(&err);
-    if (o.hf_config) {
+    if (o.num_data > 0) evaluate(&o, &model);
+    if (o.sample > 0) sample(&o, &model);
+    if (o.hf_config) { /* last: a failure above writes nothing */
         if (photon_write_hf_config(&model.config, o.hf_config, &err) != PHOTON_OK) cli_fail(&err);
         fprintf(stderr, "%s: wrote %s\n", cli_prog, o.hf_config);
     }
-    if (o.num_data > 0) evaluate(&o, &model);
-    if (o.sample > 0) sample(&o, &model);
     free((void *)o.data_paths);
     photon_model_free(&model);
     return 0;

@@ -168,6 +168,8 @@ int main(int argc, char **argv) {
     int i, verified = 0;
     cli_prog = "photon-merge";
     parse_args(&o, argc, argv);
+    if (o.out) cli_check_output(o.out);
+    if (o.state_in) cli_check_output(o.state_out ? o.state_out : o.state_in);
     if (photon_merge(o.base, o.deltas, o.num_deltas, o.state_in, &o.merge, &res, &err) != PHOTON_OK) {
         for (i = 0; i < res.num_entries; i++)
             if (!res.entries[i].accepted && res.entries[i].reason[0] && strcmp(res.entries[i].reason, err.message) != 0)

@@ -26,7 +26,8 @@ static const char *usage =
     "  --model CKPT         start from a checkpoint instead\n"
     "\n"
     "training:\n"
-    "  --data FILE...       training data; every argument up to the next flag\n"
+    "  --data FILE...       training data; every argument up to the next flag (not\n"
+    "                       needed with --steps 0)\n"
     "  --steps N            local optimizer steps (default 100; 0 writes the model as it is)\n"
     "  --batch B            rows per batch (default 8)\n"
     "  --seq T              tokens per row, at most the context length (default min(64, ctx))\n"
@@ -176,7 +177,7 @@ static void parse_args(train_options *o, int argc, char **argv) {
     }
     if (o->init == (o->model_path != NULL)) cli_usage_error("give exactly one of --init and --model");
     if (o->model_path && o->have_config) cli_usage_error("model flags (--vocab, --layers, ...) go with --init, not --model");
-    if (o->num_data == 0) cli_usage_error("--data is required");
+    if (o->num_data == 0 && o->steps > 0) cli_usage_error("--data is required (only --steps 0 goes without)");
     if (!o->out_path && !o->delta_path) cli_usage_error("--out or --delta-out is required");
     if (o->delta_path && !o->model_path) cli_usage_error("--delta-out needs --model: a delta is taken against a checkpoint");
     if (o->delta_path && !o->client_id) cli_usage_error("--delta-out needs --client-id");
@@ -250,6 +251,9 @@ int main(int argc, char **argv) {
     memset(&state, 0, sizeof state);
     memset(&st, 0, sizeof st);
 
+    if (o.out_path) cli_check_output(o.out_path);
+    if (o.delta_path) cli_check_output(o.delta_path);
+    if (o.state_path) cli_check_output(o.state_path);
     if (o.init) {
         if (photon_model_init(&model, &o.config, o.seed, &err) != PHOTON_OK) cli_usage_error("%s", err.message);
     } else if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) {
@@ -258,10 +262,16 @@ int main(int argc, char **argv) {
     if (!o.have_seq) o.seq = model.config.n_ctx < 64 ? model.config.n_ctx : 64;
     if (o.seq > model.config.n_ctx)
         cli_usage_error("--seq %lld is longer than the model's context length %d", o.seq, model.config.n_ctx);
-    if (photon_dataset_load(&ds, o.data_paths, o.num_data, &err) != PHOTON_OK) cli_fail(&err);
-    if (photon_dataset_check_vocab(&ds, model.config.vocab_size, &err) != PHOTON_OK) cli_fail(&err);
-    if (photon_loader_init(&loader, &ds, (int)o.batch, (int)o.seq, &err) != PHOTON_OK) cli_fail(&err);
-    open_state(&o, &model, &ds, &state, &loader);
+    memset(&ds, 0, sizeof ds);
+    memset(&loader, 0, sizeof loader);
+    if (o.num_data > 0) {
+        if (photon_dataset_load(&ds, o.data_paths, o.num_data, &err) != PHOTON_OK) cli_fail(&err);
+        if (photon_dataset_check_vocab(&ds, model.config.vocab_size, &err) != PHOTON_OK) cli_fail(&err);
+        if (photon_loader_init(&loader, &ds, (int)o.batch, (int)o.seq, &err) != PHOTON_OK) cli_fail(&err);
+        open_state(&o, &model, &ds, &state, &loader);
+    } else if (o.state_path) {
+        cli_usage_error("--state needs --data: the state records the position in the data");
+    }
     if (o.delta_path) { /* keep the global weights: the delta is taken against them */
         if (photon_sha256_file(o.model_path, base_sha256, &err) != PHOTON_OK) cli_fail(&err);
         base_params = (float *)malloc(model.num_params * sizeof(float));
@@ -297,26 +307,49 @@ int main(int argc, char **argv) {
     }
     elapsed = cli_now() - start;
 
-    if (o.out_path && photon_checkpoint_save(&model, o.out_path, &err) != PHOTON_OK) cli_fail(&err);
-    if (o.delta_path) {
-        photon_delta_info info;
-        memset(&info, 0, sizeof info);
-        memcpy(info.base_sha256, base_sha256, sizeof base_sha256);
-        info.round = model.round + 1;
-        snprintf(info.client, sizeof info.client, "%s", o.client_id);
-        info.local_steps = (uint64_t)o.steps;
-        info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
-        info.loss = st.loss;
-        if (photon_delta_save(&model, base_params, &info, o.delta_path, &err) != PHOTON_OK) cli_fail(&err);
+    /* Each output is first written (atomically) beside its target as
+       PATH.pending; only when all are written are they renamed into place, so
+       a failure leaves checkpoint, delta and state as they were, together. */
+    {
+        char pending[3][4096];
+        const char *targets[3];
+        int n = 0, k;
+        photon_result r = PHOTON_OK;
+        if (o.out_path) targets[n++] = o.out_path;
+        if (o.delta_path) targets[n++] = o.delta_path;
+        if (o.state_path) targets[n++] = o.state_path;
+        for (k = 0; k < n; k++) snprintf(pending[k], sizeof pending[k], "%s.pending", targets[k]);
+        k = 0;
+        if (o.out_path) r = photon_checkpoint_save(&model, pending[k++], &err);
+        if (r == PHOTON_OK && o.delta_path) {
+            photon_delta_info info;
+            memset(&info, 0, sizeof info);
+            memcpy(info.base_sha256, base_sha256, sizeof base_sha256);
+            info.round = model.round + 1;
+            snprintf(info.client, sizeof info.client, "%s", o.client_id);
+            info.local_steps = (uint64_t)o.steps;
+            info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
+            info.loss = st.loss;
+            r = photon_delta_save(&model, base_params, &info, pending[k++], &err);
+        }
+        if (r == PHOTON_OK && o.state_path) {
+            state.step = model.step;
+            state.data_position = loader.position;
+            state.data_epoch = loader.epoch;
+            state.data_tokens = ds.num_tokens;
+            state.data_hash = ds.hash;
+            r = photon_client_state_save(&state, &model.config, pending[k++], &err);
+        }
+        if (r != PHOTON_OK) {
+            for (k = 0; k < n; k++) remove(pending[k]);
+            cli_fail(&err);
+        }
+        for (k = 0; k < n; k++)
+            if (rename(pending[k], targets[k]) != 0) {
+                fprintf(stderr, "%s: %s: cannot rename into place: %s\n", cli_prog, targets[k], strerror(errno));
+                return 1;
+            }
         free(base_params);
-    }
-    if (o.state_path) {
-        state.step = model.step;
-        state.data_position = loader.position;
-        state.data_epoch = loader.epoch;
-        state.data_tokens = ds.num_tokens;
-        state.data_hash = ds.hash;
-        if (photon_client_state_save(&state, &model.config, o.state_path, &err) != PHOTON_OK) cli_fail(&err);
     }
     fprintf(stderr, "%s: wrote %s (global step %llu)%s%s\n", cli_prog, o.out_path ? o.out_path : o.delta_path,
             (unsigned long long)model.step, o.state_path ? " and " : "", o.state_path ? o.state_path : "");

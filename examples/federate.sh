@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# federate.sh - a whole Photon federation over directories, with rsync.
+#
+# One directory is the aggregator's; each client directory holds its own
+# data in data/ (text files or llm.c token shards). A client directory may
+# be local or remote (host:path, reached with rsync and ssh; the photon
+# tools must then be installed on that host, see --remote-bin). Each round:
+#
+#   1. sample K of the N clients (seeded, so a run can be repeated);
+#   2. copy the global checkpoint to each sampled client with rsync;
+#   3. run photon-train there: local steps from the global weights, keeping
+#      the client's AdamW state and data position in its state file, and
+#      writing a delta (global - local) - in parallel as cores allow;
+#   4. copy the deltas back with rsync;
+#   5. photon-merge them into the next global checkpoint, then photon-eval it
+#      on held-out data; one line per round goes to stdout and to log.tsv.
+#
+# Nothing but the checkpoint goes to a client and nothing but the delta
+# comes back: data, optimizer state and data position never leave it.
+set -euo pipefail
+
+usage() {
+    cat <<'TXT'
+usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE... [options]
+
+  --agg DIR            the aggregator's directory (global checkpoints, deltas, log)
+  --client DIR         a client directory holding data/ (local, or host:path over ssh);
+                       repeat for each client
+  --val FILE...        held-out data the aggregator evaluates each global model on
+  --rounds R           federated rounds (default 4)
+  --local-steps S      local optimizer steps per round (default 64)
+  --sample K           clients per round, drawn at random each round (default: all)
+  --seed N             seed of the model and of client sampling (default 1)
+  --jobs J             clients trained at once (default: the number of cores)
+  model (first round only): --vocab N --ctx N --layers N --heads N --width N
+  local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
+                       --reset-optimizer (fresh AdamW moments every round)
+  merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform --skip-bad
+  --bin DIR            the photon tools here (default: bin/ beside this script)
+  --remote-bin DIR     the photon tools on remote clients (default: PATH)
+  --ssh CMD            the remote shell for rsync and remote training (default: ssh)
+  -h, --help
+TXT
+}
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin="$here/bin" remote_bin="" ssh_cmd="ssh"
+agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
+model_flags=() train_flags=() merge_flags=() outer=fedavg
+batch=8 seq=64
+
+die() { echo "federate.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --agg) agg=$2; shift 2 ;;
+    --client) clients+=("$2"); shift 2 ;;
+    --val) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do val+=("$1"); shift; done ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --local-steps) steps=$2; shift 2 ;;
+    --sample) sample=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --vocab | --ctx | --layers | --heads | --width) model_flags+=("$1" "$2"); shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --seq) seq=$2; shift 2 ;;
+    --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
+    --reset-optimizer) train_flags+=("$1"); shift ;;
+    --outer) outer=$2; shift 2 ;;
+    --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
+    --skip-bad) merge_flags+=("$1"); shift ;;
+    --bin) bin=$2; shift 2 ;;
+    --remote-bin) remote_bin=$2; shift 2 ;;
+    --ssh) ssh_cmd=$2; shift 2 ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[ -n "$agg" ] || die "--agg is required"
+[ ${#clients[@]} -gt 0 ] || die "at least one --client is required"
+[ ${#val[@]} -gt 0 ] || die "--val is required"
+for n in "$rounds" "$steps" "$sample" "$seed" "$jobs" "$batch" "$seq"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
+done
+[ "$sample" -gt 0 ] && [ "$sample" -le ${#clients[@]} ] || sample=${#clients[@]}
+for t in photon-train photon-merge photon-eval; do
+    [ -x "$bin/$t" ] || die "$bin/$t not found: run make first"
+done
+mkdir -p "$agg"
+
+# --- helpers ---------------------------------------------------------------
+
+is_remote() { [[ "$1" == *:* ]]; }
+
+# Runs a shell command inside a client directory, locally or over ssh.
+run_in() {
+    local dir=$1 cmd=$2
+    if is_remote "$dir"; then
+        $ssh_cmd "${dir%%:*}" "cd '${dir#*:}' && $cmd"
+    else
+        (cd "$dir" && bash -c "$cmd")
+    fi
+}
+
+copy() { rsync -a -e "$ssh_cmd" "$1" "$2"; }
+
+file_bytes() { wc -c <"$1" | tr -d ' '; }
+
+# A client's name in its delta: its index and the last part of its path.
+client_id() {
+    local base
+    base=$(basename "${clients[$1]#*:}" | tr -c 'A-Za-z0-9._\n-' '_')
+    echo "c$1-${base:0:40}"
+}
+
+# K of the N clients for a round: a seeded Fisher-Yates shuffle with our own
+# 64-bit LCG, so every bash gives the same sample.
+sample_clients() {
+    local round=$1 n=${#clients[@]} i j t state
+    local -a order
+    for ((i = 0; i < n; i++)); do order[i]=$i; done
+    state=$((seed * 1000003 + round))
+    for ((i = n - 1; i > 0; i--)); do
+        state=$((state * 6364136223846793005 + 1442695040888963407))
+        j=$((((state >> 33) & 0x7fffffff) % (i + 1)))
+        t=${order[i]} order[i]=${order[j]} order[j]=$t
+    done
+    echo "${order[@]:0:$sample}" | tr ' ' '\n' | sort -n | tr '\n' ' '
+}
+
+photon() { # the photon tools on a client's machine
+    if is_remote "$1"; then echo "${remote_bin:+$remote_bin/}$2"; else echo "$bin/$2"; fi
+}
+
+# --- round 0: the initial global model ---------------------------------------
+
+global0="$agg/global-r0.safetensors"
+if [ ! -f "$global0" ]; then
+    "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
+fi
+"$bin/photon-eval" --model "$global0" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
+loss0=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r0.json")
+total_steps=$((rounds * steps))
+
+printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\n' | tee "$agg/log.tsv"
+printf '0\t0\t%.4f\t%.3f\t-\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print exp(l)}')" | tee -a "$agg/log.tsv"
+
+for ((r = 1; r <= rounds; r++)); do
+    start=$(date +%s.%N)
+    prev="$agg/global-r$((r - 1)).safetensors" next="$agg/global-r$r.safetensors"
+    mkdir -p "$agg/round-$r"
+    chosen=$(sample_clients "$r")
+    moved=0
+    # 2. the global checkpoint goes out
+    for c in $chosen; do
+        copy "$prev" "${clients[c]}/global.safetensors"
+        moved=$((moved + $(file_bytes "$prev")))
+    done
+    # 3. local training, at most $jobs at a time
+    pids=() failed=0
+    for c in $chosen; do
+        dir=${clients[c]} id=$(client_id "$c")
+        cmd="$(photon "$dir" photon-train) --model global.safetensors --data data/* --state state.safetensors \
+--steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} \
+--delta-out delta.safetensors --client-id $id --log-every $steps"
+        run_in "$dir" "$cmd" 2>"$agg/round-$r/train-$id.log" &
+        pids+=($!)
+        if [ ${#pids[@]} -ge "$jobs" ]; then wait "${pids[0]}" || failed=1; pids=("${pids[@]:1}"); fi
+    done
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    [ "$failed" = 0 ] || { echo "federate.sh: a client failed in round $r; see $agg/round-$r/train-*.log" >&2; exit 1; }
+    # 4. the deltas come back
+    deltas=()
+    for c in $chosen; do
+        id=$(client_id "$c")
+        copy "${clients[c]}/delta.safetensors" "$agg/round-$r/delta-$id.safetensors"
+        deltas+=("$agg/round-$r/delta-$id.safetensors")
+        moved=$((moved + $(file_bytes "$agg/round-$r/delta-$id.safetensors")))
+    done
+    # 5. merge and evaluate
+    state_flags=()
+    if [ "$outer" != fedavg ]; then
+        state_flags=(--server-state "$agg/server-r$((r - 1)).safetensors" --server-state-out "$agg/server-r$r.safetensors")
+    fi
+    "$bin/photon-merge" --base "$prev" --out "$next" --outer "$outer" "${merge_flags[@]}" "${state_flags[@]}" \
+        "${deltas[@]}" 2>>"$agg/merge.log"
+    "$bin/photon-eval" --model "$next" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
+    loss=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
+    bpb=$(sed 's/.*"bits_per_byte":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
+    secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
+    printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\n' "$r" "$(echo $chosen | wc -w)" "$loss" \
+        "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" "$(awk -v b="$bpb" 'BEGIN{if (b == "null") print "-"; else printf "%.4f", b}')" \
+        "$moved" "$secs" | tee -a "$agg/log.tsv"
+done
