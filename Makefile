@@ -12,7 +12,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/synthlang
 HEADERS = photon.h tools/cli.h
 
-.PHONY: all test test-unit test-tools test-cxx test-asan demo clean
+.PHONY: all test test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -46,11 +46,23 @@ test-unit: bin/test_photon
 test-tools: $(TOOLS)
 	bash tests/test_tools.sh bin
 
-test-asan: bin/asan/test_photon bin/asan/photon-train bin/asan/photon-eval
+test-federation: $(TOOLS)
+	bash tests/test_federation.sh bin
+
+test-synthlang: bin/synthlang
+	bash tests/test_synthlang.sh bin
+
+ASAN_TOOLS = bin/asan/photon-train bin/asan/photon-eval bin/asan/photon-merge bin/asan/synthlang
+bin/asan/synthlang: examples/synthlang.c
+	@mkdir -p bin/asan
+	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
+
+test-asan: bin/asan/test_photon $(ASAN_TOOLS)
 	./bin/asan/test_photon
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
+	bash tests/test_federation.sh bin/asan
 
-test: test-cxx test-unit test-tools test-asan
+test: test-cxx test-unit test-tools test-federation test-synthlang test-asan
 
 demo: $(TOOLS)
 	bash examples/demo.sh

@@ -101,7 +101,13 @@ run_in() {
     fi
 }
 
-copy() { rsync -a -e "$ssh_cmd" "$1" "$2"; }
+# rsync where it is installed; plain cp serves local directories without it
+copy() {
+    if command -v rsync >/dev/null; then rsync -a -e "$ssh_cmd" "$1" "$2"
+    elif ! is_remote "$1" && ! is_remote "$2"; then cp "$1" "$2"
+    else echo "federate.sh: rsync is needed for remote clients (apt-get install rsync)" >&2; exit 1
+    fi
+}
 
 file_bytes() { wc -c <"$1" | tr -d ' '; }
 
@@ -133,10 +139,11 @@ photon() { # the photon tools on a client's machine
 
 # --- round 0: the initial global model ---------------------------------------
 
+[ ! -e "$agg/log.tsv" ] || die "$agg already holds a federation (log.tsv); give a new --agg"
 global0="$agg/global-r0.safetensors"
-if [ ! -f "$global0" ]; then
-    "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
-fi
+"$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
+# a new federation: clients start with fresh optimizer state and data position
+for dir in "${clients[@]}"; do run_in "$dir" "rm -f state.safetensors global.safetensors delta.safetensors"; done
 "$bin/photon-eval" --model "$global0" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
 loss0=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r0.json")
 total_steps=$((rounds * steps))

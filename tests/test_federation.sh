@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# test_federation.sh BINDIR - federated rounds through the tools, as users run them.
+#
+# photon-merge's usage errors, refusals (nothing written), --skip-bad,
+# --verify and determinism; --reset-optimizer; and whole federations with
+# examples/federate.sh: 3 clients over 2 rounds must lower the held-out
+# loss, K-of-N sampling must repeat, and clients reached as host:path (rsync
+# and a stand-in for ssh) must give the same bytes as local directories.
+# Prints "ok - ..." / "FAIL - ..." and a last line "N passed, N failed".
+set -u
+BIN=$(cd "${1:-bin}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+passed=0 failed=0
+
+check() { # check DESCRIPTION COMMAND...
+    local desc=$1
+    shift
+    if "$@" >"$W/out" 2>"$W/err"; then
+        passed=$((passed + 1)); echo "ok - $desc"
+    else
+        failed=$((failed + 1)); echo "FAIL - $desc"; sed 's/^/    /' "$W/err" "$W/out" | head -20
+    fi
+}
+# expect_exit CODE PATTERN COMMAND...: exits with CODE, one stderr line matching PATTERN
+expect_exit() {
+    local code=$1 pattern=$2 rc
+    shift 2
+    "$@" >"$W/cmd.out" 2>"$W/cmd.err"
+    rc=$?
+    [ "$rc" = "$code" ] || { echo "exit $rc, expected $code" >&2; cat "$W/cmd.err" >&2; return 1; }
+    grep -q -- "$pattern" "$W/cmd.err" || { echo "stderr lacks '$pattern':" >&2; cat "$W/cmd.err" >&2; return 1; }
+}
+one_line() { [ "$(wc -l <"$W/cmd.err")" = 1 ] || { cat "$W/cmd.err" >&2; return 1; }; }
+absent() { [ ! -e "$1" ] && ! ls "$1".* >/dev/null 2>&1; }
+
+model=(--layers 1 --heads 2 --width 16 --ctx 32)
+train() { "$BIN/photon-train" "$@" --steps 4 --batch 2 --seq 16 --lr 3e-3 2>/dev/null; }
+
+# --- a round by hand: three clients with their own text ---
+cd "$W"
+for c in 0 1 2; do "$BIN/synthlang" --seed 3 --dialect $c --words 24 --bytes 20000 --out data$c.txt 2>/dev/null; done
+"$BIN/photon-train" --init "${model[@]}" --steps 0 --out g0.st 2>/dev/null
+for c in 0 1 2; do train --model g0.st --data data$c.txt --state s$c.st --delta-out d$c.st --client-id client-$c; done
+
+check "merge: three deltas give the next checkpoint" "$BIN/photon-merge" --base g0.st --out g1.st d0.st d1.st d2.st
+check "merge: the same inputs give the same bytes" \
+    bash -c "'$BIN/photon-merge' --base g0.st --out again.st d2.st d0.st d1.st 2>/dev/null && cmp g1.st again.st"
+check "merge --verify confirms the checkpoint" "$BIN/photon-merge" --base g0.st --verify g1.st d0.st d1.st d2.st
+cp g1.st tampered.st
+printf '\x01' | dd of=tampered.st bs=1 seek=$(($(wc -c <tampered.st) - 3)) conv=notrunc 2>/dev/null
+check "merge --verify rejects a tampered checkpoint" expect_exit 1 "DOES NOT match" \
+    "$BIN/photon-merge" --base g0.st --verify tampered.st d0.st d1.st d2.st
+check "merge --verify rejects a merge of other deltas" expect_exit 1 "DOES NOT match" \
+    "$BIN/photon-merge" --base g0.st --verify g1.st d0.st d1.st
+
+# usage errors: exit 2, one line
+check "merge: no deltas is a usage error" expect_exit 2 "no deltas" "$BIN/photon-merge" --base g0.st --out x.st
+check "merge: --out and --verify together is a usage error" expect_exit 2 "exactly one" \
+    "$BIN/photon-merge" --base g0.st --out x.st --verify g1.st d0.st
+check "merge: an unknown outer optimizer is a usage error" expect_exit 2 "must be fedavg" \
+    "$BIN/photon-merge" --base g0.st --out x.st --outer sgd d0.st
+check "merge: nesterov without --server-state is a usage error" expect_exit 2 "server-state" \
+    "$BIN/photon-merge" --base g0.st --out x.st --outer nesterov d0.st
+check "merge: usage errors print one line" one_line
+
+# refusals: exit 1, the file named, nothing written, an older output untouched
+cp g0.st old-next.st
+"$BIN/photon-train" --init "${model[@]}" --seed 9 --steps 0 --out other.st 2>/dev/null
+train --model other.st --data data0.txt --delta-out stale.st --client-id late
+check "merge refuses a stale delta and names it" expect_exit 1 "stale.st: stale" \
+    "$BIN/photon-merge" --base g0.st --out old-next.st d0.st stale.st
+check "merge refusals print one line" one_line
+check "a refused merge leaves the older output as it was" cmp g0.st old-next.st
+check "merge refuses a repeated client id" expect_exit 1 "appears in more than one delta" \
+    "$BIN/photon-merge" --base g0.st --out x.st d0.st d1.st d0.st
+check "merge refuses a checkpoint given as a delta" expect_exit 1 "expected a delta" \
+    "$BIN/photon-merge" --base g0.st --out x.st d0.st g1.st
+"$BIN/photon-train" --init --layers 1 --heads 2 --width 32 --ctx 32 --steps 0 --out wide.st 2>/dev/null
+train --model wide.st --data data0.txt --delta-out wide-delta.st --client-id wide
+check "merge refuses a delta of another model" expect_exit 1 "wide-delta.st: .*not this one\|wide-delta.st: stale" \
+    "$BIN/photon-merge" --base g0.st --out x.st d0.st wide-delta.st
+if command -v python3 >/dev/null; then
+    python3 - d1.st nan.st <<'PY'
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], 'rb').read())
+n = struct.unpack('<Q', raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+begin = header['h.0.mlp.c_fc.weight']['data_offsets'][0]
+raw[8 + n + begin + 8:8 + n + begin + 12] = struct.pack('<f', float('nan'))
+open(sys.argv[2], 'wb').write(raw)
+PY
+    check "merge refuses a delta holding NaN and names the tensor" expect_exit 1 "nan.st: tensor 'h.0.mlp.c_fc.weight' holds NaN" \
+        "$BIN/photon-merge" --base g0.st --out x.st d0.st nan.st
+else
+    echo "ok - # SKIP NaN delta (no python3)"
+fi
+head -c 1000 d2.st >truncated.st
+check "merge refuses a truncated delta" expect_exit 1 "truncated.st: truncated" \
+    "$BIN/photon-merge" --base g0.st --out x.st d0.st truncated.st
+check "nothing was written by the refused merges" absent x.st
+check "merge --skip-bad merges the rest and lists what it skipped" expect_exit 0 "skipped stale.st: stale" \
+    "$BIN/photon-merge" --base g0.st --out skip.st --skip-bad d0.st d1.st stale.st
+check "merge --skip-bad gives what a merge of the valid deltas gives" \
+    bash -c "'$BIN/photon-merge' --base g0.st --out valid.st d0.st d1.st 2>/dev/null && \
+        python3 -c 'import sys; a=open(\"skip.st\",\"rb\").read(); b=open(\"valid.st\",\"rb\").read(); \
+        import struct; na=struct.unpack(\"<Q\",a[:8])[0]; nb=struct.unpack(\"<Q\",b[:8])[0]; sys.exit(a[8+na:]!=b[8+nb:])'"
+check "merge --skip-bad still fails below --min-clients" expect_exit 1 "only 2 valid deltas of 3" \
+    "$BIN/photon-merge" --base g0.st --out x.st --skip-bad --min-clients 3 d0.st d1.st stale.st
+
+# Nesterov keeps momentum in the server state; the state of round r-1 verifies round r
+check "merge --outer nesterov writes a server state" \
+    "$BIN/photon-merge" --base g0.st --out n1.st --outer nesterov --server-state srv0.st --server-state-out srv1.st d0.st d1.st d2.st
+check "merge --verify with the server state it started from" \
+    "$BIN/photon-merge" --base g0.st --verify n1.st --outer nesterov --server-state srv0.st --server-state-out unused.st d0.st d1.st d2.st
+check "a server state of a later round is refused" expect_exit 1 "belongs to round 1" \
+    "$BIN/photon-merge" --base g0.st --out x.st --outer nesterov --server-state srv1.st d0.st
+
+# --reset-optimizer: the same as starting from zero moments at the same data position
+cp s0.st s0-copy.st  # client 0's state after round 1: moments and data position
+if command -v python3 >/dev/null; then
+    check "--reset-optimizer starts from zero AdamW moments" bash -c "
+        python3 - s0-copy.st zeroed.st <<'PY'
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], 'rb').read())
+n = struct.unpack('<Q', raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+for k in ('adamw.m', 'adamw.v'):
+    b, e = h[k]['data_offsets']
+    raw[8 + n + b:8 + n + e] = bytes(e - b)
+h['__metadata__']['photon.adamw_step'] = '0'
+text = json.dumps(h, separators=(',', ':')).encode()
+text += b' ' * (-(8 + len(text)) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(text)) + text + raw[8 + n:])
+PY
+        cp s0-copy.st r1.st && cp zeroed.st r2.st &&
+        '$BIN/photon-train' --model g1.st --data data0.txt --state r1.st --reset-optimizer --steps 4 --batch 2 --seq 16 --lr 3e-3 --delta-out a.st --client-id x 2>/dev/null &&
+        '$BIN/photon-train' --model g1.st --data data0.txt --state r2.st --steps 4 --batch 2 --seq 16 --lr 3e-3 --delta-out b.st --client-id x 2>/dev/null &&
+        cmp a.st b.st && cmp r1.st r2.st"
+fi
+
+# --- whole federations with examples/federate.sh ---
+mkdir -p fed
+for c in 0 1 2; do
+    mkdir -p fed/local/client$c/data fed/remote/client$c/data
+    "$BIN/synthlang" --seed 5 --dialect $c --words 24 --successors 3 --bytes 60000 --out fed/local/client$c/data/train.txt 2>/dev/null
+    cp fed/local/client$c/data/train.txt fed/remote/client$c/data/
+    "$BIN/synthlang" --seed 5 --dialect $c --words 24 --successors 3 --bytes 4000 --sample-seed 11 --out fed/val$c.txt 2>/dev/null
+done
+fedflags=(--rounds 2 --local-steps 25 --batch 4 --seq 32 --layers 1 --heads 2 --width 32 --ctx 32 --lr 5e-3 --bin "$BIN")
+check "federate.sh: 3 clients over 2 rounds run" "$ROOT/examples/federate.sh" --agg fed/agg \
+    --client fed/local/client0 --client fed/local/client1 --client fed/local/client2 --val fed/val*.txt "${fedflags[@]}"
+cp "$W/out" fed/log-local
+check "federate.sh: the held-out loss falls over the rounds" \
+    awk -F'\t' 'NR == 2 { first = $3 } NR > 2 { last = $3 } END { print first, last; exit !(last < first - 1.0) }' fed/agg/log.tsv
+check "federate.sh: the merged checkpoints verify" "$BIN/photon-merge" --base fed/agg/global-r1.safetensors \
+    --verify fed/agg/global-r2.safetensors fed/agg/round-2/delta-*.safetensors
+check "federate.sh: data and client state never leave the clients" \
+    bash -c "! ls fed/agg/round-*/ | grep -v -e '^delta-' -e '^train-' -e '^fed' -e '^$'"
+
+# host:path clients: rsync and commands go through a stand-in for ssh that runs them here
+cat >fakessh <<'SH'
+#!/usr/bin/env bash
+shift  # the host
+exec bash -c "$*"
+SH
+chmod +x fakessh
+check "federate.sh: clients given as host:path (rsync over ssh) run" "$ROOT/examples/federate.sh" --agg fed/agg-remote \
+    --client "localhost:$W/fed/remote/client0" --client "localhost:$W/fed/remote/client1" \
+    --client "localhost:$W/fed/remote/client2" --val fed/val*.txt "${fedflags[@]}" --ssh "$W/fakessh" --remote-bin "$BIN"
+check "federate.sh: host:path clients give the same checkpoints as local ones" \
+    cmp fed/agg/global-r2.safetensors fed/agg-remote/global-r2.safetensors
+
+check "federate.sh: 2 of 3 clients per round" "$ROOT/examples/federate.sh" --agg fed/agg-k2 --sample 2 --seed 4 \
+    --client fed/local/client0 --client fed/local/client1 --client fed/local/client2 --val fed/val*.txt "${fedflags[@]}"
+check "federate.sh: each round merges exactly 2 deltas" \
+    bash -c "[ \$(ls fed/agg-k2/round-1/delta-* | wc -l) = 2 ] && [ \$(ls fed/agg-k2/round-2/delta-* | wc -l) = 2 ]"
+check "federate.sh: the sample repeats with the seed" bash -c "
+    for c in 0 1 2; do rm -f fed/local/client\$c/state.safetensors; done
+    '$ROOT/examples/federate.sh' --agg fed/agg-k2b --sample 2 --seed 4 --client fed/local/client0 --client fed/local/client1 \
+        --client fed/local/client2 --val fed/val*.txt ${fedflags[*]} >/dev/null &&
+    diff <(ls fed/agg-k2/round-1 fed/agg-k2/round-2 | grep delta) <(ls fed/agg-k2b/round-1 fed/agg-k2b/round-2 | grep delta)"
+check "federate.sh: a usage error exits 2" expect_exit 2 "required" "$ROOT/examples/federate.sh" --agg x
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
