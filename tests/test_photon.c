@@ -1236,6 +1236,85 @@ static void test_merge_refusals(void) {
     photon_model_free(&f.base);
 }
 
+
+/* ======================================================================= */
+/* The optimised kernels against the first, unoptimised implementation     */
+/* ======================================================================= */
+/* tests/golden_step.safetensors holds the loss and every gradient of one
+   training step, computed by the straightforward loops of commit 2dc2d3b
+   (before blocking, packing and threads). Odd sizes make every kernel run
+   its edge cases. PHOTON_WRITE_GOLDEN=1 rewrites the file (only do that from
+   the reference implementation). */
+
+static void golden_case(photon_model *m, int *inputs, int *targets) {
+    photon_config cfg = {67, 16, 2, 3, 24};
+    uint64_t rng = 2024;
+    int i;
+    photon_model_init(m, &cfg, 5, NULL);
+    for (i = 0; i < (int)m->num_params; i++) m->params[i] += 0.05f * (2.0f * photon_rand_uniform(&rng) - 1.0f);
+    for (i = 0; i < 3 * 13; i++) {
+        inputs[i] = (int)(photon_rand_u64(&rng) % 67);
+        targets[i] = (int)(photon_rand_u64(&rng) % 67);
+    }
+}
+
+static void test_golden_step(void) {
+    photon_model m;
+    int inputs[39], targets[39];
+    float loss;
+    const char *path = "tests/golden_step.safetensors";
+    golden_case(&m, inputs, targets);
+    photon_zero_grad(&m);
+    photon_forward(&m, inputs, targets, 3, 13, &loss, NULL);
+    photon_backward(&m, NULL);
+    if (getenv("PHOTON_WRITE_GOLDEN")) {
+        photon_st_entry e[2];
+        char loss_text[32];
+        const char *keys[1] = {"loss"}, *values[1];
+        memset(e, 0, sizeof e);
+        snprintf(loss_text, sizeof loss_text, "%.9g", (double)loss);
+        values[0] = loss_text;
+        e[0].name = "grads", e[0].ndim = 1, e[0].shape[0] = m.num_params, e[0].data = m.grads;
+        photon_st_write_f32(path, e, 1, keys, values, 1, NULL);
+        printf("wrote %s\n", path);
+    } else {
+        photon_st_file st;
+        photon_error err;
+        float *want = (float *)calloc(m.num_params, sizeof(float));
+        double max_err = 0.0, want_loss;
+        int k;
+        if (photon_st_open(&st, path, &err) != PHOTON_OK) {
+            expect(0, "golden step file opens (run from the repository root)", err.message);
+            free(want);
+            photon_model_free(&m);
+            return;
+        }
+        photon_st_read_f32(&st, photon_st_find(&st, "grads"), want, m.num_params, NULL);
+        want_loss = strtod(photon_st_meta(&st, "loss"), NULL);
+        photon_st_close(&st);
+        expect(fabs(loss - want_loss) / want_loss < 1e-5, "training step: loss agrees with the unoptimised path", NULL);
+        for (k = 0; k < m.num_tensors; k++) { /* per tensor, relative to its largest gradient */
+            const photon_tensor_info *t = &m.tensors[k];
+            double e = 0.0, scale = 1e-30;
+            size_t j;
+            for (j = 0; j < t->size; j++) {
+                if (fabs(want[t->offset + j]) > scale) scale = fabs(want[t->offset + j]);
+                if (fabs(m.grads[t->offset + j] - want[t->offset + j]) > e)
+                    e = fabs(m.grads[t->offset + j] - want[t->offset + j]);
+            }
+            if (e / scale > max_err) max_err = e / scale;
+        }
+        {
+            char label[128];
+            snprintf(label, sizeof label, "training step: every gradient agrees with the unoptimised path (error %.1e)",
+                     max_err);
+            expect(max_err < 1e-4, label, NULL);
+        }
+        free(want);
+    }
+    photon_model_free(&m);
+}
+
 int main(void) {
     const char *dir = getenv("PHOTON_TEST_DIR");
     snprintf(tmpdir, sizeof tmpdir, "%s", dir && *dir ? dir : "/tmp");
@@ -1263,6 +1342,7 @@ int main(void) {
     test_outer_optimizers();
     test_merge_weighting_and_order();
     test_merge_refusals();
+    test_golden_step();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
