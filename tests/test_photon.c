@@ -1241,7 +1241,7 @@ static void test_merge_refusals(void) {
 /* The optimised kernels against the first, unoptimised implementation     */
 /* ======================================================================= */
 /* tests/golden_step.safetensors holds the loss and every gradient of one
-   training step, computed by the straightforward loops of commit 2dc2d3b
+   training step, computed by the straightforward loops of commit fc482d3
    (before blocking, packing and threads). Odd sizes make every kernel run
    its edge cases. PHOTON_WRITE_GOLDEN=1 rewrites the file (only do that from
    the reference implementation). */
