@@ -2,11 +2,11 @@
 # `make demo` runs the README's first command.
 CC ?= cc
 CXX ?= c++
-OPT ?= -O2 -march=native
+OPT ?= -O3 -march=native
 CFLAGS ?= $(OPT)
 WARN = -Wall -Wextra -Werror
 STD = -std=c99 -D_POSIX_C_SOURCE=200809L
-LDLIBS = -lm
+LDLIBS = -lm -pthread
 SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/synthlang

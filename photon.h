@@ -16,10 +16,14 @@
                                          (default extern; PHOTON_STATIC makes
                                          them static)
        PHOTON_NO_FSYNC                   skip fsync() before the atomic rename
+       PHOTON_NO_THREADS                 run single-threaded (no pthreads)
+       PHOTON_NO_SIMD                    portable C instead of AVX2/AVX-512 kernels
 
-   On POSIX systems files are fsync()ed before they are renamed into place; a
-   strict -std=c99 build must then define _POSIX_C_SOURCE=200809L (otherwise
-   fsync is skipped and only the rename keeps writes atomic).
+   On POSIX systems files are fsync()ed before they are renamed into place and
+   heavy loops run on a pthread pool (link with -pthread where the libc needs
+   it); a strict -std=c99 build must define _POSIX_C_SOURCE=200809L for these
+   (otherwise photon runs single-threaded without fsync). Kernels use AVX2 or
+   AVX-512 when the compiler targets them (-march=native), else portable C.
 
    WHAT IT DOES
    ------------
@@ -161,7 +165,6 @@ typedef struct photon_model {
     float *act_memory, *grad_act_memory;
     photon_activations acts, grad_acts;
     int *inputs, *targets; /* (B,T) copies of the last batch */
-    float *scratch;        /* (T) per-row scratch of the attention backward */
 } photon_model;
 
 /* Checks a configuration; the message says which field is wrong. */
@@ -493,6 +496,13 @@ PHOTONDEF void photon_merge_result_free(photon_merge_result *result);
 /* Writes the merged checkpoint with its audit trail. */
 PHOTONDEF photon_result photon_merge_save(const photon_merge_result *result, const char *path, photon_error *err);
 
+/* ---------------------------------------------------------------- threads */
+/* Heavy loops run on a pool of threads (pthreads on POSIX; define
+   PHOTON_NO_THREADS for a single-threaded build). Results do not depend on
+   the number of threads. */
+PHOTONDEF void photon_set_threads(int n); /* 0 (default): one per core */
+PHOTONDEF int photon_threads(void);
+
 /* ---------------------------------------------------------------- utilities */
 
 /* splitmix64: a small, fast, deterministic generator; *state advances. */
@@ -521,12 +531,24 @@ PHOTONDEF float photon_rand_uniform(uint64_t *state);
 #include <stdlib.h>
 #include <string.h>
 
-#if !defined(PHOTON_NO_FSYNC) && (defined(__unix__) || defined(__APPLE__)) && \
+#if !defined(PHOTON_NO_SIMD) && (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+
+/* POSIX, when the build declares it: stat, fsync, getpid, sysconf, pthreads */
+#if (defined(__unix__) || defined(__APPLE__)) && \
     (defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L || defined(__APPLE__))
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define PHOTON__POSIX 1
+#endif
+#if defined(PHOTON__POSIX) && !defined(PHOTON_NO_FSYNC)
 #define PHOTON__HAVE_FSYNC 1
+#endif
+#if defined(PHOTON__POSIX) && !defined(PHOTON_NO_THREADS)
+#include <pthread.h>
+#define PHOTON__HAVE_THREADS 1
 #endif
 
 #ifndef PHOTON_MALLOC
@@ -786,11 +808,356 @@ PHOTONDEF void photon_model_free(photon_model *m) {
     PHOTON_FREE(m->grad_act_memory);
     PHOTON_FREE(m->inputs);
     PHOTON_FREE(m->targets);
-    PHOTON_FREE(m->scratch);
     memset(m, 0, sizeof *m);
 }
 
 PHOTONDEF void photon_zero_grad(photon_model *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
+
+/* ======================================================================= */
+/* Compute: a thread pool and the matrix product                           */
+/* ======================================================================= */
+/* Every heavy loop is cut into tasks whose results do not depend on which
+   thread runs them or how many threads there are: a task owns a fixed part of
+   the output and computes it in a fixed order. So the same inputs give the
+   same bits on 1 thread or 64. */
+
+typedef void (*photon__task_fn)(void *ctx, int task, int thread);
+
+#define PHOTON__MAX_THREADS 64
+
+#ifdef PHOTON__HAVE_THREADS
+typedef struct photon__pool {
+    pthread_mutex_t lock;
+    pthread_cond_t start, done;
+    pthread_t workers[PHOTON__MAX_THREADS];
+    int num_threads;      /* including the caller */
+    int generation;       /* bumped for each parallel region */
+    int next_task, num_tasks, active;
+    int want;             /* workers with a lower index take part */
+    photon__task_fn fn;
+    void *ctx;
+} photon__pool;
+
+static photon__pool photon__the_pool;
+static pthread_mutex_t photon__region_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Claims tasks until none are left. */
+static void photon__pool_drain(photon__pool *p, int thread) {
+    for (;;) {
+        int task;
+        pthread_mutex_lock(&p->lock);
+        task = p->next_task < p->num_tasks ? p->next_task++ : -1;
+        pthread_mutex_unlock(&p->lock);
+        if (task < 0) return;
+        p->fn(p->ctx, task, thread);
+    }
+}
+
+static void *photon__pool_worker(void *arg) {
+    photon__pool *p = &photon__the_pool;
+    int thread = (int)(size_t)arg, seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (p->generation == seen) pthread_cond_wait(&p->start, &p->lock);
+        seen = p->generation;
+        pthread_mutex_unlock(&p->lock);
+        if (thread < p->want) photon__pool_drain(p, thread);
+        pthread_mutex_lock(&p->lock);
+        if (--p->active == 0) pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->lock);
+    }
+    return NULL;
+}
+#endif
+
+static int photon__requested_threads; /* 0: one per core */
+
+PHOTONDEF void photon_set_threads(int n) { photon__requested_threads = n < 0 ? 0 : n; }
+
+PHOTONDEF int photon_threads(void) {
+#ifdef PHOTON__HAVE_THREADS
+    int n = photon__requested_threads;
+    if (n == 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > PHOTON__MAX_THREADS ? PHOTON__MAX_THREADS : n;
+#else
+    return 1;
+#endif
+}
+
+/* Runs fn(ctx, task, thread) for task = 0 .. num_tasks-1 on the pool. */
+static void photon__parallel(int num_tasks, photon__task_fn fn, void *ctx) {
+#ifdef PHOTON__HAVE_THREADS
+    photon__pool *p = &photon__the_pool;
+    int want = photon_threads();
+    /* one region at a time, also when serial: thread 0's scratch is shared */
+    pthread_mutex_lock(&photon__region_lock);
+    if (num_tasks <= 1 || want <= 1) {
+        int t;
+        for (t = 0; t < num_tasks; t++) fn(ctx, t, 0);
+        pthread_mutex_unlock(&photon__region_lock);
+        return;
+    }
+    if (p->num_threads == 0) {
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->start, NULL);
+        pthread_cond_init(&p->done, NULL);
+        p->num_threads = 1;
+    }
+    while (p->num_threads < want) { /* workers are started once and kept */
+        if (pthread_create(&p->workers[p->num_threads], NULL, photon__pool_worker, (void *)(size_t)p->num_threads) != 0)
+            break;
+        p->num_threads++;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->next_task = 0;
+    p->num_tasks = num_tasks;
+    p->want = want;
+    p->active = p->num_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->lock);
+    photon__pool_drain(p, 0);
+    pthread_mutex_lock(&p->lock);
+    while (p->active > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&photon__region_lock);
+#else
+    int t;
+    for (t = 0; t < num_tasks; t++) fn(ctx, t, 0);
+#endif
+}
+
+/* Per-thread scratch memory, grown on demand and kept (packing buffers,
+   attention rows). Returns NULL if it cannot grow. */
+static float *photon__scratch_buf[PHOTON__MAX_THREADS];
+static size_t photon__scratch_size[PHOTON__MAX_THREADS];
+
+static float *photon__scratch(int thread, size_t floats) {
+    if (photon__scratch_size[thread] < floats) {
+        PHOTON_FREE(photon__scratch_buf[thread]);
+        photon__scratch_buf[thread] = (float *)PHOTON_MALLOC(floats * sizeof(float) + 64);
+        photon__scratch_size[thread] = photon__scratch_buf[thread] ? floats : 0;
+    }
+    return photon__scratch_buf[thread];
+}
+
+/* Splits n items into tasks of at least `grain` items. */
+typedef struct photon__range_job {
+    size_t n, per_task;
+    void (*body)(void *ctx, size_t begin, size_t end, int thread);
+    void *ctx;
+} photon__range_job;
+
+static void photon__range_task(void *ctx, int task, int thread) {
+    photon__range_job *j = (photon__range_job *)ctx;
+    size_t begin = (size_t)task * j->per_task, end = begin + j->per_task < j->n ? begin + j->per_task : j->n;
+    j->body(j->ctx, begin, end, thread);
+}
+
+static void photon__parallel_range(size_t n, size_t grain, void (*body)(void *, size_t, size_t, int), void *ctx) {
+    photon__range_job j;
+    size_t tasks = (n + grain - 1) / grain, max_tasks = 4 * (size_t)photon_threads();
+    if (tasks > max_tasks) tasks = max_tasks;
+    if (tasks < 1) tasks = 1;
+    j.n = n;
+    j.per_task = (n + tasks - 1) / tasks;
+    j.body = body;
+    j.ctx = ctx;
+    photon__parallel((int)((n + j.per_task - 1) / (j.per_task ? j.per_task : 1)), photon__range_task, &j);
+}
+
+/* --- the matrix product C (M,N) (+)= op(A) (M,K) op(B) (K,N) ---
+   Blocked as BLIS does: a KC x NC panel of op(B) and an MC x KC panel of
+   op(A) are packed into contiguous slivers of NR columns and MR rows, and a
+   register-tiled micro-kernel computes each MR x NR tile of C from them. The
+   packing reads A and B in either layout, so no transpose is materialised:
+   y = x W, dx = dy W^T and dW = x^T dy are all this one routine. Tasks are
+   MC x NC tiles of C, each computed by one thread over the whole K in a
+   fixed order. */
+
+#if defined(__AVX512F__) && !defined(PHOTON_NO_SIMD)
+#define PHOTON__MR 8
+#define PHOTON__NR 32
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(PHOTON_NO_SIMD)
+#define PHOTON__MR 6
+#define PHOTON__NR 16
+#else
+#define PHOTON__MR 4
+#define PHOTON__NR 16
+#endif
+#define PHOTON__KC 256
+#define PHOTON__MC (16 * PHOTON__MR)
+#define PHOTON__NC 512
+
+/* c[i*ldc + j] += sum_k a[k*MR + i] * b[k*NR + j] over one MR x NR tile. */
+static void photon__kernel(int kc, const float *a, const float *b, float *c, int ldc) {
+#if defined(__AVX512F__) && !defined(PHOTON_NO_SIMD)
+    __m512 acc[PHOTON__MR][2];
+    int i, k;
+    for (i = 0; i < PHOTON__MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(b + k * PHOTON__NR), b1 = _mm512_loadu_ps(b + k * PHOTON__NR + 16);
+        for (i = 0; i < PHOTON__MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[k * PHOTON__MR + i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+    for (i = 0; i < PHOTON__MR; i++) {
+        _mm512_storeu_ps(c + i * ldc, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), acc[i][0]));
+        _mm512_storeu_ps(c + i * ldc + 16, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), acc[i][1]));
+    }
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(PHOTON_NO_SIMD)
+    __m256 acc[PHOTON__MR][2];
+    int i, k;
+    for (i = 0; i < PHOTON__MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(b + k * PHOTON__NR), b1 = _mm256_loadu_ps(b + k * PHOTON__NR + 8);
+        for (i = 0; i < PHOTON__MR; i++) {
+            __m256 ai = _mm256_set1_ps(a[k * PHOTON__MR + i]);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+    for (i = 0; i < PHOTON__MR; i++) {
+        _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), acc[i][0]));
+        _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), acc[i][1]));
+    }
+#else
+    float acc[PHOTON__MR][PHOTON__NR];
+    int i, j, k;
+    memset(acc, 0, sizeof acc);
+    for (k = 0; k < kc; k++)
+        for (i = 0; i < PHOTON__MR; i++)
+            for (j = 0; j < PHOTON__NR; j++) acc[i][j] += a[k * PHOTON__MR + i] * b[k * PHOTON__NR + j];
+    for (i = 0; i < PHOTON__MR; i++)
+        for (j = 0; j < PHOTON__NR; j++) c[i * ldc + j] += acc[i][j];
+#endif
+}
+
+typedef struct photon__gemm_job {
+    int M, N, K, lda, ldb, ldc, trans_a, trans_b, tiles_n;
+    const float *A, *B;
+    float *C;
+} photon__gemm_job;
+
+/* Packs an r x kc block of a matrix into a sliver of `width` lanes:
+   dst[k*width + l] = element (lane l, step k), lanes past r are zero. The
+   source holds lane l, step k at src[l*lane_stride + k*step_stride]; the
+   loops run along whichever stride is 1, so reads stay contiguous. */
+static void photon__pack(float *dst, int width, int r, int kc, const float *src, size_t lane_stride,
+                         size_t step_stride) {
+    int l, k;
+    if (r < width) memset(dst, 0, (size_t)width * kc * sizeof(float));
+    if (step_stride == 1) {
+        for (l = 0; l < r; l++)
+            for (k = 0; k < kc; k++) dst[k * width + l] = src[l * lane_stride + k];
+    } else if (lane_stride == 1 && r == width) {
+        for (k = 0; k < kc; k++) memcpy(dst + k * width, src + k * step_stride, (size_t)width * sizeof(float));
+    } else {
+        for (k = 0; k < kc; k++)
+            for (l = 0; l < r; l++) dst[k * width + l] = src[l * lane_stride + k * step_stride];
+    }
+}
+
+/* op(A) rows i0 .. i0+mc, steps p0 .. p0+kc, in slivers of MR rows. */
+static void photon__pack_a(const photon__gemm_job *g, int i0, int mc, int p0, int kc, float *dst) {
+    int s;
+    for (s = 0; s < mc; s += PHOTON__MR) {
+        int r = mc - s < PHOTON__MR ? mc - s : PHOTON__MR;
+        size_t row = (size_t)(i0 + s);
+        if (g->trans_a) photon__pack(dst, PHOTON__MR, r, kc, g->A + (size_t)p0 * g->lda + row, 1, (size_t)g->lda);
+        else photon__pack(dst, PHOTON__MR, r, kc, g->A + row * g->lda + p0, (size_t)g->lda, 1);
+        dst += (size_t)PHOTON__MR * kc;
+    }
+}
+
+/* op(B) steps p0 .. p0+kc, columns j0 .. j0+nc, in slivers of NR columns. */
+static void photon__pack_b(const photon__gemm_job *g, int j0, int nc, int p0, int kc, float *dst) {
+    int s;
+    for (s = 0; s < nc; s += PHOTON__NR) {
+        int r = nc - s < PHOTON__NR ? nc - s : PHOTON__NR;
+        size_t col = (size_t)(j0 + s);
+        if (g->trans_b) photon__pack(dst, PHOTON__NR, r, kc, g->B + col * g->ldb + p0, (size_t)g->ldb, 1);
+        else photon__pack(dst, PHOTON__NR, r, kc, g->B + (size_t)p0 * g->ldb + col, 1, (size_t)g->ldb);
+        dst += (size_t)PHOTON__NR * kc;
+    }
+}
+
+static void photon__gemm_task(void *ctx, int task, int thread) {
+    const photon__gemm_job *g = (const photon__gemm_job *)ctx;
+    int i0 = (task / g->tiles_n) * PHOTON__MC, j0 = (task % g->tiles_n) * PHOTON__NC;
+    int mc = g->M - i0 < PHOTON__MC ? g->M - i0 : PHOTON__MC, nc = g->N - j0 < PHOTON__NC ? g->N - j0 : PHOTON__NC;
+    int mc_pad = (mc + PHOTON__MR - 1) / PHOTON__MR * PHOTON__MR, nc_pad = (nc + PHOTON__NR - 1) / PHOTON__NR * PHOTON__NR;
+    float *buf = photon__scratch(thread, (size_t)PHOTON__KC * (PHOTON__MC + PHOTON__NC) + PHOTON__MR * PHOTON__NR);
+    float *pa = buf, *pb = buf + (size_t)PHOTON__KC * PHOTON__MC, *edge = pb + (size_t)PHOTON__KC * PHOTON__NC;
+    int p0, ir, jr, i;
+    PHOTON_ASSERT(buf != NULL);
+    for (p0 = 0; p0 < g->K; p0 += PHOTON__KC) {
+        int kc = g->K - p0 < PHOTON__KC ? g->K - p0 : PHOTON__KC;
+        photon__pack_a(g, i0, mc, p0, kc, pa);
+        photon__pack_b(g, j0, nc, p0, kc, pb);
+        for (jr = 0; jr < nc_pad; jr += PHOTON__NR)
+            for (ir = 0; ir < mc_pad; ir += PHOTON__MR) {
+                const float *a = pa + (size_t)ir * kc, *b = pb + (size_t)jr * kc;
+                float *c = g->C + (size_t)(i0 + ir) * g->ldc + j0 + jr;
+                if (ir + PHOTON__MR <= mc && jr + PHOTON__NR <= nc) {
+                    photon__kernel(kc, a, b, c, g->ldc);
+                } else { /* an edge tile: compute in full, keep the part inside C */
+                    int rows = mc - ir < PHOTON__MR ? mc - ir : PHOTON__MR, cols = nc - jr < PHOTON__NR ? nc - jr : PHOTON__NR;
+                    memset(edge, 0, PHOTON__MR * PHOTON__NR * sizeof(float));
+                    photon__kernel(kc, a, b, edge, PHOTON__NR);
+                    for (i = 0; i < rows; i++) {
+                        int j;
+                        for (j = 0; j < cols; j++) c[(size_t)i * g->ldc + j] += edge[i * PHOTON__NR + j];
+                    }
+                }
+            }
+    }
+}
+
+/* C (+)= op(A) op(B); with accumulate 0, C is overwritten. */
+static void photon__gemm(int M, int N, int K, const float *A, int lda, int trans_a, const float *B, int ldb,
+                         int trans_b, float *C, int ldc, int accumulate) {
+    photon__gemm_job g;
+    int i;
+    if (!accumulate)
+        for (i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+    if (M == 0 || N == 0 || K == 0) return;
+    g.M = M, g.N = N, g.K = K, g.A = A, g.B = B, g.C = C, g.lda = lda, g.ldb = ldb, g.ldc = ldc;
+    g.trans_a = trans_a, g.trans_b = trans_b;
+    g.tiles_n = (N + PHOTON__NC - 1) / PHOTON__NC;
+    photon__parallel(((M + PHOTON__MC - 1) / PHOTON__MC) * g.tiles_n, photon__gemm_task, &g);
+}
+
+/* e^x in float, written so that loops over it vectorise: x = n ln2 + r with
+   |r| <= ln2/2, e^r by its Taylor series to r^7 (truncation below 1e-8
+   relative), 2^n through the exponent bits. Inputs are clamped to [-87, 88],
+   where e^x stays a normal float. */
+static float photon__expf(float x) {
+    float n, r, p, scale;
+    uint32_t bits;
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    n = floorf(x * 1.44269504088896341f + 0.5f);
+    r = x - n * 0.693145751953125f;     /* ln 2, high bits: n * this is exact */
+    r = r - n * 1.428606765330187e-06f; /* ln 2, the rest */
+    p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    bits = (uint32_t)((int32_t)n + 127) << 23;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh(u) = 1 - 2 / (e^{2u} + 1): exact to about 1e-7, and it vectorises. */
+static float photon__tanhf(float u) { return 1.0f - 2.0f / (photon__expf(2.0f * u) + 1.0f); }
 
 /* ======================================================================= */
 /* Layers: each forward is followed by its backward                        */
@@ -799,121 +1166,191 @@ PHOTONDEF void photon_zero_grad(photon_model *m) { memset(m->grads, 0, m->num_pa
    tensor may receive gradient from several places (the residual stream, the
    tied embedding). */
 
+/* Most layers below run as parallel loops over a range of rows, columns or
+   elements; a job holds a layer's arguments for its loop body. */
+typedef struct photon__layer_job {
+    float *out, *out2, *out3;
+    const float *in, *in2, *in3, *in4, *in5;
+    const int *tokens;
+    int B, T, C, V;
+    float scale;
+} photon__layer_job;
+
+static photon__layer_job photon__job(void) {
+    photon__layer_job j;
+    memset(&j, 0, sizeof j);
+    return j;
+}
+
 /* --- embedding: x[b,t,:] = wte[token] + wpe[t] --- */
+
+static void photon__encoder_forward_rows(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n;
+    int i, C = j->C;
+    (void)thread;
+    for (n = begin; n < end; n++) {
+        const float *tok = j->in + (size_t)j->tokens[n] * C, *pos = j->in2 + (n % (size_t)j->T) * C;
+        float *o = j->out + n * C;
+        for (i = 0; i < C; i++) o[i] = tok[i] + pos[i];
+    }
+}
 
 static void photon__encoder_forward(float *out, const int *inputs, const float *wte, const float *wpe, int B, int T,
                                     int C) {
-    int b, t, i;
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * C;
-            const float *tok = wte + (size_t)inputs[b * T + t] * C;
-            const float *pos = wpe + (size_t)t * C;
-            for (i = 0; i < C; i++) o[i] = tok[i] + pos[i];
+    photon__layer_job j = photon__job();
+    j.out = out, j.tokens = inputs, j.in = wte, j.in2 = wpe, j.T = T, j.C = C;
+    photon__parallel_range((size_t)B * T, 16, photon__encoder_forward_rows, &j);
+}
+
+/* Tokens repeat, so rows may add into the same row of dwte: each task owns a
+   range of columns instead, and adds the rows in order. */
+static void photon__encoder_backward_cols(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n, N = (size_t)j->B * j->T, c, C = (size_t)j->C;
+    (void)thread;
+    for (n = 0; n < N; n++) {
+        const float *d = j->in + n * C;
+        float *dtok = j->out + (size_t)j->tokens[n] * C, *dpos = j->out2 + (n % (size_t)j->T) * C;
+        for (c = begin; c < end; c++) {
+            dtok[c] += d[c];
+            dpos[c] += d[c];
         }
+    }
 }
 
 static void photon__encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inputs, int B, int T,
                                      int C) {
-    int b, t, i;
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++) {
-            const float *d = dout + ((size_t)b * T + t) * C;
-            float *dtok = dwte + (size_t)inputs[b * T + t] * C;
-            float *dpos = dwpe + (size_t)t * C;
-            for (i = 0; i < C; i++) {
-                dtok[i] += d[i];
-                dpos[i] += d[i];
-            }
-        }
+    photon__layer_job j = photon__job();
+    j.out = dwte, j.out2 = dwpe, j.in = dout, j.tokens = inputs, j.B = B, j.T = T, j.C = C;
+    photon__parallel_range((size_t)C, 32, photon__encoder_backward_cols, &j);
 }
 
 /* --- LayerNorm over the last dimension, eps 1e-5, biased variance --- */
 
 #define PHOTON__LN_EPS 1e-5f
 
-static void photon__layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
-                                      const float *bias, int N, int C) {
-    int n, i;
-    for (n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
+/* in: x, in2: weight, in3: bias; out: y, out2: mean, out3: rstd */
+static void photon__layernorm_forward_rows(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n;
+    int i, C = j->C;
+    (void)thread;
+    for (n = begin; n < end; n++) {
+        const float *x = j->in + n * C;
+        float *o = j->out + n * C;
         float m = 0.0f, v = 0.0f, s;
         for (i = 0; i < C; i++) m += x[i];
         m /= C;
         for (i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
         v /= C;
         s = 1.0f / sqrtf(v + PHOTON__LN_EPS);
-        for (i = 0; i < C; i++) o[i] = (x[i] - m) * s * weight[i] + bias[i];
-        mean[n] = m;
-        rstd[n] = s;
+        for (i = 0; i < C; i++) o[i] = (x[i] - m) * s * j->in2[i] + j->in3[i];
+        j->out2[n] = m;
+        j->out3[n] = s;
     }
 }
 
+static void photon__layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                      const float *bias, int N, int C) {
+    photon__layer_job j = photon__job();
+    j.out = out, j.out2 = mean, j.out3 = rstd, j.in = inp, j.in2 = weight, j.in3 = bias, j.C = C;
+    photon__parallel_range((size_t)N, 8, photon__layernorm_forward_rows, &j);
+}
+
 /* With xhat = (x - mean) * rstd and g = dout * weight:
-   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
-static void photon__layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                       const float *weight, const float *mean, const float *rstd, int N, int C) {
-    int n, i;
-    for (n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
-        float *dx = dinp + (size_t)n * C;
+   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), by rows;
+   dweight = sum over rows of dout * xhat, dbias = sum of dout, by columns.
+   in: dout, in2: x, in3: weight, in4: mean, in5: rstd; out: dx, out2: dweight, out3: dbias */
+static void photon__layernorm_backward_rows(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n;
+    int i, C = j->C;
+    (void)thread;
+    for (n = begin; n < end; n++) {
+        const float *x = j->in2 + n * C, *d = j->in + n * C, *w = j->in3;
+        float *dx = j->out + n * C, mean = j->in4[n], rstd = j->in5[n];
         float g_mean = 0.0f, gx_mean = 0.0f;
         for (i = 0; i < C; i++) {
-            float xhat = (x[i] - mean[n]) * rstd[n];
-            float g = d[i] * weight[i];
-            g_mean += g;
-            gx_mean += g * xhat;
+            float xhat = (x[i] - mean) * rstd;
+            g_mean += d[i] * w[i];
+            gx_mean += d[i] * w[i] * xhat;
         }
         g_mean /= C;
         gx_mean /= C;
         for (i = 0; i < C; i++) {
-            float xhat = (x[i] - mean[n]) * rstd[n];
-            float g = d[i] * weight[i];
-            dbias[i] += d[i];
-            dweight[i] += d[i] * xhat;
-            dx[i] += (g - g_mean - xhat * gx_mean) * rstd[n];
+            float xhat = (x[i] - mean) * rstd;
+            dx[i] += (d[i] * w[i] - g_mean - xhat * gx_mean) * rstd;
         }
     }
+}
+
+static void photon__layernorm_backward_cols(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n, c, C = (size_t)j->C, N = (size_t)j->B;
+    (void)thread;
+    for (n = 0; n < N; n++) {
+        const float *x = j->in2 + n * C, *d = j->in + n * C;
+        float mean = j->in4[n], rstd = j->in5[n];
+        for (c = begin; c < end; c++) {
+            j->out2[c] += d[c] * ((x[c] - mean) * rstd);
+            j->out3[c] += d[c];
+        }
+    }
+}
+
+static void photon__layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                       const float *weight, const float *mean, const float *rstd, int N, int C) {
+    photon__layer_job j = photon__job();
+    j.out = dinp, j.out2 = dweight, j.out3 = dbias, j.in = dout, j.in2 = inp, j.in3 = weight, j.in4 = mean;
+    j.in5 = rstd, j.B = N, j.C = C;
+    photon__parallel_range((size_t)N, 8, photon__layernorm_backward_rows, &j);
+    photon__parallel_range((size_t)C, 32, photon__layernorm_backward_cols, &j);
 }
 
 /* --- linear layer: out (N,OC) = inp (N,IC) x W (IC,OC) + bias (OC) --- */
 
 static void photon__matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IC,
                                    int OC) {
-    int n, i, o;
+    int n;
     for (n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * IC;
-        float *y = out + (size_t)n * OC;
-        for (o = 0; o < OC; o++) y[o] = bias ? bias[o] : 0.0f;
-        for (i = 0; i < IC; i++) {
-            const float *wrow = w + (size_t)i * OC;
-            float xi = x[i];
-            for (o = 0; o < OC; o++) y[o] += xi * wrow[o];
-        }
+        if (bias) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        else memset(out + (size_t)n * OC, 0, (size_t)OC * sizeof(float));
     }
+    photon__gemm(N, OC, IC, inp, IC, 0, w, OC, 0, out, OC, 1);
+}
+
+/* Column sums of a (N,C) matrix added to sums (C): each task owns a range of
+   columns and adds the rows in order. */
+typedef struct photon__colsum_job {
+    float *sums;
+    const float *m;
+    int N, C;
+} photon__colsum_job;
+
+static void photon__colsum_body(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__colsum_job *j = (const photon__colsum_job *)ctx;
+    int n;
+    size_t c;
+    (void)thread;
+    for (n = 0; n < j->N; n++) {
+        const float *row = j->m + (size_t)n * j->C;
+        for (c = begin; c < end; c++) j->sums[c] += row[c];
+    }
+}
+
+static void photon__colsum(float *sums, const float *m, int N, int C) {
+    photon__colsum_job j;
+    j.sums = sums, j.m = m, j.N = N, j.C = C;
+    photon__parallel_range((size_t)C, 64, photon__colsum_body, &j);
 }
 
 /* dinp += dout W^T, dW += inp^T dout, dbias += column sums of dout. */
 static void photon__matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                                     const float *w, int N, int IC, int OC) {
-    int n, i, o;
-    for (n = 0; n < N; n++) {
-        const float *d = dout + (size_t)n * OC, *x = inp + (size_t)n * IC;
-        float *dx = dinp + (size_t)n * IC;
-        for (i = 0; i < IC; i++) {
-            const float *wrow = w + (size_t)i * OC;
-            float *dwrow = dw + (size_t)i * OC;
-            float acc = 0.0f, xi = x[i];
-            for (o = 0; o < OC; o++) {
-                acc += d[o] * wrow[o];
-                dwrow[o] += xi * d[o];
-            }
-            dx[i] += acc;
-        }
-        if (dbias)
-            for (o = 0; o < OC; o++) dbias[o] += d[o];
-    }
+    photon__gemm(N, IC, OC, dout, OC, 0, w, OC, 1, dinp, IC, 1);
+    photon__gemm(IC, OC, N, inp, IC, 1, dout, OC, 0, dw, OC, 1);
+    if (dbias) photon__colsum(dbias, dout, N, OC);
 }
 
 /* --- causal multi-head self-attention ---
@@ -921,181 +1358,233 @@ static void photon__matmul_backward(float *dinp, float *dw, float *dbias, const 
    of each. For position t, head h: att[t2] = softmax_t2<=t(q.k[t2] / sqrt(hs)),
    out = sum_t2 att[t2] v[t2]. att (B,NH,T,T) is kept for the backward pass. */
 
-static void photon__attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    int hs = C / NH, b, t, t2, h, i;
+typedef struct photon__attention_job {
+    float *out, *att, *dqkv;
+    const float *qkv, *dout, *att_in;
+    int B, T, C, NH;
+} photon__attention_job;
+
+/* One (batch row, head) pair: every query position t over keys t2 <= t. */
+static void photon__attention_forward_task(void *ctx, int task, int thread) {
+    const photon__attention_job *j = (const photon__attention_job *)ctx;
+    int T = j->T, C = j->C, NH = j->NH, hs = C / NH, b = task / NH, h = task % NH, t, t2, i;
     float scale = 1.0f / sqrtf((float)hs);
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++)
-            for (h = 0; h < NH; h++) {
-                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                float *o = out + ((size_t)b * T + t) * C + h * hs;
-                float maxval = -FLT_MAX, sum = 0.0f;
-                for (t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                    float s = 0.0f;
-                    for (i = 0; i < hs; i++) s += q[i] * k[i];
-                    s *= scale;
-                    a[t2] = s;
-                    if (s > maxval) maxval = s;
-                }
-                for (t2 = 0; t2 <= t; t2++) {
-                    a[t2] = expf(a[t2] - maxval);
-                    sum += a[t2];
-                }
-                for (t2 = 0; t2 <= t; t2++) a[t2] /= sum;
-                for (t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
-                for (i = 0; i < hs; i++) o[i] = 0.0f;
-                for (t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                    for (i = 0; i < hs; i++) o[i] += a[t2] * v[i];
-                }
-            }
+    (void)thread;
+    for (t = 0; t < T; t++) {
+        const float *q = j->qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+        float *a = j->att + (((size_t)b * NH + h) * T + t) * T;
+        float *o = j->out + ((size_t)b * T + t) * C + h * hs;
+        float maxval = -FLT_MAX, sum = 0.0f;
+        for (t2 = 0; t2 <= t; t2++) {
+            const float *k = j->qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+            float s = 0.0f;
+            for (i = 0; i < hs; i++) s += q[i] * k[i];
+            s *= scale;
+            a[t2] = s;
+            if (s > maxval) maxval = s;
+        }
+        for (t2 = 0; t2 <= t; t2++) {
+            a[t2] = photon__expf(a[t2] - maxval);
+            sum += a[t2];
+        }
+        for (t2 = 0; t2 <= t; t2++) a[t2] /= sum;
+        for (t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+        for (i = 0; i < hs; i++) o[i] = 0.0f;
+        for (t2 = 0; t2 <= t; t2++) {
+            const float *v = j->qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+            for (i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+        }
+    }
+}
+
+static void photon__attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    photon__attention_job j;
+    memset(&j, 0, sizeof j);
+    j.out = out, j.att = att, j.qkv = qkv, j.B = B, j.T = T, j.C = C, j.NH = NH;
+    photon__parallel(B * NH, photon__attention_forward_task, &j);
 }
 
 /* datt[t2] = dout.v[t2]; the softmax backward gives
    dscore[t2] = att[t2] (datt[t2] - sum_j att[j] datt[j]); then
    dq += dscore[t2] k[t2] / sqrt(hs), dk[t2] += dscore[t2] q / sqrt(hs),
-   dv[t2] += att[t2] dout. scratch holds one row of datt (T floats). */
-static void photon__attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                                       const float *att, int B, int T, int C, int NH) {
-    int hs = C / NH, b, t, t2, h, i;
-    float scale = 1.0f / sqrtf((float)hs);
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++)
-            for (h = 0; h < NH; h++) {
-                const float *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                float *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
-                float weighted = 0.0f;
-                for (t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                    float *dv = dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
-                    float s = 0.0f;
-                    for (i = 0; i < hs; i++) {
-                        s += d[i] * v[i];
-                        dv[i] += a[t2] * d[i];
-                    }
-                    scratch[t2] = s;
-                    weighted += a[t2] * s;
-                }
-                for (t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                    float *dk = dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                    float dscore = a[t2] * (scratch[t2] - weighted) * scale;
-                    for (i = 0; i < hs; i++) {
-                        dq[i] += dscore * k[i];
-                        dk[i] += dscore * q[i];
-                    }
-                }
+   dv[t2] += att[t2] dout. A (batch row, head) pair writes only its own
+   columns of dqkv, so the pairs run in parallel. */
+static void photon__attention_backward_task(void *ctx, int task, int thread) {
+    const photon__attention_job *j = (const photon__attention_job *)ctx;
+    int T = j->T, C = j->C, NH = j->NH, hs = C / NH, b = task / NH, h = task % NH, t, t2, i;
+    float scale = 1.0f / sqrtf((float)hs), *datt = photon__scratch(thread, (size_t)T);
+    PHOTON_ASSERT(datt != NULL);
+    for (t = 0; t < T; t++) {
+        const float *q = j->qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+        float *dq = j->dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
+        const float *a = j->att_in + (((size_t)b * NH + h) * T + t) * T;
+        const float *d = j->dout + ((size_t)b * T + t) * C + h * hs;
+        float weighted = 0.0f;
+        for (t2 = 0; t2 <= t; t2++) {
+            const float *v = j->qkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+            float *dv = j->dqkv + ((size_t)b * T + t2) * 3 * C + 2 * C + h * hs;
+            float s = 0.0f;
+            for (i = 0; i < hs; i++) {
+                s += d[i] * v[i];
+                dv[i] += a[t2] * d[i];
             }
+            datt[t2] = s;
+            weighted += a[t2] * s;
+        }
+        for (t2 = 0; t2 <= t; t2++) {
+            const float *k = j->qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+            float *dk = j->dqkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+            float dscore = a[t2] * (datt[t2] - weighted) * scale;
+            for (i = 0; i < hs; i++) {
+                dq[i] += dscore * k[i];
+                dk[i] += dscore * q[i];
+            }
+        }
+    }
+}
+
+static void photon__attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
+                                       int T, int C, int NH) {
+    photon__attention_job j;
+    memset(&j, 0, sizeof j);
+    j.dqkv = dqkv, j.dout = dout, j.qkv = qkv, j.att_in = att, j.B = B, j.T = T, j.C = C, j.NH = NH;
+    photon__parallel(B * NH, photon__attention_backward_task, &j);
 }
 
 /* --- GELU, tanh approximation (GPT-2's "gelu_new") --- */
 
 #define PHOTON__GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-static void photon__gelu_forward(float *out, const float *inp, size_t n) {
+static void photon__gelu_forward_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
     size_t i;
-    for (i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x)));
+    (void)thread;
+    for (i = begin; i < end; i++) {
+        float x = j->in[i];
+        j->out[i] = 0.5f * x * (1.0f + photon__tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+static void photon__gelu_forward(float *out, const float *inp, size_t n) {
+    photon__layer_job j = photon__job();
+    j.out = out, j.in = inp;
+    photon__parallel_range(n, 16384, photon__gelu_forward_range, &j);
+}
+
+static void photon__gelu_backward_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t i;
+    (void)thread;
+    for (i = begin; i < end; i++) {
+        float x = j->in[i];
+        float th = photon__tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PHOTON__GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        j->out[i] += local * j->in2[i];
     }
 }
 
 static void photon__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        float x = inp[i];
-        float th = tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x));
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PHOTON__GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += local * dout[i];
-    }
+    photon__layer_job j = photon__job();
+    j.out = dinp, j.in = inp, j.in2 = dout;
+    photon__parallel_range(n, 16384, photon__gelu_backward_range, &j);
 }
 
 /* --- residual connection: out = a + b --- */
 
-static void photon__residual_forward(float *out, const float *a, const float *b, size_t n) {
+static void photon__residual_forward_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
     size_t i;
-    for (i = 0; i < n; i++) out[i] = a[i] + b[i];
+    (void)thread;
+    for (i = begin; i < end; i++) j->out[i] = j->in[i] + j->in2[i];
+}
+
+static void photon__residual_forward(float *out, const float *a, const float *b, size_t n) {
+    photon__layer_job j = photon__job();
+    j.out = out, j.in = a, j.in2 = b;
+    photon__parallel_range(n, 16384, photon__residual_forward_range, &j);
+}
+
+static void photon__residual_backward_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t i;
+    (void)thread;
+    for (i = begin; i < end; i++) {
+        j->out[i] += j->in[i];
+        j->out2[i] += j->in[i];
+    }
 }
 
 static void photon__residual_backward(float *da, float *db, const float *dout, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        da[i] += dout[i];
-        db[i] += dout[i];
-    }
+    photon__layer_job j = photon__job();
+    j.out = da, j.out2 = db, j.in = dout;
+    photon__parallel_range(n, 16384, photon__residual_backward_range, &j);
 }
 
 /* --- output head, tied to the token embedding: logits (N,V) = x (N,C) wte^T --- */
 
 static void photon__head_forward(float *logits, const float *x, const float *wte, int N, int C, int V) {
-    int n, v, i;
-    for (n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * C;
-        float *ln = logits + (size_t)n * V;
-        for (v = 0; v < V; v++) {
-            const float *w = wte + (size_t)v * C;
-            float s = 0.0f;
-            for (i = 0; i < C; i++) s += xn[i] * w[i];
-            ln[v] = s;
-        }
-    }
+    photon__gemm(N, V, C, x, C, 0, wte, C, 1, logits, V, 0);
 }
 
 /* dx += dlogits wte, dwte += dlogits^T x */
 static void photon__head_backward(float *dx, float *dwte, const float *dlogits, const float *x, const float *wte,
                                   int N, int C, int V) {
-    int n, v, i;
-    for (n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * C, *dl = dlogits + (size_t)n * V;
-        float *dxn = dx + (size_t)n * C;
-        for (v = 0; v < V; v++) {
-            const float *w = wte + (size_t)v * C;
-            float *dw = dwte + (size_t)v * C;
-            float g = dl[v];
-            for (i = 0; i < C; i++) {
-                dxn[i] += g * w[i];
-                dw[i] += g * xn[i];
-            }
-        }
-    }
+    photon__gemm(N, C, V, dlogits, V, 0, wte, C, 0, dx, C, 1);
+    photon__gemm(V, C, N, dlogits, V, 1, x, C, 0, dwte, C, 1);
 }
 
 /* --- softmax and cross-entropy: probs = softmax(logits), loss = -log probs[target] ---
    The loss is computed as logsumexp(logits) - logits[target], which stays
-   finite where probs[target] underflows to zero. */
+   finite where probs[target] underflows to zero.
+   in: logits; tokens: targets (may be NULL); out: probs; out2: losses */
 
-static void photon__softmax_crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets,
-                                                 int N, int V) {
-    int n, v;
-    for (n = 0; n < N; n++) {
-        const float *l = logits + (size_t)n * V;
-        float *p = probs + (size_t)n * V;
-        float maxval = -FLT_MAX, sum = 0.0f;
-        for (v = 0; v < V; v++)
-            if (l[v] > maxval) maxval = l[v];
+static void photon__softmax_crossentropy_rows(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n;
+    int v, V = j->V;
+    (void)thread;
+    for (n = begin; n < end; n++) {
+        const float *l = j->in + n * V;
+        float *p = j->out + n * V;
+        float maxval = -FLT_MAX, sum = 0.0f, inv;
+        for (v = 0; v < V; v++) maxval = l[v] > maxval ? l[v] : maxval;
         for (v = 0; v < V; v++) {
-            p[v] = expf(l[v] - maxval);
+            p[v] = photon__expf(l[v] - maxval);
             sum += p[v];
         }
-        for (v = 0; v < V; v++) p[v] /= sum;
-        if (targets) losses[n] = logf(sum) - (l[targets[n]] - maxval);
+        inv = 1.0f / sum;
+        for (v = 0; v < V; v++) p[v] *= inv;
+        if (j->tokens) j->out2[n] = logf(sum) - (l[j->tokens[n]] - maxval);
     }
 }
 
+static void photon__softmax_crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets,
+                                                 int N, int V) {
+    photon__layer_job j = photon__job();
+    j.out = probs, j.out2 = losses, j.in = logits, j.tokens = targets, j.V = V;
+    photon__parallel_range((size_t)N, 1, photon__softmax_crossentropy_rows, &j);
+}
+
 /* d loss_n / d logits = (probs - onehot(target)) * dloss */
+static void photon__crossentropy_softmax_rows(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__layer_job *j = (const photon__layer_job *)ctx;
+    size_t n;
+    int v, V = j->V;
+    (void)thread;
+    for (n = begin; n < end; n++) {
+        const float *p = j->in + n * V;
+        float *d = j->out + n * V;
+        for (v = 0; v < V; v++) d[v] += p[v] * j->scale;
+        d[j->tokens[n]] -= j->scale;
+    }
+}
+
 static void photon__crossentropy_softmax_backward(float *dlogits, const float *probs, const int *targets,
                                                   float dloss, int N, int V) {
-    int n, v;
-    for (n = 0; n < N; n++) {
-        const float *p = probs + (size_t)n * V;
-        float *d = dlogits + (size_t)n * V;
-        for (v = 0; v < V; v++) d[v] += (p[v] - (v == targets[n] ? 1.0f : 0.0f)) * dloss;
-    }
+    photon__layer_job j = photon__job();
+    j.out = dlogits, j.in = probs, j.tokens = targets, j.scale = dloss, j.V = V;
+    photon__parallel_range((size_t)N, 1, photon__crossentropy_softmax_rows, &j);
 }
 
 /* ======================================================================= */
@@ -1133,14 +1622,12 @@ static photon_result photon__ensure_activations(photon_model *m, int B, int T, p
     PHOTON_FREE(m->grad_act_memory);
     PHOTON_FREE(m->inputs);
     PHOTON_FREE(m->targets);
-    PHOTON_FREE(m->scratch);
     n = photon__activation_layout(&m->acts, NULL, &m->config, B, T);
     m->act_memory = (float *)photon__calloc(n, sizeof(float));
     m->grad_act_memory = (float *)photon__calloc(n, sizeof(float));
     m->inputs = (int *)photon__calloc((size_t)B * T, sizeof(int));
     m->targets = (int *)photon__calloc((size_t)B * T, sizeof(int));
-    m->scratch = (float *)photon__calloc((size_t)T, sizeof(float));
-    if (!m->act_memory || !m->grad_act_memory || !m->inputs || !m->targets || !m->scratch) {
+    if (!m->act_memory || !m->grad_act_memory || !m->inputs || !m->targets) {
         m->max_B = m->max_T = 0;
         return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate activations for batch %d x sequence %d", B, T);
     }
@@ -1255,8 +1742,7 @@ PHOTONDEF photon_result photon_backward(photon_model *m, photon_error *err) {
         photon__residual_backward(dresidual, g->attproj + o, g->residual2 + o, NC);
         photon__matmul_backward(g->atty + o, dw.attprojw, dw.attprojb, g->attproj + o, a->atty + o, w.attprojw,
                                 (int)N, C, C);
-        photon__attention_backward(g->qkv + 3 * o, m->scratch, g->atty + o, a->qkv + 3 * o, a->att + o1 * NH * T, B, T,
-                                   C, NH);
+        photon__attention_backward(g->qkv + 3 * o, g->atty + o, a->qkv + 3 * o, a->att + o1 * NH * T, B, T, C, NH);
         photon__matmul_backward(g->ln1 + o, dw.qkvw, dw.qkvb, g->qkv + 3 * o, a->ln1 + o, w.qkvw, (int)N, C, 3 * C);
         photon__layernorm_backward(dresidual, dw.ln1w, dw.ln1b, g->ln1 + o, residual, w.ln1w, a->ln1_mean + o1,
                                    a->ln1_rstd + o1, (int)N, C);
@@ -1371,7 +1857,7 @@ PHOTONDEF photon_result photon_train_step(photon_model *model, photon_adamw_stat
    device is refused: fopen accepts them, but their "size" is meaningless. */
 static photon_result photon__open_regular(const char *path, FILE **out, long *size, photon_error *err) {
     FILE *f;
-#ifdef PHOTON__HAVE_FSYNC
+#ifdef PHOTON__POSIX
     struct stat info;
     if (stat(path, &info) == 0 && !S_ISREG(info.st_mode))
         return photon__fail(err, PHOTON_ERR_IO, "%s: not a regular file", path);
@@ -1633,7 +2119,7 @@ static photon_result photon__atomic_open(photon__atomic *a, const char *path, ph
     a->f = NULL;
     a->tmp = (char *)PHOTON_MALLOC(n);
     if (!a->tmp) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate a file name", path);
-#ifdef PHOTON__HAVE_FSYNC
+#ifdef PHOTON__POSIX
     {   /* a rename would replace a device such as /dev/null with a file */
         struct stat info;
         if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
@@ -2906,7 +3392,15 @@ static photon_result photon__delta_open(const photon_model *model, const char *p
     }
     snprintf(info->client, sizeof info->client, "%s", v);
     v = photon_st_meta(st, "photon.loss");
-    info->loss = v ? (float)strtod(v, NULL) : NAN;
+    {
+        char *end = NULL;
+        double loss = v ? strtod(v, &end) : NAN;
+        if (!v || end == v || *end || !(loss - loss == 0.0)) {
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.loss is missing or not a finite number", path);
+            goto fail;
+        }
+        info->loss = (float)loss;
+    }
     if (info->tokens == 0) {
         r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
         goto fail;
@@ -3064,6 +3558,12 @@ PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const p
         else
             r = photon_st_read_f32(&st, t, k == 0 ? s->m : s->v, s->n, err);
     }
+    if (r == PHOTON_OK && s->v) {
+        size_t i;
+        for (i = 0; i < s->n && r == PHOTON_OK; i++)
+            if (s->v[i] < 0.0f)
+                r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: outer.v holds a negative second moment at element %zu", path, i);
+    }
 done:
     if (r != PHOTON_OK) photon_server_state_free(s);
     photon_st_close(&st);
@@ -3074,10 +3574,17 @@ done:
 /* Federation: the merge                                                   */
 /* ======================================================================= */
 
+/* Whether a path exists (an unreadable file exists too: its reader then
+   reports why, instead of the caller starting afresh over it). */
 static int photon__file_exists(const char *path) {
+#ifdef PHOTON__POSIX
+    struct stat info;
+    return stat(path, &info) == 0;
+#else
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
     return f != NULL;
+#endif
 }
 
 /* Appends one audit key (both strings are copied). */
@@ -3108,6 +3615,12 @@ static photon_result photon__audit(photon_merge_result *res, const char *key, co
 static photon_result photon__audit_num(photon_merge_result *res, const char *key, double v, photon_error *err) {
     char buf[40];
     snprintf(buf, sizeof buf, "%.9g", v);
+    return photon__audit(res, key, buf, err);
+}
+
+static photon_result photon__audit_u64(photon_merge_result *res, const char *key, uint64_t v, photon_error *err) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
     return photon__audit(res, key, buf, err);
 }
 
@@ -3168,7 +3681,7 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         if (r == PHOTON_OK) r = photon__audit_num(res, "photon.tau", oc->tau, err);
     }
     if (r == PHOTON_OK) r = photon__audit(res, "photon.weighting", oc->uniform ? "uniform" : "tokens", err);
-    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.clients", res->accepted, err);
+    if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.clients", (uint64_t)res->accepted, err);
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];
         char weight[40];
@@ -3181,9 +3694,9 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         snprintf(key, sizeof key, "photon.delta.%d.weight", n);
         if (r == PHOTON_OK) r = photon__audit(res, key, weight, err);
         snprintf(key, sizeof key, "photon.delta.%d.tokens", n);
-        if (r == PHOTON_OK) r = photon__audit_num(res, key, (double)e->info.tokens, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.tokens, err);
         snprintf(key, sizeof key, "photon.delta.%d.local_steps", n++);
-        if (r == PHOTON_OK) r = photon__audit_num(res, key, (double)e->info.local_steps, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.local_steps, err);
     }
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];

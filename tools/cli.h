@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../photon.h"
 
@@ -130,7 +131,7 @@ static inline void cli_check_output(const char *path) {
         fprintf(stderr, "%s: %s: exists and is not a regular file\n", cli_prog, path);
         exit(1);
     }
-    snprintf(probe, sizeof probe, "%s.probe", path);
+    snprintf(probe, sizeof probe, "%s.%ld.probe", path, (long)getpid());
     f = fopen(probe, "wb");
     if (!f) {
         fprintf(stderr, "%s: %s: cannot create files there: %s\n", cli_prog, path, strerror(errno));

@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
     cli_prog = "photon-merge";
     parse_args(&o, argc, argv);
     if (o.out) cli_check_output(o.out);
-    if (o.state_in) cli_check_output(o.state_out ? o.state_out : o.state_in);
+    if (o.state_in && !o.verify) cli_check_output(o.state_out ? o.state_out : o.state_in);
     if (photon_merge(o.base, o.deltas, o.num_deltas, o.state_in, &o.merge, &res, &err) != PHOTON_OK) {
         for (i = 0; i < res.num_entries; i++)
             if (!res.entries[i].accepted && res.entries[i].reason[0] && strcmp(res.entries[i].reason, err.message) != 0)
@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
         if (!res.entries[i].accepted) fprintf(stderr, "%s: skipped %s\n", cli_prog, res.entries[i].reason);
     if (o.verify) {
         char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.verify", o.verify);
+        snprintf(tmp, sizeof tmp, "%s.%ld.verify", o.verify, (long)getpid());
         if (photon_merge_save(&res, tmp, &err) != PHOTON_OK) cli_fail(&err);
         verified = same_bytes(tmp, o.verify);
         remove(tmp);
