@@ -2,14 +2,14 @@
 # `make demo` runs the README's first command.
 CC ?= cc
 CXX ?= c++
-OPT ?= -O3 -march=native
+OPT ?= -O3 -march=native -fno-math-errno
 CFLAGS ?= $(OPT)
 WARN = -Wall -Wextra -Werror
 STD = -std=c99 -D_POSIX_C_SOURCE=200809L
 LDLIBS = -lm -pthread
 SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/synthlang
+TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-bench bin/synthlang
 HEADERS = photon.h tools/cli.h
 
 .PHONY: all test test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean

@@ -1038,7 +1038,8 @@ static void photon__kernel(int kc, const float *a, const float *b, float *c, int
 }
 
 typedef struct photon__gemm_job {
-    int M, N, K, lda, ldb, ldc, trans_a, trans_b, tiles_n;
+    int M, N, K, lda, ldb, ldc, trans_a, trans_b;
+    int tiles_n, groups_n, group_size; /* a task: one MC block of rows, a group of NC blocks of columns */
     const float *A, *B;
     float *C;
 } photon__gemm_job;
@@ -1086,35 +1087,46 @@ static void photon__pack_b(const photon__gemm_job *g, int j0, int nc, int p0, in
     }
 }
 
+/* One MC x NC block of C: the kernels over packed slivers, edge tiles through
+   a small buffer so that only the part inside C is added. */
+static void photon__gemm_block(const photon__gemm_job *g, int i0, int mc, int j0, int nc, int kc, const float *pa,
+                               const float *pb, float *edge) {
+    int ir, jr, i, j;
+    for (jr = 0; jr < nc; jr += PHOTON__NR)
+        for (ir = 0; ir < mc; ir += PHOTON__MR) {
+            const float *a = pa + (size_t)ir * kc, *b = pb + (size_t)jr * kc;
+            float *c = g->C + (size_t)(i0 + ir) * g->ldc + j0 + jr;
+            if (ir + PHOTON__MR <= mc && jr + PHOTON__NR <= nc) {
+                photon__kernel(kc, a, b, c, g->ldc);
+            } else {
+                int rows = mc - ir < PHOTON__MR ? mc - ir : PHOTON__MR, cols = nc - jr < PHOTON__NR ? nc - jr : PHOTON__NR;
+                memset(edge, 0, PHOTON__MR * PHOTON__NR * sizeof(float));
+                photon__kernel(kc, a, b, edge, PHOTON__NR);
+                for (i = 0; i < rows; i++)
+                    for (j = 0; j < cols; j++) c[(size_t)i * g->ldc + j] += edge[i * PHOTON__NR + j];
+            }
+        }
+}
+
+/* A task packs its rows of op(A) once per KC step and reuses them for every
+   column block of its group; every element of C still sums over K in the
+   same order, whatever the grouping. */
 static void photon__gemm_task(void *ctx, int task, int thread) {
     const photon__gemm_job *g = (const photon__gemm_job *)ctx;
-    int i0 = (task / g->tiles_n) * PHOTON__MC, j0 = (task % g->tiles_n) * PHOTON__NC;
-    int mc = g->M - i0 < PHOTON__MC ? g->M - i0 : PHOTON__MC, nc = g->N - j0 < PHOTON__NC ? g->N - j0 : PHOTON__NC;
-    int mc_pad = (mc + PHOTON__MR - 1) / PHOTON__MR * PHOTON__MR, nc_pad = (nc + PHOTON__NR - 1) / PHOTON__NR * PHOTON__NR;
+    int i0 = (task / g->groups_n) * PHOTON__MC, first = (task % g->groups_n) * g->group_size;
+    int last = first + g->group_size < g->tiles_n ? first + g->group_size : g->tiles_n;
+    int mc = g->M - i0 < PHOTON__MC ? g->M - i0 : PHOTON__MC, p0, t;
     float *buf = photon__scratch(thread, (size_t)PHOTON__KC * (PHOTON__MC + PHOTON__NC) + PHOTON__MR * PHOTON__NR);
     float *pa = buf, *pb = buf + (size_t)PHOTON__KC * PHOTON__MC, *edge = pb + (size_t)PHOTON__KC * PHOTON__NC;
-    int p0, ir, jr, i;
     PHOTON_ASSERT(buf != NULL);
     for (p0 = 0; p0 < g->K; p0 += PHOTON__KC) {
         int kc = g->K - p0 < PHOTON__KC ? g->K - p0 : PHOTON__KC;
         photon__pack_a(g, i0, mc, p0, kc, pa);
-        photon__pack_b(g, j0, nc, p0, kc, pb);
-        for (jr = 0; jr < nc_pad; jr += PHOTON__NR)
-            for (ir = 0; ir < mc_pad; ir += PHOTON__MR) {
-                const float *a = pa + (size_t)ir * kc, *b = pb + (size_t)jr * kc;
-                float *c = g->C + (size_t)(i0 + ir) * g->ldc + j0 + jr;
-                if (ir + PHOTON__MR <= mc && jr + PHOTON__NR <= nc) {
-                    photon__kernel(kc, a, b, c, g->ldc);
-                } else { /* an edge tile: compute in full, keep the part inside C */
-                    int rows = mc - ir < PHOTON__MR ? mc - ir : PHOTON__MR, cols = nc - jr < PHOTON__NR ? nc - jr : PHOTON__NR;
-                    memset(edge, 0, PHOTON__MR * PHOTON__NR * sizeof(float));
-                    photon__kernel(kc, a, b, edge, PHOTON__NR);
-                    for (i = 0; i < rows; i++) {
-                        int j;
-                        for (j = 0; j < cols; j++) c[(size_t)i * g->ldc + j] += edge[i * PHOTON__NR + j];
-                    }
-                }
-            }
+        for (t = first; t < last; t++) {
+            int j0 = t * PHOTON__NC, nc = g->N - j0 < PHOTON__NC ? g->N - j0 : PHOTON__NC;
+            photon__pack_b(g, j0, nc, p0, kc, pb);
+            photon__gemm_block(g, i0, mc, j0, nc, kc, pa, pb, edge);
+        }
     }
 }
 
@@ -1129,7 +1141,14 @@ static void photon__gemm(int M, int N, int K, const float *A, int lda, int trans
     g.M = M, g.N = N, g.K = K, g.A = A, g.B = B, g.C = C, g.lda = lda, g.ldb = ldb, g.ldc = ldc;
     g.trans_a = trans_a, g.trans_b = trans_b;
     g.tiles_n = (N + PHOTON__NC - 1) / PHOTON__NC;
-    photon__parallel(((M + PHOTON__MC - 1) / PHOTON__MC) * g.tiles_n, photon__gemm_task, &g);
+    {   /* enough tasks to keep every thread busy, no more: fewer repacks of A */
+        int tiles_m = (M + PHOTON__MC - 1) / PHOTON__MC, want = 3 * photon_threads();
+        g.groups_n = tiles_m >= want ? 1 : (want + tiles_m - 1) / tiles_m;
+        if (g.groups_n > g.tiles_n) g.groups_n = g.tiles_n;
+        g.group_size = (g.tiles_n + g.groups_n - 1) / g.groups_n;
+        g.groups_n = (g.tiles_n + g.group_size - 1) / g.group_size;
+        photon__parallel(tiles_m * g.groups_n, photon__gemm_task, &g);
+    }
 }
 
 /* e^x in float, written so that loops over it vectorise: x = n ln2 + r with
@@ -1156,8 +1175,83 @@ static float photon__expf(float x) {
     return p * scale;
 }
 
-/* tanh(u) = 1 - 2 / (e^{2u} + 1): exact to about 1e-7, and it vectorises. */
-static float photon__tanhf(float u) { return 1.0f - 2.0f / (photon__expf(2.0f * u) + 1.0f); }
+/* The sum and the maximum of n floats in 16 interleaved lanes, then the
+   lanes in order: a fixed order that vectorises without -ffast-math. */
+static float photon__sum(const float *x, size_t n) {
+    float lane[16] = {0}, total = 0.0f;
+    size_t i = 0;
+    int k;
+    for (; i + 16 <= n; i += 16)
+        for (k = 0; k < 16; k++) lane[k] += x[i + k];
+    for (k = 0; i < n; i++, k++) lane[k] += x[i];
+    for (k = 0; k < 16; k++) total += lane[k];
+    return total;
+}
+
+static float photon__max(const float *x, size_t n) {
+    float lane[16], best = -FLT_MAX;
+    size_t i = 0;
+    int k;
+    for (k = 0; k < 16; k++) lane[k] = -FLT_MAX;
+    for (; i + 16 <= n; i += 16)
+        for (k = 0; k < 16; k++) lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    for (k = 0; i < n; i++, k++) lane[k] = x[i] > lane[k] ? x[i] : lane[k];
+    for (k = 0; k < 16; k++) best = lane[k] > best ? lane[k] : best;
+    return best;
+}
+
+/* dst[i] = e^(src[i] - shift) for n values (dst may be src): the same
+   steps as photon__expf, 16 or 8 lanes at a time where the CPU has them. */
+static void photon__exp_shifted(float *dst, const float *src, float shift, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512F__) && !defined(PHOTON_NO_SIMD)
+    const __m512 lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f), sh = _mm512_set1_ps(shift);
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_max_ps(_mm512_min_ps(_mm512_sub_ps(_mm512_loadu_ps(src + i), sh), hi), lo);
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x), p = _mm512_set1_ps(1.0f / 5040.0f);
+        __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+        r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+    }
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(PHOTON_NO_SIMD)
+    const __m256 lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(88.0f), sh = _mm256_set1_ps(shift);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_max_ps(_mm256_min_ps(_mm256_sub_ps(_mm256_loadu_ps(src + i), sh), hi), lo);
+        __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x), p = _mm256_set1_ps(1.0f / 5040.0f);
+        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+        r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.428606765330187e-06f), r);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    }
+#endif
+    for (; i < n; i++) dst[i] = photon__expf(src[i] - shift);
+}
+
+/* tanh(u) = 1 - 2 / (e^{2u} + 1) for n values, in chunks: the arithmetic
+   loops vectorise, the exponentials go through photon__exp_shifted. */
+static void photon__tanh_array(float *dst, const float *u, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) dst[i] = 2.0f * u[i];
+    photon__exp_shifted(dst, dst, 0.0f, n);
+    for (i = 0; i < n; i++) dst[i] = 1.0f - 2.0f / (dst[i] + 1.0f);
+}
 
 /* ======================================================================= */
 /* Layers: each forward is followed by its backward                        */
@@ -1383,10 +1477,8 @@ static void photon__attention_forward_task(void *ctx, int task, int thread) {
             a[t2] = s;
             if (s > maxval) maxval = s;
         }
-        for (t2 = 0; t2 <= t; t2++) {
-            a[t2] = photon__expf(a[t2] - maxval);
-            sum += a[t2];
-        }
+        photon__exp_shifted(a, a, maxval, (size_t)t + 1);
+        for (t2 = 0; t2 <= t; t2++) sum += a[t2];
         for (t2 = 0; t2 <= t; t2++) a[t2] /= sum;
         for (t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
         for (i = 0; i < hs; i++) o[i] = 0.0f;
@@ -1455,13 +1547,25 @@ static void photon__attention_backward(float *dqkv, const float *dout, const flo
 
 #define PHOTON__GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
+#define PHOTON__CHUNK 256
+
+/* th[i] = tanh(sqrt(2/pi) (x + 0.044715 x^3)) for a chunk of x */
+static void photon__gelu_tanh(float *th, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) th[i] = PHOTON__GELU_K * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+    photon__tanh_array(th, th, n);
+}
+
 static void photon__gelu_forward_range(void *ctx, size_t begin, size_t end, int thread) {
     const photon__layer_job *j = (const photon__layer_job *)ctx;
-    size_t i;
+    float th[PHOTON__CHUNK];
+    size_t c, i;
     (void)thread;
-    for (i = begin; i < end; i++) {
-        float x = j->in[i];
-        j->out[i] = 0.5f * x * (1.0f + photon__tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x)));
+    for (c = begin; c < end; c += PHOTON__CHUNK) {
+        size_t n = end - c < PHOTON__CHUNK ? end - c : PHOTON__CHUNK;
+        const float *x = j->in + c;
+        photon__gelu_tanh(th, x, n);
+        for (i = 0; i < n; i++) j->out[c + i] = 0.5f * x[i] * (1.0f + th[i]);
     }
 }
 
@@ -1473,14 +1577,19 @@ static void photon__gelu_forward(float *out, const float *inp, size_t n) {
 
 static void photon__gelu_backward_range(void *ctx, size_t begin, size_t end, int thread) {
     const photon__layer_job *j = (const photon__layer_job *)ctx;
-    size_t i;
+    float th[PHOTON__CHUNK];
+    size_t c, i;
     (void)thread;
-    for (i = begin; i < end; i++) {
-        float x = j->in[i];
-        float th = photon__tanhf(PHOTON__GELU_K * (x + 0.044715f * x * x * x));
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * PHOTON__GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        j->out[i] += local * j->in2[i];
+    for (c = begin; c < end; c += PHOTON__CHUNK) {
+        size_t n = end - c < PHOTON__CHUNK ? end - c : PHOTON__CHUNK;
+        const float *x = j->in + c, *d = j->in2 + c;
+        photon__gelu_tanh(th, x, n);
+        for (i = 0; i < n; i++) {
+            float sech2 = 1.0f - th[i] * th[i];
+            float local = 0.5f * (1.0f + th[i]) +
+                          0.5f * x[i] * sech2 * PHOTON__GELU_K * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
+            j->out[c + i] += local * d[i];
+        }
     }
 }
 
@@ -1547,12 +1656,9 @@ static void photon__softmax_crossentropy_rows(void *ctx, size_t begin, size_t en
     for (n = begin; n < end; n++) {
         const float *l = j->in + n * V;
         float *p = j->out + n * V;
-        float maxval = -FLT_MAX, sum = 0.0f, inv;
-        for (v = 0; v < V; v++) maxval = l[v] > maxval ? l[v] : maxval;
-        for (v = 0; v < V; v++) {
-            p[v] = photon__expf(l[v] - maxval);
-            sum += p[v];
-        }
+        float maxval = photon__max(l, (size_t)V), sum, inv;
+        photon__exp_shifted(p, l, maxval, (size_t)V);
+        sum = photon__sum(p, (size_t)V);
         inv = 1.0f / sum;
         for (v = 0; v < V; v++) p[v] *= inv;
         if (j->tokens) j->out2[n] = logf(sum) - (l[j->tokens[n]] - maxval);
@@ -1785,10 +1891,45 @@ PHOTONDEF void photon_adamw_state_free(photon_adamw_state *s) {
     s->t = 0;
 }
 
-PHOTONDEF double photon_grad_norm(const photon_model *m) {
+/* The sum of squares in fixed blocks of 2^16 gradients, each in double,
+   then the blocks in order: the same bits on any number of threads. */
+#define PHOTON__NORM_BLOCK 65536
+
+typedef struct photon__norm_job {
+    const float *g;
+    size_t n;
+    double *partial;
+} photon__norm_job;
+
+static void photon__norm_task(void *ctx, int task, int thread) {
+    const photon__norm_job *j = (const photon__norm_job *)ctx;
+    size_t i = (size_t)task * PHOTON__NORM_BLOCK, end = i + PHOTON__NORM_BLOCK < j->n ? i + PHOTON__NORM_BLOCK : j->n;
     double sum = 0.0;
-    size_t i;
-    for (i = 0; i < m->num_params; i++) sum += (double)m->grads[i] * (double)m->grads[i];
+    (void)thread;
+    for (; i < end; i++) sum += (double)j->g[i] * (double)j->g[i];
+    j->partial[task] = sum;
+}
+
+PHOTONDEF double photon_grad_norm(const photon_model *m) {
+    photon__norm_job j;
+    int blocks = (int)((m->num_params + PHOTON__NORM_BLOCK - 1) / PHOTON__NORM_BLOCK), b;
+    double sum = 0.0;
+    j.g = m->grads;
+    j.n = m->num_params;
+    j.partial = (double *)photon__calloc((size_t)blocks, sizeof(double));
+    if (!j.partial) { /* no memory for the partial sums: the same blocks, one after another */
+        for (b = 0; b < blocks; b++) {
+            double block = 0.0;
+            size_t i, end = (size_t)(b + 1) * PHOTON__NORM_BLOCK;
+            for (i = (size_t)b * PHOTON__NORM_BLOCK; i < m->num_params && i < end; i++)
+                block += (double)m->grads[i] * (double)m->grads[i];
+            sum += block;
+        }
+        return sqrt(sum);
+    }
+    photon__parallel(blocks, photon__norm_task, &j);
+    for (b = 0; b < blocks; b++) sum += j.partial[b];
+    PHOTON_FREE(j.partial);
     return sqrt(sum);
 }
 
@@ -1796,26 +1937,42 @@ PHOTONDEF double photon_grad_norm(const photon_model *m) {
      m = b1 m + (1 - b1) g          v = b2 v + (1 - b2) g^2
      p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) - lr wd p
    The decay term applies to matrices and embeddings only. */
+typedef struct photon__adamw_job {
+    float *p, *g, *m, *v;
+    float clip, bc1, bc2, lr, wd;
+    const photon_adamw_config *hp;
+} photon__adamw_job;
+
+static void photon__adamw_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__adamw_job *j = (const photon__adamw_job *)ctx;
+    float b1 = j->hp->beta1, b2 = j->hp->beta2, eps = j->hp->eps;
+    size_t i;
+    (void)thread;
+    for (i = begin; i < end; i++) {
+        float grad = j->g[i] * j->clip;
+        j->m[i] = b1 * j->m[i] + (1.0f - b1) * grad;
+        j->v[i] = b2 * j->v[i] + (1.0f - b2) * grad * grad;
+        j->p[i] -= j->lr * ((j->m[i] / j->bc1) / (sqrtf(j->v[i] / j->bc2) + eps) + j->wd * j->p[i]);
+    }
+}
+
 PHOTONDEF void photon_adamw_update(photon_model *model, photon_adamw_state *s, const photon_adamw_config *hp,
                                    float lr, double grad_norm) {
-    float clip = 1.0f, bc1, bc2;
+    photon__adamw_job j;
     int k;
-    size_t i;
-    if (hp->grad_clip > 0.0f && grad_norm > hp->grad_clip) clip = (float)(hp->grad_clip / (grad_norm + 1e-6));
+    j.clip = 1.0f;
+    if (hp->grad_clip > 0.0f && grad_norm > hp->grad_clip) j.clip = (float)(hp->grad_clip / (grad_norm + 1e-6));
     s->t++;
-    bc1 = (float)(1.0 - pow(hp->beta1, (double)s->t));
-    bc2 = (float)(1.0 - pow(hp->beta2, (double)s->t));
+    j.bc1 = (float)(1.0 - pow(hp->beta1, (double)s->t));
+    j.bc2 = (float)(1.0 - pow(hp->beta2, (double)s->t));
+    j.lr = lr;
+    j.hp = hp;
     for (k = 0; k < model->num_tensors; k++) {
         const photon_tensor_info *t = &model->tensors[k];
-        float wd = t->decay ? hp->weight_decay : 0.0f;
-        float *p = model->params + t->offset, *g = model->grads + t->offset;
-        float *m = s->m + t->offset, *v = s->v + t->offset;
-        for (i = 0; i < t->size; i++) {
-            float grad = g[i] * clip;
-            m[i] = hp->beta1 * m[i] + (1.0f - hp->beta1) * grad;
-            v[i] = hp->beta2 * v[i] + (1.0f - hp->beta2) * grad * grad;
-            p[i] -= lr * ((m[i] / bc1) / (sqrtf(v[i] / bc2) + hp->eps) + wd * p[i]);
-        }
+        j.wd = t->decay ? hp->weight_decay : 0.0f;
+        j.p = model->params + t->offset, j.g = model->grads + t->offset;
+        j.m = s->m + t->offset, j.v = s->v + t->offset;
+        photon__parallel_range(t->size, 16384, photon__adamw_range, &j);
     }
 }
 

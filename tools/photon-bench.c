@@ -1,0 +1,229 @@
+/* photon-bench: speed and memory of training steps and of photon-merge.
+
+   For each model it times training steps (the median of several after
+   warm-up) and prints ms/step, tokens/s, achieved GFLOP/s and the fraction
+   of this machine's matmul peak, which it measures itself on a large square
+   product; and the peak resident memory against what the step must hold
+   (parameters, gradients, two AdamW moments, the activations). --merge times
+   photon-merge over 8 deltas of GPT-2 124M. Run one configuration per
+   process: peak memory is the process's. */
+#define PHOTON_IMPLEMENTATION
+#include "cli.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+static const char *usage =
+    "usage: photon-bench [--config small|gpt2] [--merge] [options]\n"
+    "\n"
+    "  --config NAME     small: vocab 50257, 4 layers, 4 heads, width 256, ctx 256\n"
+    "                    gpt2:  GPT-2 124M, vocab 50257, 12 layers, 12 heads, width 768, ctx 1024\n"
+    "  --batch B --seq T batch and sequence of the timed steps (default 4 x 64)\n"
+    "  --steps N         timed steps after 2 warm-up steps (default 5)\n"
+    "  --merge           time photon-merge over --deltas deltas of GPT-2 124M instead\n"
+    "  --deltas N        deltas for --merge (default 8)\n"
+    "  --dir DIR         where --merge writes its files (default /tmp)\n"
+    "  --threads N       threads (default: one per core)\n"
+    "  --peak            only measure the matmul peak\n"
+    "  --json            one JSON object on stdout\n"
+    "  --help, --version\n";
+
+static double peak_rss_mb(int who) {
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+}
+
+/* GFLOP/s of the library's matrix product on an n x n x n problem, best of 3. */
+static double matmul_peak(int n) {
+    float *a = (float *)malloc((size_t)n * n * 4), *b = (float *)malloc((size_t)n * n * 4), *c = (float *)malloc((size_t)n * n * 4);
+    double best = 1e30;
+    size_t i;
+    int r;
+    for (i = 0; i < (size_t)n * n; i++) a[i] = (float)(i % 13) * 0.01f, b[i] = (float)(i % 7) * 0.01f;
+    photon__gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
+    for (r = 0; r < 3; r++) {
+        double t0 = cli_now(), t;
+        photon__gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
+        t = cli_now() - t0;
+        if (t < best) best = t;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * n * n / best / 1e9;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void bench_training(const char *name, const photon_config *cfg, int B, int T, int steps, int json) {
+    photon_model m;
+    photon_adamw_state st;
+    photon_adamw_config hp = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    photon_schedule sched = {1e-4f, 0, 1000, 0.1f};
+    photon_error err;
+    photon_activations probe;
+    int *in = (int *)malloc((size_t)B * T * sizeof(int)), *tg = (int *)malloc((size_t)B * T * sizeof(int)), s, i;
+    double *times = (double *)malloc((size_t)steps * sizeof(double)), median, flops, gflops, peak, need_mb, rss;
+    uint64_t rng = 1;
+    if (photon_model_init(&m, cfg, 1, &err) != PHOTON_OK || photon_adamw_state_init(&st, m.num_params, &err) != PHOTON_OK)
+        cli_fail(&err);
+    for (i = 0; i < B * T; i++) in[i] = (int)(photon_rand_u64(&rng) % (uint64_t)cfg->vocab_size),
+                             tg[i] = (int)(photon_rand_u64(&rng) % (uint64_t)cfg->vocab_size);
+    for (s = -2; s < steps; s++) {
+        double t0 = cli_now();
+        if (photon_train_step(&m, &st, &hp, &sched, in, tg, B, T, NULL, &err) != PHOTON_OK) cli_fail(&err);
+        if (s >= 0) times[s] = cli_now() - t0;
+    }
+    qsort(times, (size_t)steps, sizeof(double), compare_doubles);
+    median = times[steps / 2];
+    /* model FLOPs: 6 per parameter per token in the matrix products (all but
+       the position table), plus attention's scores and mixing, 12 L T C */
+    flops = (6.0 * (double)(m.num_params - (size_t)cfg->n_ctx * cfg->n_embd) +
+             12.0 * cfg->n_layer * (double)T * cfg->n_embd) * B * T;
+    gflops = flops / median / 1e9;
+    peak = matmul_peak(2048);
+    need_mb = (16.0 * (double)m.num_params + 8.0 * (double)photon__activation_layout(&probe, NULL, cfg, B, T)) / 1048576.0;
+    rss = peak_rss_mb(RUSAGE_SELF);
+    if (json) {
+        printf("{\"config\":\"%s\",\"params\":%zu,\"batch\":%d,\"seq\":%d,\"threads\":%d,\"ms_per_step\":%.1f,"
+               "\"tokens_per_s\":%.0f,\"gflops\":%.1f,\"matmul_peak_gflops\":%.1f,\"fraction_of_peak\":%.3f,"
+               "\"peak_rss_mb\":%.0f,\"needed_mb\":%.0f}\n",
+               name, m.num_params, B, T, photon_threads(), median * 1e3, B * T / median, gflops, peak, gflops / peak,
+               rss, need_mb);
+    } else {
+        printf("%s: %.1fM parameters, batch %d x %d, %d threads\n", name, m.num_params / 1e6, B, T, photon_threads());
+        printf("  %.1f ms/step (median of %d), %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the matmul peak (%.1f GFLOP/s)\n",
+               median * 1e3, steps, B * T / median, gflops, 100.0 * gflops / peak, peak);
+        printf("  peak memory %.0f MiB; parameters, gradients, AdamW moments and activations need %.0f MiB (%.2fx)\n",
+               rss, need_mb, rss / need_mb);
+    }
+    free(in), free(tg), free(times);
+    photon_adamw_state_free(&st);
+    photon_model_free(&m);
+}
+
+static void bench_merge(const char *dir, int num_deltas, int json) {
+    photon_config cfg = {50257, 1024, 12, 12, 768};
+    char base[4096], paths[64][4096];
+    const char *delta_paths[64];
+    double seconds, gbytes = 0.0, rss, t0;
+    int k, status;
+    pid_t child;
+    photon_error err;
+    {   /* the files: a base and deltas from slightly different local models */
+        photon_model m;
+        float *base_params;
+        size_t i;
+        uint64_t rng = 7;
+        if (photon_model_init(&m, &cfg, 1, &err) != PHOTON_OK) cli_fail(&err);
+        snprintf(base, sizeof base, "%s/photon-bench-base.safetensors", dir);
+        if (photon_checkpoint_save(&m, base, &err) != PHOTON_OK) cli_fail(&err);
+        base_params = (float *)malloc(m.num_params * sizeof(float));
+        memcpy(base_params, m.params, m.num_params * sizeof(float));
+        for (k = 0; k < num_deltas; k++) {
+            photon_delta_info info;
+            memset(&info, 0, sizeof info);
+            if (photon_sha256_file(base, info.base_sha256, &err) != PHOTON_OK) cli_fail(&err);
+            info.round = 1, info.local_steps = 64, info.tokens = 64 * 256, info.loss = 3.0f;
+            snprintf(info.client, sizeof info.client, "bench-%d", k);
+            for (i = 0; i < m.num_params; i++) m.params[i] = base_params[i] + 1e-3f * (photon_rand_uniform(&rng) - 0.5f);
+            snprintf(paths[k], sizeof paths[k], "%s/photon-bench-delta-%d.safetensors", dir, k);
+            if (photon_delta_save(&m, base_params, &info, paths[k], &err) != PHOTON_OK) cli_fail(&err);
+            delta_paths[k] = paths[k];
+            gbytes += (double)m.num_params * 4 / 1e9;
+        }
+        free(base_params);
+        photon_model_free(&m);
+    }
+    /* the merge in a child process, so its peak memory is its own */
+    child = fork();
+    t0 = cli_now();
+    child = fork();
+    if (child == 0) {
+        photon_merge_options o;
+        photon_merge_result res;
+        memset(&o, 0, sizeof o);
+        photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+        o.min_clients = 1;
+        if (photon_merge(base, delta_paths, num_deltas, NULL, &o, &res, &err) != PHOTON_OK) cli_fail(&err);
+        photon_merge_result_free(&res);
+        exit(0);
+    }
+    waitpid(child, &status, 0);
+    seconds = cli_now() - t0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "%s: the merge failed\n", cli_prog);
+        exit(1);
+    }
+    rss = peak_rss_mb(RUSAGE_CHILDREN);
+    if (json)
+        printf("{\"merge_deltas\":%d,\"threads\":%d,\"seconds\":%.2f,\"gbytes_read\":%.2f,\"gb_per_s\":%.2f,"
+               "\"peak_rss_mb\":%.0f,\"model_mb\":%.0f}\n",
+               num_deltas, photon_threads(), seconds, gbytes, gbytes / seconds, rss, gbytes / num_deltas * 1e3 / 1.048576);
+    else
+        printf("merge: %d deltas of GPT-2 124M (%.2f GB) in %.2f s = %.2f GB/s; peak memory %.0f MiB = %.1f models\n",
+               num_deltas, gbytes, seconds, gbytes / seconds, rss, rss / (gbytes / num_deltas * 1e3 / 1.048576));
+    remove(base);
+    for (k = 0; k < num_deltas; k++) remove(paths[k]);
+}
+
+int main(int argc, char **argv) {
+    cli_args a;
+    const char *config = "small", *dir = "/tmp";
+    int B = 4, T = 64, steps = 5, merge = 0, deltas = 8, json = 0, peak_only = 0;
+    cli_prog = "photon-bench";
+    a.argc = argc, a.argv = argv, a.i = 0;
+    while (cli_next(&a)) {
+        if (cli_is(&a, "--help")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (cli_is(&a, "--version")) {
+            printf("photon-bench %s\n", PHOTON_VERSION);
+            return 0;
+        } else if (cli_is(&a, "--config")) {
+            config = cli_value(&a);
+            if (strcmp(config, "small") != 0 && strcmp(config, "gpt2") != 0)
+                cli_usage_error("--config must be small or gpt2, got '%s'", config);
+        } else if (cli_is(&a, "--batch")) {
+            B = (int)cli_int(&a, 1, 4096);
+        } else if (cli_is(&a, "--seq")) {
+            T = (int)cli_int(&a, 1, 1024);
+        } else if (cli_is(&a, "--steps")) {
+            steps = (int)cli_int(&a, 1, 1000);
+        } else if (cli_is(&a, "--merge")) {
+            cli_no_value(&a);
+            merge = 1;
+        } else if (cli_is(&a, "--deltas")) {
+            deltas = (int)cli_int(&a, 1, 64);
+        } else if (cli_is(&a, "--dir")) {
+            dir = cli_value(&a);
+        } else if (cli_is(&a, "--threads")) {
+            photon_set_threads((int)cli_int(&a, 1, PHOTON__MAX_THREADS));
+        } else if (cli_is(&a, "--peak")) {
+            cli_no_value(&a);
+            peak_only = 1;
+        } else if (cli_is(&a, "--json")) {
+            cli_no_value(&a);
+            json = 1;
+        } else {
+            cli_usage_error("unknown option %s", a.flag[0] ? a.flag : argv[a.i]);
+        }
+    }
+    if (peak_only) {
+        double p = matmul_peak(2048);
+        if (json) printf("{\"threads\":%d,\"matmul_peak_gflops\":%.1f}\n", photon_threads(), p);
+        else printf("matmul peak: %.1f GFLOP/s on a 2048^3 product, %d threads\n", p, photon_threads());
+    } else if (merge) {
+        bench_merge(dir, deltas, json);
+    } else if (strcmp(config, "small") == 0) {
+        photon_config cfg = {50257, 256, 4, 4, 256};
+        if (T > cfg.n_ctx) cli_usage_error("--seq %d is longer than the context %d", T, cfg.n_ctx);
+        bench_training("small (vocab 50257, 4 layers, 4 heads, width 256)", &cfg, B, T, steps, json);
+    } else {
+        photon_config cfg = {50257, 1024, 12, 12, 768};
+        bench_training("GPT-2 124M (vocab 50257, 12 layers, 12 heads, width 768)", &cfg, B, T, steps, json);
+    }
+    return 0;
+}
