@@ -12,7 +12,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-bench bin/synthlang
 HEADERS = photon.h tools/cli.h
 
-.PHONY: all test test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: all bench test test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -31,6 +31,14 @@ bin/asan/test_photon: tests/test_photon.c $(HEADERS)
 	@mkdir -p bin/asan
 	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
 
+# without pthreads and without SIMD: the portable path passes the same tests
+bin/portable/test_photon: tests/test_photon.c $(HEADERS)
+	@mkdir -p bin/portable
+	$(CC) $(STD) $(WARN) -O2 -DPHOTON_NO_THREADS -DPHOTON_NO_SIMD -o $@ $< -lm
+
+test-portable: bin/portable/test_photon
+	./bin/portable/test_photon
+
 # photon.h must build as C99 (gcc and clang) and as C++ with warnings as errors
 test-cxx:
 	@mkdir -p bin
@@ -38,6 +46,8 @@ test-cxx:
 	cp bin/impl_check.c bin/impl_check.cpp
 	$(CC) $(STD) -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_c.o
 	$(CXX) -std=c++11 $(WARN) -c bin/impl_check.cpp -o bin/impl_check_cpp.o
+	$(CXX) -std=c++11 $(WARN) -O2 -march=native -c bin/impl_check.cpp -o bin/impl_check_cpp_simd.o
+	$(CC) -std=c99 -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_nonposix.o
 	if command -v clang >/dev/null; then clang $(STD) -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_clang.o; fi
 
 test-unit: bin/test_photon
@@ -62,7 +72,7 @@ test-asan: bin/asan/test_photon $(ASAN_TOOLS)
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
 	bash tests/test_federation.sh bin/asan
 
-test: test-cxx test-unit test-tools test-federation test-synthlang test-asan
+test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-asan
 
 demo: $(TOOLS)
 	bash examples/demo.sh

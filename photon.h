@@ -532,7 +532,14 @@ PHOTONDEF float photon_rand_uniform(uint64_t *state);
 #include <string.h>
 
 #if !defined(PHOTON_NO_SIMD) && (defined(__AVX2__) || defined(__AVX512F__))
+#if defined(__GNUC__) && !defined(__clang__) /* GCC 12's AVX-512 header trips its own warning in C++ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 /* POSIX, when the build declares it: stat, fsync, getpid, sysconf, pthreads */
@@ -943,7 +950,9 @@ static float *photon__scratch(int thread, size_t floats) {
     return photon__scratch_buf[thread];
 }
 
-/* Splits n items into tasks of at least `grain` items. */
+/* Splits n items into tasks of a multiple of `grain` items. Loops that
+   work in chunks (GELU) see the same chunk boundaries on any number of
+   threads, so their vector and scalar tails fall on the same elements. */
 typedef struct photon__range_job {
     size_t n, per_task;
     void (*body)(void *ctx, size_t begin, size_t end, int thread);
@@ -963,6 +972,7 @@ static void photon__parallel_range(size_t n, size_t grain, void (*body)(void *, 
     if (tasks < 1) tasks = 1;
     j.n = n;
     j.per_task = (n + tasks - 1) / tasks;
+    j.per_task = (j.per_task + grain - 1) / grain * grain; /* ranges start at multiples of grain, whatever the threads */
     j.body = body;
     j.ctx = ctx;
     photon__parallel((int)((n + j.per_task - 1) / (j.per_task ? j.per_task : 1)), photon__range_task, &j);
