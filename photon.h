@@ -531,7 +531,7 @@ PHOTONDEF float photon_rand_uniform(uint64_t *state);
 #include <stdlib.h>
 #include <string.h>
 
-#if !defined(PHOTON_NO_SIMD) && (defined(__AVX2__) || defined(__AVX512F__))
+#if !defined(PHOTON_NO_SIMD) && (defined(__AVX2__) || defined(__AVX512F__) || defined(__SHA__))
 #if defined(__GNUC__) && !defined(__clang__) /* GCC 12's AVX-512 header trips its own warning in C++ */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -3390,6 +3390,37 @@ static const uint32_t photon__sha256_k[64] = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
+#if defined(__SHA__) && defined(__SSE4_1__) && !defined(PHOTON_NO_SIMD)
+/* The same compression with the CPU's SHA instructions (about 5x faster):
+   the state is kept as the (ABEF, CDGH) register pair they work on, and each
+   group of four rounds extends the message schedule by four words. */
+static void photon__sha256_block(photon_sha256 *s, const unsigned char *p) {
+    const __m128i byteswap = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    __m128i m[16], abef, cdgh, abef0, cdgh0, msg, t;
+    int i;
+    t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s->h[0]), 0xB1); /* CDAB */
+    cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s->h[4]), 0x1B); /* EFGH */
+    abef = _mm_alignr_epi8(t, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, t, 0xF0);
+    abef0 = abef, cdgh0 = cdgh;
+    for (i = 0; i < 16; i++) {
+        if (i < 4)
+            m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), byteswap);
+        else
+            m[i] = _mm_sha256msg2_epu32(
+                _mm_add_epi32(_mm_sha256msg1_epu32(m[i - 4], m[i - 3]), _mm_alignr_epi8(m[i - 1], m[i - 2], 4)), m[i - 1]);
+        msg = _mm_add_epi32(m[i], _mm_loadu_si128((const __m128i *)&photon__sha256_k[4 * i]));
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, msg);
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(msg, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef0);
+    cdgh = _mm_add_epi32(cdgh, cdgh0);
+    t = _mm_shuffle_epi32(abef, 0x1B);  /* FEBA */
+    cdgh = _mm_shuffle_epi32(cdgh, 0xB1); /* DCHG */
+    _mm_storeu_si128((__m128i *)&s->h[0], _mm_blend_epi16(t, cdgh, 0xF0)); /* DCBA */
+    _mm_storeu_si128((__m128i *)&s->h[4], _mm_alignr_epi8(cdgh, t, 8));   /* HGFE */
+}
+#else
 static uint32_t photon__rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
 static void photon__sha256_block(photon_sha256 *s, const unsigned char *p) {
@@ -3411,6 +3442,7 @@ static void photon__sha256_block(photon_sha256 *s, const unsigned char *p) {
     }
     s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
 }
+#endif
 
 PHOTONDEF void photon_sha256_init(photon_sha256 *s) {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -3816,6 +3848,17 @@ static void photon__merge_inspect(photon_merge_result *res, const char *base_has
         e->accepted = 1;
 }
 
+typedef struct photon__inspect_job {
+    photon_merge_result *res;
+    const char *base_hash;
+} photon__inspect_job;
+
+static void photon__inspect_task(void *ctx, int task, int thread) {
+    photon__inspect_job *j = (photon__inspect_job *)ctx;
+    (void)thread;
+    photon__merge_inspect(j->res, j->base_hash, &j->res->entries[task]);
+}
+
 /* Refuses every delta whose client id appears more than once. */
 static void photon__merge_refuse_repeats(photon_merge_result *res) {
     int i, k;
@@ -3876,13 +3919,27 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
     return r;
 }
 
+/* sum += w * values, elementwise; each element on its own, so in parallel. */
+typedef struct photon__axpy_job {
+    double *sum;
+    const float *values;
+    double w;
+} photon__axpy_job;
+
+static void photon__axpy_range(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__axpy_job *j = (const photon__axpy_job *)ctx;
+    size_t i;
+    (void)thread;
+    for (i = begin; i < end; i++) j->sum[i] += j->w * (double)j->values[i];
+}
+
 /* Pass 2: read the accepted deltas one at a time and add them up, weighted,
    in double; a delta whose values are bad (NaN, Inf, unreadable) is refused
    here. Returns the sum of the weights. */
 static double photon__merge_accumulate(photon_merge_result *res, const photon_merge_options *o, double *sum,
                                        float *values) {
     double total = 0.0;
-    size_t j, n = res->model.num_params;
+    size_t n = res->model.num_params;
     int i;
     for (i = 0; i < res->num_entries; i++) {
         photon_merge_entry *e = &res->entries[i];
@@ -3897,7 +3954,11 @@ static double photon__merge_accumulate(photon_merge_result *res, const photon_me
             continue;
         }
         w = o->outer.uniform ? 1.0 : (double)e->info.tokens;
-        for (j = 0; j < n; j++) sum[j] += w * (double)values[j];
+        {
+            photon__axpy_job job;
+            job.sum = sum, job.values = values, job.w = w;
+            photon__parallel_range(n, 65536, photon__axpy_range, &job);
+        }
         e->weight = w;
         total += w;
     }
@@ -3957,9 +4018,12 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
         goto fail;
     }
     res->num_entries = num_deltas;
-    for (i = 0; i < num_deltas; i++) {
-        res->entries[i].path = delta_paths[i];
-        photon__merge_inspect(res, base_hash, &res->entries[i]);
+    for (i = 0; i < num_deltas; i++) res->entries[i].path = delta_paths[i];
+    {   /* hashing the deltas is most of this pass: one task per delta */
+        photon__inspect_job job;
+        job.res = res;
+        job.base_hash = base_hash;
+        photon__parallel(num_deltas, photon__inspect_task, &job);
     }
     photon__merge_refuse_repeats(res);
     for (i = 1; i < num_deltas; i++) /* insertion sort by client id: argument order does not matter */

@@ -106,7 +106,7 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
 
 static void bench_merge(const char *dir, int num_deltas, int json) {
     photon_config cfg = {50257, 1024, 12, 12, 768};
-    char base[4096], paths[64][4096];
+    char base[4096], paths[64][4096], base_hash[65];
     const char *delta_paths[64];
     double seconds, gbytes = 0.0, rss, t0;
     int k, status;
@@ -122,10 +122,11 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
         if (photon_checkpoint_save(&m, base, &err) != PHOTON_OK) cli_fail(&err);
         base_params = (float *)malloc(m.num_params * sizeof(float));
         memcpy(base_params, m.params, m.num_params * sizeof(float));
+        if (photon_sha256_file(base, base_hash, &err) != PHOTON_OK) cli_fail(&err);
         for (k = 0; k < num_deltas; k++) {
             photon_delta_info info;
             memset(&info, 0, sizeof info);
-            if (photon_sha256_file(base, info.base_sha256, &err) != PHOTON_OK) cli_fail(&err);
+            memcpy(info.base_sha256, base_hash, sizeof base_hash);
             info.round = 1, info.local_steps = 64, info.tokens = 64 * 256, info.loss = 3.0f;
             snprintf(info.client, sizeof info.client, "bench-%d", k);
             for (i = 0; i < m.num_params; i++) m.params[i] = base_params[i] + 1e-3f * (photon_rand_uniform(&rng) - 0.5f);
@@ -138,7 +139,6 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
         photon_model_free(&m);
     }
     /* the merge in a child process, so its peak memory is its own */
-    child = fork();
     t0 = cli_now();
     child = fork();
     if (child == 0) {
