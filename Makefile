@@ -74,6 +74,13 @@ test-asan: bin/asan/test_photon $(ASAN_TOOLS)
 
 test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-asan
 
+# speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
+bench: bin/photon-bench
+	./bin/photon-bench --peak
+	./bin/photon-bench --config small --steps 7
+	./bin/photon-bench --config gpt2 --steps 5
+	./bin/photon-bench --merge
+
 demo: $(TOOLS)
 	bash examples/demo.sh
 
