@@ -139,7 +139,7 @@ typedef struct photon_activations {
     float *fcproj;                      /* (L,B,T,C) */
     float *residual3;                   /* (L,B,T,C) stream after the MLP */
     float *lnf, *lnf_mean, *lnf_rstd;   /* (B,T,C), (B,T), (B,T) */
-    float *logits, *probs;              /* (B,T,V) */
+    float *logits, *probs;              /* (B,T,V), one buffer: probs overwrite logits */
     float *losses;                      /* (B,T) */
 } photon_activations;
 
@@ -178,8 +178,10 @@ PHOTONDEF photon_result photon_model_init(photon_model *model, const photon_conf
 PHOTONDEF void photon_model_free(photon_model *model);
 
 /* Runs the model on B rows of T tokens (T <= n_ctx). With targets (may be
-   NULL) it also computes the mean cross-entropy into *loss. Logits of the
-   last pass are in model->acts.logits, (B,T,V). */
+   NULL) it also computes the mean cross-entropy into *loss. The next-token
+   probabilities of the last pass are in model->acts.probs, (B,T,V): the
+   softmax runs in place over the logits, and photon_backward then overwrites
+   them with their gradient. */
 PHOTONDEF photon_result photon_forward(photon_model *model, const int *inputs, const int *targets,
                                        int B, int T, float *loss, photon_error *err);
 /* Sets every parameter gradient to zero. */
@@ -1666,12 +1668,12 @@ static void photon__softmax_crossentropy_rows(void *ctx, size_t begin, size_t en
     for (n = begin; n < end; n++) {
         const float *l = j->in + n * V;
         float *p = j->out + n * V;
-        float maxval = photon__max(l, (size_t)V), sum, inv;
-        photon__exp_shifted(p, l, maxval, (size_t)V);
+        float maxval = photon__max(l, (size_t)V), sum, inv, target = j->tokens ? l[j->tokens[n]] : 0.0f;
+        photon__exp_shifted(p, l, maxval, (size_t)V); /* p may be l */
         sum = photon__sum(p, (size_t)V);
         inv = 1.0f / sum;
         for (v = 0; v < V; v++) p[v] *= inv;
-        if (j->tokens) j->out2[n] = logf(sum) - (l[j->tokens[n]] - maxval);
+        if (j->tokens) j->out2[n] = logf(sum) - (target - maxval);
     }
 }
 
@@ -1682,7 +1684,8 @@ static void photon__softmax_crossentropy_forward(float *probs, float *losses, co
     photon__parallel_range((size_t)N, 1, photon__softmax_crossentropy_rows, &j);
 }
 
-/* d loss_n / d logits = (probs - onehot(target)) * dloss */
+/* d loss_n / d logits = (probs - onehot(target)) * dloss, written over the
+   probabilities (out may be in: each element is read once, then written) */
 static void photon__crossentropy_softmax_rows(void *ctx, size_t begin, size_t end, int thread) {
     const photon__layer_job *j = (const photon__layer_job *)ctx;
     size_t n;
@@ -1691,7 +1694,7 @@ static void photon__crossentropy_softmax_rows(void *ctx, size_t begin, size_t en
     for (n = begin; n < end; n++) {
         const float *p = j->in + n * V;
         float *d = j->out + n * V;
-        for (v = 0; v < V; v++) d[v] += p[v] * j->scale;
+        for (v = 0; v < V; v++) d[v] = p[v] * j->scale;
         d[j->tokens[n]] -= j->scale;
     }
 }
@@ -1709,22 +1712,27 @@ static void photon__crossentropy_softmax_backward(float *dlogits, const float *p
 
 /* Points the activation views into `base` (or only counts, if base is NULL)
    and returns the number of floats they take for B rows of T tokens. */
-static size_t photon__activation_layout(photon_activations *a, float *base, const photon_config *c, int B, int T) {
+/* The gradient buffers hold only what the backward pass reads: no
+   statistics, no attention matrix (its gradient is formed row by row), no
+   logits (their gradient overwrites the probabilities in place). */
+static size_t photon__activation_layout(photon_activations *a, float *base, const photon_config *c, int B, int T,
+                                        int gradients) {
     size_t N = (size_t)B * T, C = (size_t)c->n_embd, L = (size_t)c->n_layer;
-    size_t NH = (size_t)c->n_head, V = (size_t)c->vocab_size, used = 0;
+    size_t NH = (size_t)c->n_head, V = (size_t)c->vocab_size, used = 0, k;
+    size_t g = gradients ? 0 : 1; /* multiplies what only the forward keeps */
     float **fields[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
                         &a->attproj, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
                         &a->fcproj, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->probs,
                         &a->losses};
-    size_t sizes[] = {N * C, L * N * C, L * N, L * N, L * N * 3 * C, L * N * C, L * B * NH * T * T,
-                      L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * 4 * C, L * N * 4 * C,
-                      L * N * C, L * N * C, N * C, N, N, N * V, N * V,
-                      N};
-    size_t k;
+    size_t sizes[] = {N * C, L * N * C, g * L * N, g * L * N, L * N * 3 * C, L * N * C, g * L * B * NH * T * T,
+                      L * N * C, L * N * C, L * N * C, g * L * N, g * L * N, L * N * 4 * C, L * N * 4 * C,
+                      L * N * C, L * N * C, N * C, g * N, g * N, g * N * V, 0,
+                      g * N};
     for (k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
-        *fields[k] = base ? base + used : NULL;
+        *fields[k] = base && sizes[k] ? base + used : NULL;
         used += sizes[k];
     }
+    a->probs = a->logits; /* softmax runs in place */
     return used;
 }
 
@@ -1738,8 +1746,9 @@ static photon_result photon__ensure_activations(photon_model *m, int B, int T, p
     PHOTON_FREE(m->grad_act_memory);
     PHOTON_FREE(m->inputs);
     PHOTON_FREE(m->targets);
-    n = photon__activation_layout(&m->acts, NULL, &m->config, B, T);
+    n = photon__activation_layout(&m->acts, NULL, &m->config, B, T, 0);
     m->act_memory = (float *)photon__calloc(n, sizeof(float));
+    n = photon__activation_layout(&m->grad_acts, NULL, &m->config, B, T, 1);
     m->grad_act_memory = (float *)photon__calloc(n, sizeof(float));
     m->inputs = (int *)photon__calloc((size_t)B * T, sizeof(int));
     m->targets = (int *)photon__calloc((size_t)B * T, sizeof(int));
@@ -1775,8 +1784,8 @@ PHOTONDEF photon_result photon_forward(photon_model *m, const int *inputs, const
     if ((r = photon__check_tokens(inputs, N, V, "input", err)) != PHOTON_OK) return r;
     if (targets && (r = photon__check_tokens(targets, N, V, "target", err)) != PHOTON_OK) return r;
     if ((r = photon__ensure_activations(m, B, T, err)) != PHOTON_OK) return r;
-    photon__activation_layout(a, m->act_memory, c, B, T);
-    photon__activation_layout(&m->grad_acts, m->grad_act_memory, c, B, T);
+    photon__activation_layout(a, m->act_memory, c, B, T, 0);
+    photon__activation_layout(&m->grad_acts, m->grad_act_memory, c, B, T, 1);
     m->B = B;
     m->T = T;
     m->has_targets = targets != NULL;
@@ -1833,8 +1842,9 @@ PHOTONDEF photon_result photon_backward(photon_model *m, photon_error *err) {
     float *lnfw = photon__lnf(m->params, c), *dlnfw = photon__lnf(m->grads, c);
     if (!m->act_memory || !m->has_targets)
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "backward needs a forward pass with targets first");
-    memset(m->grad_act_memory, 0, photon__activation_layout(g, NULL, c, B, T) * sizeof(float));
-    photon__activation_layout(g, m->grad_act_memory, c, B, T);
+    memset(m->grad_act_memory, 0, photon__activation_layout(g, NULL, c, B, T, 1) * sizeof(float));
+    photon__activation_layout(g, m->grad_act_memory, c, B, T, 1);
+    g->logits = g->probs = a->probs; /* dlogits overwrite the probabilities */
 
     /* the loss is the mean over the N positions */
     photon__crossentropy_softmax_backward(g->logits, a->probs, m->targets, 1.0f / (float)N, (int)N, V);
@@ -2245,22 +2255,23 @@ PHOTONDEF photon_result photon_evaluate(photon_model *m, const photon_dataset *d
 PHOTONDEF photon_result photon_sample_next(photon_model *m, const int *context, int n, float temperature,
                                            uint64_t *rng, int *token, photon_error *err) {
     int T = n < m->config.n_ctx ? n : m->config.n_ctx, V = m->config.vocab_size, v, best = 0;
-    const float *logits;
-    double sum = 0.0, u, acc = 0.0;
+    const float *probs;
+    double sum = 0.0, u, acc = 0.0, inv_t = 1.0 / temperature;
     photon_result r;
     if (n < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "sampling needs at least one context token");
     if ((r = photon_forward(m, context + (n - T), NULL, 1, T, NULL, err)) != PHOTON_OK) return r;
-    logits = m->acts.logits + (size_t)(T - 1) * V;
+    /* softmax(logits / t) is proportional to probs^(1/t) */
+    probs = m->acts.probs + (size_t)(T - 1) * V;
     for (v = 1; v < V; v++)
-        if (logits[v] > logits[best]) best = v;
+        if (probs[v] > probs[best]) best = v;
     if (temperature <= 0.0f) {
         *token = best;
         return PHOTON_OK;
     }
-    for (v = 0; v < V; v++) sum += exp(((double)logits[v] - logits[best]) / temperature);
+    for (v = 0; v < V; v++) sum += pow((double)probs[v] / probs[best], inv_t);
     u = photon_rand_uniform(rng) * sum;
     for (v = 0; v < V; v++) {
-        acc += exp(((double)logits[v] - logits[best]) / temperature);
+        acc += pow((double)probs[v] / probs[best], inv_t);
         if (u < acc) break;
     }
     *token = v < V ? v : best;

@@ -84,7 +84,8 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
              12.0 * cfg->n_layer * (double)T * cfg->n_embd) * B * T;
     gflops = flops / median / 1e9;
     peak = matmul_peak(2048);
-    need_mb = (16.0 * (double)m.num_params + 8.0 * (double)photon__activation_layout(&probe, NULL, cfg, B, T)) / 1048576.0;
+    need_mb = (16.0 * (double)m.num_params + 4.0 * (double)photon__activation_layout(&probe, NULL, cfg, B, T, 0)) /
+              1048576.0;
     rss = peak_rss_mb(RUSAGE_SELF);
     if (json) {
         printf("{\"config\":\"%s\",\"params\":%zu,\"batch\":%d,\"seq\":%d,\"threads\":%d,\"ms_per_step\":%.1f,"
@@ -96,7 +97,8 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
         printf("%s: %.1fM parameters, batch %d x %d, %d threads\n", name, m.num_params / 1e6, B, T, photon_threads());
         printf("  %.1f ms/step (median of %d), %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the matmul peak (%.1f GFLOP/s)\n",
                median * 1e3, steps, B * T / median, gflops, 100.0 * gflops / peak, peak);
-        printf("  peak memory %.0f MiB; parameters, gradients, AdamW moments and activations need %.0f MiB (%.2fx)\n",
+        printf("  peak memory %.0f MiB; parameters, gradients, AdamW moments and the saved activations take %.0f MiB "
+               "(%.2fx)\n",
                rss, need_mb, rss / need_mb);
     }
     free(in), free(tg), free(times);
