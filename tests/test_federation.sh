@@ -44,6 +44,10 @@ for c in 0 1 2; do "$BIN/synthlang" --seed 3 --dialect $c --words 24 --bytes 200
 "$BIN/photon-train" --init "${model[@]}" --steps 0 --out g0.st 2>/dev/null
 for c in 0 1 2; do train --model g0.st --data data$c.txt --state s$c.st --delta-out d$c.st --client-id client-$c; done
 
+check "train --threads 1 and --threads 2 write the same bytes" bash -c "
+    '$BIN/photon-train' --model g0.st --data data0.txt --steps 3 --batch 3 --seq 32 --threads 1 --out t1.st 2>/dev/null &&
+    '$BIN/photon-train' --model g0.st --data data0.txt --steps 3 --batch 3 --seq 32 --threads 2 --out t2.st 2>/dev/null &&
+    cmp t1.st t2.st"
 check "merge: three deltas give the next checkpoint" "$BIN/photon-merge" --base g0.st --out g1.st d0.st d1.st d2.st
 check "merge: the same inputs give the same bytes" \
     bash -c "'$BIN/photon-merge' --base g0.st --out again.st d2.st d0.st d1.st 2>/dev/null && cmp g1.st again.st"

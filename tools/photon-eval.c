@@ -16,6 +16,7 @@ static const char *usage =
     "  --seq T              tokens per window (default: the model's context length)\n"
     "  --max-tokens N       evaluate at most N predicted tokens (default 0: all)\n"
     "  --json               print results as JSON on stdout\n"
+    "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     "\n"
     "  --sample N           generate N tokens after --prompt and print the text\n"
     "  --prompt TEXT        the text to continue (default: a newline)\n"
@@ -69,6 +70,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--threads")) {
+            photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (cli_is(&a, "--sample")) {
             o->sample = cli_int(&a, 0, 1 << 24);
         } else if (cli_is(&a, "--prompt")) {

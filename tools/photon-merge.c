@@ -30,6 +30,7 @@ static const char *usage =
     "  --skip-bad           skip invalid deltas (listed on stderr) instead of failing\n"
     "  --min-clients K      fewest valid deltas to accept (default 1)\n"
     "  --json               print a summary as JSON on stdout\n"
+    "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     "  --help, --version\n";
 
 typedef struct merge_options {
@@ -94,6 +95,8 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--threads")) {
+            photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (a.flag[0] == '\0') {
             o->deltas[o->num_deltas++] = argv[a.i];
         } else {

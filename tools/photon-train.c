@@ -55,6 +55,7 @@ static const char *usage =
     "output:\n"
     "  --log-every N        progress line on stderr every N steps (default: about 20 lines)\n"
     "  --json               print a summary as JSON on stdout\n"
+    "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     "  --help, --version\n";
 
 typedef struct train_options {
@@ -169,6 +170,8 @@ static void parse_args(train_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--threads")) {
+            photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (a.flag[0] == '\0') {
             cli_usage_error("unexpected argument '%s'", argv[a.i]);
         } else {
