@@ -9,10 +9,10 @@ STD = -std=c99 -D_POSIX_C_SOURCE=200809L
 LDLIBS = -lm -pthread
 SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-bench bin/synthlang
+TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h tools/cli.h
 
-.PHONY: all bench test test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: all bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -62,17 +62,30 @@ test-federation: $(TOOLS)
 test-synthlang: bin/synthlang
 	bash tests/test_synthlang.sh bin
 
-ASAN_TOOLS = bin/asan/photon-train bin/asan/photon-eval bin/asan/photon-merge bin/asan/synthlang
+bin/test_bpe: tests/test_bpe.c $(HEADERS)
+	@mkdir -p bin
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+bin/asan/test_bpe: tests/test_bpe.c $(HEADERS)
+	@mkdir -p bin/asan
+	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
+
+test-bpe: bin/test_bpe $(TOOLS)
+	./bin/test_bpe
+	bash tests/test_data.sh bin
+
+ASAN_TOOLS = bin/asan/photon-train bin/asan/photon-eval bin/asan/photon-merge bin/asan/photon-data bin/asan/synthlang
 bin/asan/synthlang: examples/synthlang.c
 	@mkdir -p bin/asan
 	$(CC) $(STD) $(WARN) $(SAN) -o $@ $< $(LDLIBS)
 
-test-asan: bin/asan/test_photon $(ASAN_TOOLS)
+test-asan: bin/asan/test_photon bin/asan/test_bpe $(ASAN_TOOLS)
 	./bin/asan/test_photon
+	./bin/asan/test_bpe
+	bash tests/test_data.sh bin/asan
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
 	bash tests/test_federation.sh bin/asan
 
-test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-asan
+test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-bpe test-asan
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
 bench: bin/photon-bench
@@ -80,6 +93,7 @@ bench: bin/photon-bench
 	./bin/photon-bench --config small --steps 7
 	./bin/photon-bench --config gpt2 --steps 5
 	./bin/photon-bench --merge
+	bash bench/bench_bpe.sh
 
 demo: $(TOOLS)
 	bash examples/demo.sh

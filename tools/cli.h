@@ -141,6 +141,21 @@ static inline void cli_check_output(const char *path) {
     remove(probe);
 }
 
+/* Loads --tokenizer DIR (NULL: bytes) and checks it against the model's
+   vocabulary; returns NULL for bytes. */
+static inline photon_bpe *cli_tokenizer(const char *dir, photon_bpe *bpe, const photon_config *config,
+                                        const char *model_name) {
+    photon_error err;
+    if (!dir) return NULL;
+    if (photon_bpe_load_dir(bpe, dir, &err) != PHOTON_OK) cli_fail(&err);
+    if (bpe->vocab_size != config->vocab_size) {
+        fprintf(stderr, "%s: %s: the tokenizer has %d tokens, %s has a vocabulary of %d\n", cli_prog, dir,
+                bpe->vocab_size, model_name, config->vocab_size);
+        exit(1);
+    }
+    return bpe;
+}
+
 /* Prints s as a JSON string literal. */
 static inline void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);

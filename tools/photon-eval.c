@@ -14,7 +14,9 @@ static const char *usage =
     "  --data FILE...       evaluation data; every argument up to the next flag\n"
     "  --batch B            windows per forward pass (default 8; does not change the result)\n"
     "  --seq T              tokens per window (default: the model's context length)\n"
-    "  --max-tokens N       evaluate at most N predicted tokens (default 0: all)\n"
+    "  --max-tokens N       evaluate at most N predicted tokens (default 0: all; at least one window)\n"
+    "  --tokenizer DIR      text is encoded (and samples decoded) with DIR/vocab.json +\n"
+    "                       merges.txt instead of bytes; bits per byte stay exact\n"
     "  --json               print results as JSON on stdout\n"
     "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     "\n"
@@ -28,7 +30,7 @@ static const char *usage =
     "  --help, --version\n";
 
 typedef struct eval_options {
-    const char *model_path, *hf_config, *prompt;
+    const char *model_path, *hf_config, *prompt, *tokenizer;
     const char **data_paths;
     int num_data, json, have_seq;
     long long batch, seq, max_tokens, sample;
@@ -80,6 +82,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
             o->temperature = cli_float(&a, 0.0, 100.0);
         } else if (cli_is(&a, "--seed")) {
             o->seed = (uint64_t)cli_int(&a, 0, LLONG_MAX);
+        } else if (cli_is(&a, "--tokenizer")) {
+            o->tokenizer = cli_value(&a);
         } else if (cli_is(&a, "--hf-config")) {
             o->hf_config = cli_value(&a);
         } else if (a.flag[0] == '\0') {
@@ -93,14 +97,14 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         cli_usage_error("nothing to do: give --data, --sample or --hf-config");
 }
 
-static void evaluate(const eval_options *o, photon_model *model) {
+static void evaluate(const eval_options *o, photon_model *model, photon_bpe *tok) {
     photon_dataset ds;
     photon_eval_result res;
     photon_error err;
     int T = o->have_seq ? (int)o->seq : model->config.n_ctx;
     if (T > model->config.n_ctx)
         cli_usage_error("--seq %d is longer than the model's context length %d", T, model->config.n_ctx);
-    if (photon_dataset_load(&ds, o->data_paths, o->num_data, &err) != PHOTON_OK) cli_fail(&err);
+    if (photon_dataset_load_bpe(&ds, o->data_paths, o->num_data, tok, &err) != PHOTON_OK) cli_fail(&err);
     if (photon_evaluate(model, &ds, (int)o->batch, T, (uint64_t)o->max_tokens, &res, &err) != PHOTON_OK) cli_fail(&err);
     if (o->json) {
         printf("{\"model\":");
@@ -121,44 +125,62 @@ static void evaluate(const eval_options *o, photon_model *model) {
     photon_dataset_free(&ds);
 }
 
-/* Continues the prompt (its bytes are the tokens) and prints the text. */
-static void sample(const eval_options *o, photon_model *model) {
-    size_t n = strlen(o->prompt), i;
+/* Continues the prompt and prints the text: with a tokenizer the prompt is
+   encoded and every new token printed as its bytes; without, bytes are tokens. */
+static void sample(const eval_options *o, photon_model *model, photon_bpe *tok) {
+    size_t n = strlen(o->prompt), i, len;
     int *tokens = (int *)calloc(n + (size_t)o->sample + 1, sizeof(int)), next;
+    uint16_t *encoded = (uint16_t *)calloc(n + 1, sizeof(uint16_t));
     uint64_t rng = o->seed;
     photon_error err;
     long long k;
-    if (!tokens) {
+    if (!tokens || !encoded) {
         fprintf(stderr, "%s: out of memory\n", cli_prog);
         exit(1);
     }
-    if (model->config.vocab_size < 256)
+    if (!tok && model->config.vocab_size < 256)
         cli_usage_error("--sample reads the prompt as bytes and needs a vocabulary of at least 256");
     if (n == 0) cli_usage_error("--prompt must not be empty");
-    for (i = 0; i < n; i++) tokens[i] = (unsigned char)o->prompt[i];
+    if (tok) {
+        if (photon_bpe_encode(tok, o->prompt, n, encoded, &len, &err) != PHOTON_OK) cli_fail(&err);
+        for (i = 0; i < len; i++) tokens[i] = encoded[i];
+        n = len;
+    } else {
+        for (i = 0; i < n; i++) tokens[i] = (unsigned char)o->prompt[i];
+    }
     fputs(o->prompt, stdout);
     for (k = 0; k < o->sample; k++) {
         if (photon_sample_next(model, tokens, (int)(n + (size_t)k), (float)o->temperature, &rng, &next, &err) != PHOTON_OK)
             cli_fail(&err);
         tokens[n + (size_t)k] = next;
-        if (next < 256) putchar(next);
-        else printf("<%d>", next);
+        if (tok) {
+            const unsigned char *bytes = photon_bpe_token(tok, next, &len);
+            if (bytes) fwrite(bytes, 1, len, stdout);
+        } else if (next < 256) {
+            putchar(next);
+        } else {
+            printf("<%d>", next);
+        }
         fflush(stdout);
     }
     putchar('\n');
     free(tokens);
+    free(encoded);
 }
 
 int main(int argc, char **argv) {
     eval_options o;
     photon_model model;
     photon_error err;
+    photon_bpe bpe, *tok;
     cli_prog = "photon-eval";
     parse_args(&o, argc, argv);
     if (o.hf_config) cli_check_output(o.hf_config);
     if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) cli_fail(&err);
-    if (o.num_data > 0) evaluate(&o, &model);
-    if (o.sample > 0) sample(&o, &model);
+    tok = cli_tokenizer(o.tokenizer, &bpe, &model.config, o.model_path);
+    if (o.num_data > 0) evaluate(&o, &model, tok);
+    if (o.sample > 0) sample(&o, &model, tok);
+    if (tok) photon_bpe_free(tok);
     if (o.hf_config) { /* last: a failure above writes nothing */
         if (photon_write_hf_config(&model.config, o.hf_config, &err) != PHOTON_OK) cli_fail(&err);
         fprintf(stderr, "%s: wrote %s\n", cli_prog, o.hf_config);

@@ -28,6 +28,9 @@ static const char *usage =
     "training:\n"
     "  --data FILE...       training data; every argument up to the next flag (not\n"
     "                       needed with --steps 0)\n"
+    "  --tokenizer DIR      encode text with DIR/vocab.json + merges.txt (photon-data\n"
+    "                       train-tokenizer) instead of bytes; --init then defaults\n"
+    "                       --vocab to the tokenizer's size\n"
     "  --steps N            local optimizer steps (default 100; 0 writes the model as it is)\n"
     "  --batch B            rows per batch (default 8)\n"
     "  --seq T              tokens per row, at most the context length (default min(64, ctx))\n"
@@ -63,7 +66,8 @@ typedef struct train_options {
     photon_config config;
     uint64_t seed;
     const char *model_path, *out_path, *state_path, *delta_path, *client_id;
-    int reset_optimizer;
+    int reset_optimizer, have_vocab;
+    const char *tokenizer;
     const char **data_paths;
     int num_data;
     long long steps, batch, seq, warmup, total_steps;
@@ -106,7 +110,7 @@ static void parse_args(train_options *o, int argc, char **argv) {
             o->init = 1;
         } else if (cli_is(&a, "--vocab")) {
             o->config.vocab_size = (int)cli_int(&a, 1, 65536);
-            o->have_config = 1;
+            o->have_config = o->have_vocab = 1;
         } else if (cli_is(&a, "--ctx")) {
             o->config.n_ctx = (int)cli_int(&a, 1, 65536);
             o->have_config = 1;
@@ -158,6 +162,8 @@ static void parse_args(train_options *o, int argc, char **argv) {
             o->out_path = cli_value(&a);
         } else if (cli_is(&a, "--state")) {
             o->state_path = cli_value(&a);
+        } else if (cli_is(&a, "--tokenizer")) {
+            o->tokenizer = cli_value(&a);
         } else if (cli_is(&a, "--reset-optimizer")) {
             cli_no_value(&a);
             o->reset_optimizer = 1;
@@ -238,6 +244,7 @@ int main(int argc, char **argv) {
     photon_schedule schedule;
     photon_step_stats st;
     photon_error err;
+    photon_bpe bpe;
     int *inputs, *targets;
     float *base_params = NULL;
     char base_sha256[65];
@@ -251,6 +258,15 @@ int main(int argc, char **argv) {
     if (o.out_path) cli_check_output(o.out_path);
     if (o.delta_path) cli_check_output(o.delta_path);
     if (o.state_path) cli_check_output(o.state_path);
+    if (o.init && o.tokenizer) { /* the vocabulary comes from the tokenizer */
+        photon_error e;
+        if (photon_bpe_load_dir(&bpe, o.tokenizer, &e) != PHOTON_OK) cli_fail(&e);
+        if (o.have_vocab && o.config.vocab_size != bpe.vocab_size)
+            cli_usage_error("--vocab %d differs from the %d tokens of --tokenizer %s", o.config.vocab_size,
+                            bpe.vocab_size, o.tokenizer);
+        o.config.vocab_size = bpe.vocab_size;
+        photon_bpe_free(&bpe);
+    }
     if (o.init) {
         if (photon_model_init(&model, &o.config, o.seed, &err) != PHOTON_OK) cli_usage_error("%s", err.message);
     } else if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) {
@@ -262,7 +278,9 @@ int main(int argc, char **argv) {
     memset(&ds, 0, sizeof ds);
     memset(&loader, 0, sizeof loader);
     if (o.num_data > 0) {
-        if (photon_dataset_load(&ds, o.data_paths, o.num_data, &err) != PHOTON_OK) cli_fail(&err);
+        photon_bpe *tok = cli_tokenizer(o.tokenizer, &bpe, &model.config, o.init ? "the new model" : o.model_path);
+        if (photon_dataset_load_bpe(&ds, o.data_paths, o.num_data, tok, &err) != PHOTON_OK) cli_fail(&err);
+        if (tok) photon_bpe_free(tok);
         if (photon_dataset_check_vocab(&ds, model.config.vocab_size, &err) != PHOTON_OK) cli_fail(&err);
         if (photon_loader_init(&loader, &ds, (int)o.batch, (int)o.seq, &err) != PHOTON_OK) cli_fail(&err);
         open_state(&o, &model, &ds, &state, &loader);
