@@ -25,13 +25,14 @@ usage: examples/centralized.sh --out DIR --data FILE... --val FILE... [options]
   --chunk BYTES      interleaving granularity (default 65536)
   --seed N           model seed (default 1)
   model: --vocab --ctx --layers --heads --width; training: --lr --warmup --min-lr-frac --weight-decay
+  --tokenizer DIR    a BPE tokenizer for the text (default: bytes)
   --bin DIR          the photon tools (default: bin/ beside this script)
 TXT
 }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" out="" data=() val=() rounds=4 steps=64 batch=8 seq=64 chunk=65536 seed=1
-model_flags=() train_flags=()
+model_flags=() train_flags=() tok_flags=()
 die() { echo "centralized.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,6 +47,7 @@ while [ $# -gt 0 ]; do
     --chunk) chunk=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --vocab | --ctx | --layers | --heads | --width) model_flags+=("$1" "$2"); shift 2 ;;
+    --tokenizer) tok_flags=(--tokenizer "$2"); shift 2 ;;
     --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
@@ -61,14 +63,14 @@ rm -rf "$out/chunks"
 
 ckpt="$out/model.safetensors" state="$out/state.safetensors"
 rm -f "$state"
-"$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$ckpt" 2>/dev/null
+"$bin/photon-train" --init "${tok_flags[@]}" "${model_flags[@]}" --seed "$seed" --steps 0 --out "$ckpt" 2>/dev/null
 printf 'round\ttokens\teval_loss\tperplexity\tseconds\n' | tee "$out/log.tsv"
 for ((r = 1; r <= rounds; r++)); do
     start=$(date +%s.%N)
-    "$bin/photon-train" --model "$ckpt" --data "$out/train.txt" --state "$state" --steps "$steps" --batch "$batch" \
+    "$bin/photon-train" --model "$ckpt" "${tok_flags[@]}" --data "$out/train.txt" --state "$state" --steps "$steps" --batch "$batch" \
         --seq "$seq" --total-steps $((rounds * steps)) "${train_flags[@]}" --out "$ckpt" --log-every "$steps" \
         2>>"$out/train.log"
-    loss=$("$bin/photon-eval" --model "$ckpt" --data "${val[@]}" --seq "$seq" --json | sed 's/.*"loss":\([^,]*\).*/\1/')
+    loss=$("$bin/photon-eval" --model "$ckpt" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | sed 's/.*"loss":\([^,]*\).*/\1/')
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
     printf '%d\t%d\t%.4f\t%.3f\t%s\n' "$r" $((r * steps * batch * seq)) "$loss" "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" \
         "$secs" | tee -a "$out/log.tsv"

@@ -9,7 +9,9 @@
 # is held out for evaluation.
 #
 # The same model is then trained centrally on the same tokens, for
-# comparison. Everything lands in out/demo/.
+# comparison. BPE=N trains an N-token BPE vocabulary on the clients' text
+# first (photon-data train-tokenizer) and uses it everywhere instead of
+# bytes. Everything lands in out/demo/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin"
@@ -50,22 +52,32 @@ else
     echo "demo: $n clients with the files of $data_dir (5% of each held out)"
 fi
 K=${#clients[@]}
+train_files=()
+for c in "${clients[@]}"; do train_files+=("$c"/data/*); done
+tok=()
+if [ -n "${BPE:-}" ]; then
+    "$bin/photon-data" train-tokenizer --quiet --vocab "$BPE" --out "$out/tokenizer" "${train_files[@]}"
+    tok=(--tokenizer "$out/tokenizer")
+    echo "demo: a $BPE-token BPE vocabulary, trained on the clients' text, shared by all"
+fi
 client_flags=()
 for c in "${clients[@]}"; do client_flags+=(--client "$c"); done
 
 echo "demo: federated: $rounds rounds x $K clients x $steps local steps of $batch x $seq tokens"
 "$here/examples/federate.sh" --agg "$out/aggregator" "${client_flags[@]}" --val "${val[@]}" --rounds "$rounds" \
-    --local-steps "$steps" --batch $batch --seq $seq "${model[@]}" "${train[@]}"
+    --local-steps "$steps" --batch $batch --seq $seq "${model[@]}" "${train[@]}" "${tok[@]}"
 echo
 echo "demo: centralized, the same tokens: $((rounds * steps)) steps of $((K * batch)) x $seq tokens on one worker"
-train_files=()
-for c in "${clients[@]}"; do train_files+=("$c"/data/*); done
 "$here/examples/centralized.sh" --out "$out/centralized" --data "${train_files[@]}" --val "${val[@]}" \
-    --rounds "$rounds" --local-steps "$steps" --batch $((K * batch)) --seq $seq "${model[@]}" "${train[@]}"
+    --rounds "$rounds" --local-steps "$steps" --batch $((K * batch)) --seq $seq "${model[@]}" "${train[@]}" "${tok[@]}"
 
 fed=$(tail -n 1 "$out/aggregator/log.tsv" | cut -f3)
 cen=$(tail -n 1 "$out/centralized/log.tsv" | cut -f3)
 echo
-echo "demo: held-out loss (nats/byte): federated $fed, centralized $cen${floor:+, entropy floor $floor}"
+if [ ${#tok[@]} -eq 0 ]; then
+    echo "demo: held-out loss (nats/byte): federated $fed, centralized $cen${floor:+, entropy floor $floor}"
+else
+    echo "demo: held-out loss (nats/token): federated $fed, centralized $cen; bits per byte in the tables' logs"
+fi
 awk -v f="$fed" -v c="$cen" 'BEGIN{printf "demo: federated perplexity is %+.2f%% against centralized at equal tokens\n", (exp(f)/exp(c) - 1) * 100}'
 echo "demo: files, logs and checkpoints are in $out"

@@ -32,6 +32,8 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
   --sample K           clients per round, drawn at random each round (default: all)
   --seed N             seed of the model and of client sampling (default 1)
   --jobs J             clients trained at once (default: the number of cores)
+  --tokenizer DIR      a BPE tokenizer (photon-data train-tokenizer) shared by all:
+                       copied to every client, and the model's vocabulary
   model (first round only): --vocab N --ctx N --layers N --heads N --width N
   local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
                        --reset-optimizer (fresh AdamW moments every round)
@@ -46,7 +48,7 @@ TXT
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" remote_bin="" ssh_cmd="ssh"
 agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
-model_flags=() train_flags=() merge_flags=() outer=fedavg
+model_flags=() train_flags=() merge_flags=() outer=fedavg tokenizer=""
 batch=8 seq=64
 
 die() { echo "federate.sh: $*" >&2; exit 2; }
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --vocab | --ctx | --layers | --heads | --width) model_flags+=("$1" "$2"); shift 2 ;;
+    --tokenizer) tokenizer=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --seq) seq=$2; shift 2 ;;
     --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
@@ -104,7 +107,7 @@ run_in() {
 # rsync where it is installed; plain cp serves local directories without it
 copy() {
     if command -v rsync >/dev/null; then rsync -a -e "$ssh_cmd" "$1" "$2"
-    elif ! is_remote "$1" && ! is_remote "$2"; then cp "$1" "$2"
+    elif ! is_remote "$1" && ! is_remote "$2"; then cp -r "$1" "$2"
     else echo "federate.sh: rsync is needed for remote clients (apt-get install rsync)" >&2; exit 1
     fi
 }
@@ -141,10 +144,18 @@ photon() { # the photon tools on a client's machine
 
 [ ! -e "$agg/log.tsv" ] || die "$agg already holds a federation (log.tsv); give a new --agg"
 global0="$agg/global-r0.safetensors"
-"$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
+tok_flags=() client_tok=""
+if [ -n "$tokenizer" ]; then
+    [ -f "$tokenizer/vocab.json" ] && [ -f "$tokenizer/merges.txt" ] || die "--tokenizer $tokenizer lacks vocab.json or merges.txt"
+    tok_flags=(--tokenizer "$tokenizer") client_tok="--tokenizer tokenizer"
+fi
+"$bin/photon-train" --init "${tok_flags[@]}" "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
 # a new federation: clients start with fresh optimizer state and data position
-for dir in "${clients[@]}"; do run_in "$dir" "rm -f state.safetensors global.safetensors delta.safetensors"; done
-"$bin/photon-eval" --model "$global0" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
+for dir in "${clients[@]}"; do
+    run_in "$dir" "rm -rf state.safetensors global.safetensors delta.safetensors tokenizer"
+    if [ -n "$tokenizer" ]; then copy "${tokenizer%/}/" "$dir/tokenizer"; fi
+done
+"$bin/photon-eval" --model "$global0" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
 loss0=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r0.json")
 total_steps=$((rounds * steps))
 
@@ -167,7 +178,7 @@ for ((r = 1; r <= rounds; r++)); do
     for c in $chosen; do
         dir=${clients[c]} id=$(client_id "$c")
         cmd="$(photon "$dir" photon-train) --model global.safetensors --data data/* --state state.safetensors \
---steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} \
+--steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} $client_tok \
 --delta-out delta.safetensors --client-id $id --log-every $steps"
         run_in "$dir" "$cmd" 2>"$agg/round-$r/train-$id.log" &
         pids+=($!)
@@ -190,7 +201,7 @@ for ((r = 1; r <= rounds; r++)); do
     fi
     "$bin/photon-merge" --base "$prev" --out "$next" --outer "$outer" "${merge_flags[@]}" "${state_flags[@]}" \
         "${deltas[@]}" 2>>"$agg/merge.log"
-    "$bin/photon-eval" --model "$next" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
+    "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
     loss=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
     bpb=$(sed 's/.*"bits_per_byte":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')

@@ -185,6 +185,12 @@ check "federate.sh: the sample repeats with the seed" bash -c "
     '$ROOT/examples/federate.sh' --agg fed/agg-k2b --sample 2 --seed 4 --client fed/local/client0 --client fed/local/client1 \
         --client fed/local/client2 --val fed/val*.txt ${fedflags[*]} >/dev/null &&
     diff <(ls fed/agg-k2/round-1 fed/agg-k2/round-2 | grep delta) <(ls fed/agg-k2b/round-1 fed/agg-k2b/round-2 | grep delta)"
+"$BIN/photon-data" train-tokenizer --quiet --vocab 300 --out fed/tok fed/local/client*/data/train.txt 2>/dev/null
+check "federate.sh --tokenizer: a federation on BPE tokens" "$ROOT/examples/federate.sh" --agg fed/agg-bpe \
+    --client fed/local/client0 --client fed/local/client1 --val fed/val*.txt --tokenizer fed/tok "${fedflags[@]}"
+check "federate.sh --tokenizer: the tokenizer went to the clients and sets the vocabulary" bash -c "
+    cmp fed/tok/vocab.json fed/local/client0/tokenizer/vocab.json &&
+    grep -q '\"photon.vocab_size\":\"300\"' fed/agg-bpe/global-r2.safetensors"
 check "federate.sh: a usage error exits 2" expect_exit 2 "required" "$ROOT/examples/federate.sh" --agg x
 
 echo "$passed passed, $failed failed"
