@@ -6,9 +6,11 @@
 # rounds trains on R*K*S*B*T tokens. The centralized run takes R*S steps of
 # K*B rows (the same tokens, and the same global step clock for the
 # learning-rate schedule), evaluating after every S steps so its table lines
-# up with federate.sh's. The clients' files are cut into chunks and
-# interleaved, so every batch mixes all the domains, as a data-parallel run
-# over shuffled data would.
+# up with federate.sh's. The clients' files are cut into chunks (--chunk,
+# 4 KB by default) and interleaved, so that the domains alternate every few
+# steps, as in a data-parallel run over shuffled data (the loader reads
+# consecutive windows, so one batch of 32 x 64 tokens still comes mostly
+# from one chunk).
 set -euo pipefail
 
 usage() {
@@ -22,7 +24,7 @@ usage: examples/centralized.sh --out DIR --data FILE... --val FILE... [options]
   --local-steps S    steps between evaluations (default 64)
   --batch B          rows per step: the federation's clients per round x its batch (default 8)
   --seq T            tokens per row (default 64)
-  --chunk BYTES      interleaving granularity (default 65536)
+  --chunk BYTES      interleaving granularity (default 4096)
   --seed N           model seed (default 1)
   model: --vocab --ctx --layers --heads --width; training: --lr --warmup --min-lr-frac --weight-decay
   --tokenizer DIR    a BPE tokenizer for the text (default: bytes)
@@ -31,7 +33,7 @@ TXT
 }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin="$here/bin" out="" data=() val=() rounds=4 steps=64 batch=8 seq=64 chunk=65536 seed=1
+bin="$here/bin" out="" data=() val=() rounds=4 steps=64 batch=8 seq=64 chunk=4096 seed=1
 model_flags=() train_flags=() tok_flags=()
 die() { echo "centralized.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
     --seq) seq=$2; shift 2 ;;
     --chunk) chunk=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
     --vocab | --ctx | --layers | --heads | --width) model_flags+=("$1" "$2"); shift 2 ;;
     --tokenizer) tok_flags=(--tokenizer "$2"); shift 2 ;;
     --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;

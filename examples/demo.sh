@@ -17,9 +17,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin"
 out="${OUT:-$here/out/demo}"
 data_dir="${DATA:-}"
-rounds="${ROUNDS:-8}" steps="${STEPS:-40}" batch=8 seq=64
+rounds="${ROUNDS:-32}" steps="${STEPS:-40}" batch=8 seq=64
 model=(--layers 2 --heads 2 --width 64 --ctx 64)
-train=(--lr 4e-3 --warmup 10)
+train=(--lr ${LR:-4e-3} --warmup 10)
 
 rm -rf "$out"
 mkdir -p "$out"

@@ -106,7 +106,10 @@ run_in() {
 
 # rsync where it is installed; plain cp serves local directories without it
 copy() {
-    if command -v rsync >/dev/null; then rsync -a -e "$ssh_cmd" "$1" "$2"
+    # --ignore-times: a checkpoint rewritten within the same second with the
+    # same size would otherwise be skipped, and a client would train from
+    # last round's weights (photon-merge would refuse its delta as stale)
+    if command -v rsync >/dev/null; then rsync -a --ignore-times -e "$ssh_cmd" "$1" "$2"
     elif ! is_remote "$1" && ! is_remote "$2"; then cp -r "$1" "$2"
     else echo "federate.sh: rsync is needed for remote clients (apt-get install rsync)" >&2; exit 1
     fi
@@ -199,8 +202,12 @@ for ((r = 1; r <= rounds; r++)); do
     if [ "$outer" != fedavg ]; then
         state_flags=(--server-state "$agg/server-r$((r - 1)).safetensors" --server-state-out "$agg/server-r$r.safetensors")
     fi
-    "$bin/photon-merge" --base "$prev" --out "$next" --outer "$outer" "${merge_flags[@]}" "${state_flags[@]}" \
-        "${deltas[@]}" 2>>"$agg/merge.log"
+    if ! "$bin/photon-merge" --base "$prev" --out "$next" --outer "$outer" "${merge_flags[@]}" "${state_flags[@]}" \
+        "${deltas[@]}" 2>"$agg/round-$r/merge.log"; then
+        echo "federate.sh: the merge of round $r failed:" >&2
+        cat "$agg/round-$r/merge.log" >&2
+        exit 1
+    fi
     "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
     loss=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
     bpb=$(sed 's/.*"bits_per_byte":\([^,]*\).*/\1/' "$agg/eval-r$r.json")

@@ -161,7 +161,7 @@ check "federate.sh: the held-out loss falls over the rounds" \
 check "federate.sh: the merged checkpoints verify" "$BIN/photon-merge" --base fed/agg/global-r1.safetensors \
     --verify fed/agg/global-r2.safetensors fed/agg/round-2/delta-*.safetensors
 check "federate.sh: data and client state never leave the clients" \
-    bash -c "! ls fed/agg/round-*/ | grep -v -e '^delta-' -e '^train-' -e '^fed' -e '^$'"
+    bash -c "! ls fed/agg/round-*/ | grep -v -e '^delta-' -e '^train-' -e '^merge.log$' -e '^fed' -e '^$'"
 
 # host:path clients: rsync and commands go through a stand-in for ssh that runs them here
 cat >fakessh <<'SH'
