@@ -77,6 +77,34 @@ static inline int cli_next(cli_args *a) {
 
 static inline int cli_is(const cli_args *a, const char *flag) { return strcmp(a->flag, flag) == 0; }
 
+/* Starts parsing argv. */
+static inline void cli_begin(cli_args *a, int argc, char **argv) {
+    a->argc = argc;
+    a->argv = argv;
+    a->i = 0;
+}
+
+/* --help prints the usage and --version the version, on stdout, and exit 0;
+   any other flag returns. */
+static inline void cli_help_or_version(const cli_args *a, const char *usage) {
+    if (cli_is(a, "--help")) {
+        fputs(usage, stdout);
+        exit(0);
+    }
+    if (cli_is(a, "--version")) {
+        printf("%s %s (file format %d)\n", cli_prog, PHOTON_VERSION, PHOTON_FORMAT_VERSION);
+        exit(0);
+    }
+}
+
+/* FILE... after a flag: every argument up to the next flag, appended to list. */
+static inline void cli_files(cli_args *a, const char **list, int *n) {
+    int before = *n;
+    if (a->inline_value) list[(*n)++] = a->inline_value;
+    while (a->i + 1 < a->argc && strncmp(a->argv[a->i + 1], "--", 2) != 0) list[(*n)++] = a->argv[++a->i];
+    if (*n == before) cli_usage_error("%s needs at least one file", a->flag);
+}
+
 static const char *cli_value(cli_args *a) {
     if (a->inline_value) return a->inline_value;
     if (a->i + 1 >= a->argc) cli_usage_error("%s needs a value", a->flag);

@@ -176,15 +176,10 @@ int main(int argc, char **argv) {
     const char *config = "small", *dir = "/tmp";
     int B = 4, T = 64, steps = 5, merge = 0, deltas = 8, json = 0, peak_only = 0;
     cli_prog = "photon-bench";
-    a.argc = argc, a.argv = argv, a.i = 0;
+    cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
-        if (cli_is(&a, "--help")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (cli_is(&a, "--version")) {
-            printf("photon-bench %s\n", PHOTON_VERSION);
-            return 0;
-        } else if (cli_is(&a, "--config")) {
+        cli_help_or_version(&a, usage); /* exits if it was one of them */
+        if (cli_is(&a, "--config")) {
             config = cli_value(&a);
             if (strcmp(config, "small") != 0 && strcmp(config, "gpt2") != 0)
                 cli_usage_error("--config must be small or gpt2, got '%s'", config);

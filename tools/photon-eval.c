@@ -46,22 +46,13 @@ static void parse_args(eval_options *o, int argc, char **argv) {
     o->temperature = 0.8;
     o->seed = 1;
     o->data_paths = (const char **)calloc((size_t)argc + 1, sizeof(char *));
-    a.argc = argc;
-    a.argv = argv;
-    a.i = 0;
+    cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
-        if (cli_is(&a, "--help")) {
-            fputs(usage, stdout);
-            exit(0);
-        } else if (cli_is(&a, "--version")) {
-            printf("photon-eval %s (file format %d)\n", PHOTON_VERSION, PHOTON_FORMAT_VERSION);
-            exit(0);
-        } else if (cli_is(&a, "--model")) {
+        cli_help_or_version(&a, usage); /* exits if it was one of them */
+        if (cli_is(&a, "--model")) {
             o->model_path = cli_value(&a);
         } else if (cli_is(&a, "--data")) {
-            if (a.inline_value) o->data_paths[o->num_data++] = a.inline_value;
-            while (a.i + 1 < argc && strncmp(argv[a.i + 1], "--", 2) != 0) o->data_paths[o->num_data++] = argv[++a.i];
-            if (o->num_data == 0) cli_usage_error("--data needs at least one file");
+            cli_files(&a, o->data_paths, &o->num_data);
         } else if (cli_is(&a, "--batch")) {
             o->batch = cli_int(&a, 1, 1 << 20);
         } else if (cli_is(&a, "--seq")) {

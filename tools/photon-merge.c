@@ -47,17 +47,10 @@ static void parse_args(merge_options *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->deltas = (const char **)calloc((size_t)argc + 1, sizeof(char *));
     o->merge.min_clients = 1;
-    a.argc = argc;
-    a.argv = argv;
-    a.i = 0;
+    cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
-        if (cli_is(&a, "--help")) {
-            fputs(usage, stdout);
-            exit(0);
-        } else if (cli_is(&a, "--version")) {
-            printf("photon-merge %s (file format %d)\n", PHOTON_VERSION, PHOTON_FORMAT_VERSION);
-            exit(0);
-        } else if (cli_is(&a, "--base")) {
+        cli_help_or_version(&a, usage); /* exits if it was one of them */
+        if (cli_is(&a, "--base")) {
             o->base = cli_value(&a);
         } else if (cli_is(&a, "--out")) {
             o->out = cli_value(&a);
