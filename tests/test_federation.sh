@@ -106,7 +106,7 @@ check "merge refuses a truncated delta" expect_exit 1 "truncated.st: truncated" 
 check "nothing was written by the refused merges" absent x.st
 check "merge --skip-bad merges the rest and lists what it skipped" expect_exit 0 "skipped stale.st: stale" \
     "$BIN/photon-merge" --base g0.st --out skip.st --skip-bad d0.st d1.st stale.st
-check "merge --skip-bad gives what a merge of the valid deltas gives" \
+command -v python3 >/dev/null && check "merge --skip-bad gives what a merge of the valid deltas gives" \
     bash -c "'$BIN/photon-merge' --base g0.st --out valid.st d0.st d1.st 2>/dev/null && \
         python3 -c 'import sys; a=open(\"skip.st\",\"rb\").read(); b=open(\"valid.st\",\"rb\").read(); \
         import struct; na=struct.unpack(\"<Q\",a[:8])[0]; nb=struct.unpack(\"<Q\",b[:8])[0]; sys.exit(a[8+na:]!=b[8+nb:])'"
