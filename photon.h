@@ -1179,7 +1179,8 @@ static void photon__kernel(int kc, const float *a, const float *b, float *c, int
 
 typedef struct photon__gemm_job {
     int M, N, K, lda, ldb, ldc, trans_a, trans_b;
-    int tiles_n, groups_n, group_size; /* a task: one MC block of rows, a group of NC blocks of columns */
+    int tiles_n, groups_n, group_size; /* a task: one block of mc rows, a group of NC blocks of columns */
+    int mc;                            /* rows per block: MC, or all of a short M (packed once, not twice) */
     const float *A, *B;
     float *C;
 } photon__gemm_job;
@@ -1253,11 +1254,11 @@ static void photon__gemm_block(const photon__gemm_job *g, int i0, int mc, int j0
    same order, whatever the grouping. */
 static void photon__gemm_task(void *ctx, int task, int thread) {
     const photon__gemm_job *g = (const photon__gemm_job *)ctx;
-    int i0 = (task / g->groups_n) * PHOTON__MC, first = (task % g->groups_n) * g->group_size;
+    int i0 = (task / g->groups_n) * g->mc, first = (task % g->groups_n) * g->group_size;
     int last = first + g->group_size < g->tiles_n ? first + g->group_size : g->tiles_n;
-    int mc = g->M - i0 < PHOTON__MC ? g->M - i0 : PHOTON__MC, p0, t;
-    float *buf = photon__scratch(thread, (size_t)PHOTON__KC * (PHOTON__MC + PHOTON__NC) + PHOTON__MR * PHOTON__NR);
-    float *pa = buf, *pb = buf + (size_t)PHOTON__KC * PHOTON__MC, *edge = pb + (size_t)PHOTON__KC * PHOTON__NC;
+    int mc = g->M - i0 < g->mc ? g->M - i0 : g->mc, p0, t;
+    float *buf = photon__scratch(thread, (size_t)PHOTON__KC * (2 * PHOTON__MC + PHOTON__NC) + PHOTON__MR * PHOTON__NR);
+    float *pa = buf, *pb = buf + (size_t)PHOTON__KC * 2 * PHOTON__MC, *edge = pb + (size_t)PHOTON__KC * PHOTON__NC;
     PHOTON_ASSERT(buf != NULL);
     for (p0 = 0; p0 < g->K; p0 += PHOTON__KC) {
         int kc = g->K - p0 < PHOTON__KC ? g->K - p0 : PHOTON__KC;
@@ -1282,7 +1283,10 @@ static void photon__gemm(int M, int N, int K, const float *A, int lda, int trans
     g.trans_a = trans_a, g.trans_b = trans_b;
     g.tiles_n = (N + PHOTON__NC - 1) / PHOTON__NC;
     {   /* enough tasks to keep every thread busy, no more: fewer repacks of A */
-        int tiles_m = (M + PHOTON__MC - 1) / PHOTON__MC, want = 3 * photon_threads();
+        int tiles_m, want = 3 * photon_threads();
+        g.mc = M <= 2 * PHOTON__MC && (N + PHOTON__NC - 1) / PHOTON__NC >= want ? (M + PHOTON__MR - 1) / PHOTON__MR * PHOTON__MR
+                                                                                 : PHOTON__MC;
+        tiles_m = (M + g.mc - 1) / g.mc;
         g.groups_n = tiles_m >= want ? 1 : (want + tiles_m - 1) / tiles_m;
         if (g.groups_n > g.tiles_n) g.groups_n = g.tiles_n;
         g.group_size = (g.tiles_n + g.groups_n - 1) / g.groups_n;
