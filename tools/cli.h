@@ -36,12 +36,31 @@ static inline void cli_usage_error(const char *fmt, ...) {
     exit(2);
 }
 
+/* A failure: one line "prog: message" on stderr, exit 1. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noreturn))
+#endif
+static inline void cli_vdie(const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", cli_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 1, 2), noreturn))
+#endif
+static inline void cli_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    cli_vdie(fmt, ap);
+}
+
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noreturn))
 #endif
 static inline void cli_fail(const photon_error *err) {
-    fprintf(stderr, "%s: %s\n", cli_prog, err->message);
-    exit(1);
+    cli_die("%s", err->message);
 }
 
 /* One parsed command line: the flag of argv[*i] and its value, if any. */
@@ -177,9 +196,8 @@ static inline photon_bpe *cli_tokenizer(const char *dir, photon_bpe *bpe, const 
     if (!dir) return NULL;
     if (photon_bpe_load_dir(bpe, dir, &err) != PHOTON_OK) cli_fail(&err);
     if (bpe->vocab_size != config->vocab_size) {
-        fprintf(stderr, "%s: %s: the tokenizer has %d tokens, %s has a vocabulary of %d\n", cli_prog, dir,
-                bpe->vocab_size, model_name, config->vocab_size);
-        exit(1);
+        cli_die("%s: the tokenizer has %d tokens, %s has a vocabulary of %d", dir, bpe->vocab_size, model_name,
+                config->vocab_size);
     }
     return bpe;
 }

@@ -156,8 +156,7 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
     waitpid(child, &status, 0);
     seconds = cli_now() - t0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "%s: the merge failed\n", cli_prog);
-        exit(1);
+        cli_die("the merge failed");
     }
     rss = peak_rss_mb(RUSAGE_CHILDREN);
     if (json)

@@ -63,18 +63,6 @@ static void progress(const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((format(printf, 1, 2), noreturn))
-#endif
-static void die(const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "%s: ", cli_prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
 
 /* Reads a whole file (a regular file: directories and devices are refused). */
 static unsigned char *read_all(const char *path, size_t *size) {
@@ -82,14 +70,14 @@ static unsigned char *read_all(const char *path, size_t *size) {
     FILE *f;
     unsigned char *data;
     long len;
-    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) die("%s: not a regular file", path);
+    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) cli_die("%s: not a regular file", path);
     f = fopen(path, "rb");
-    if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    if (!f) cli_die("%s: cannot open: %s", path, strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        die("%s: cannot determine its size", path);
+        cli_die("%s: cannot determine its size", path);
     data = (unsigned char *)malloc((size_t)len + 1);
-    if (!data) die("%s: cannot allocate %ld bytes to read it", path, len);
-    if (fread(data, 1, (size_t)len, f) != (size_t)len) die("%s: read failed", path);
+    if (!data) cli_die("%s: cannot allocate %ld bytes to read it", path, len);
+    if (fread(data, 1, (size_t)len, f) != (size_t)len) cli_die("%s: read failed", path);
     fclose(f);
     *size = (size_t)len;
     return data;
@@ -108,10 +96,10 @@ static void load_tokenizer(photon_bpe *bpe, const char *spec) {
 static void make_dir(const char *path) {
     struct stat info;
     if (stat(path, &info) == 0) {
-        if (!S_ISDIR(info.st_mode)) die("%s: exists and is not a directory", path);
+        if (!S_ISDIR(info.st_mode)) cli_die("%s: exists and is not a directory", path);
         return;
     }
-    if (mkdir(path, 0777) != 0) die("%s: cannot create the directory: %s", path, strerror(errno));
+    if (mkdir(path, 0777) != 0) cli_die("%s: cannot create the directory: %s", path, strerror(errno));
 }
 
 /* ------------------------------------------------------------------ train-tokenizer */
@@ -203,10 +191,10 @@ static void encode_into(photon_bpe *bpe, token_buf *b, const unsigned char *text
         size_t cap = b->cap ? b->cap : 1 << 16;
         while (cap < b->n + len) cap *= 2;
         b->ids = (uint16_t *)realloc(b->ids, cap * sizeof(uint16_t));
-        if (!b->ids) die("%s: cannot allocate %zu tokens", path, cap);
+        if (!b->ids) cli_die("%s: cannot allocate %zu tokens", path, cap);
         b->cap = cap;
     }
-    if (photon_bpe_encode(bpe, text, len, b->ids + b->n, &got, &err) != PHOTON_OK) die("%s: %s", path, err.message);
+    if (photon_bpe_encode(bpe, text, len, b->ids + b->n, &got, &err) != PHOTON_OK) cli_die("%s: %s", path, err.message);
     b->n += got;
 }
 
@@ -224,7 +212,7 @@ static void write_shards(const char *const *paths, const token_buf *const *bufs,
         }
     }
     for (k = 0; k < n; k++)
-        if (rename(pending[k], paths[k]) != 0) die("%s: cannot rename into place: %s", paths[k], strerror(errno));
+        if (rename(pending[k], paths[k]) != 0) cli_die("%s: cannot rename into place: %s", paths[k], strerror(errno));
 }
 
 static int cmd_encode(int argc, char **argv) {
@@ -281,8 +269,8 @@ static int cmd_encode(int argc, char **argv) {
         bytes += size;
         free(text);
     }
-    if (train.n == 0) die("%s: no text to encode: the files are empty", out);
-    if (val_out && val.n == 0) die("%s: the validation split is empty (the files are too short for --val-frac %g)", val_out, val_frac);
+    if (train.n == 0) cli_die("%s: no text to encode: the files are empty", out);
+    if (val_out && val.n == 0) cli_die("%s: the validation split is empty (the files are too short for --val-frac %g)", val_out, val_frac);
     {
         const char *paths[2];
         const token_buf *bufs[2];
@@ -330,12 +318,12 @@ static int cmd_decode(int argc, char **argv) {
     if (!shard) cli_usage_error("decode needs a SHARD");
     load_tokenizer(&bpe, tok);
     if (photon_dataset_load(&ds, &shard, 1, &err) != PHOTON_OK) cli_fail(&err);
-    if (ds.text_bytes != 0) die("%s: not a token shard (it does not start with llm.c's magic 20240520)", shard);
+    if (ds.text_bytes != 0) cli_die("%s: not a token shard (it does not start with llm.c's magic 20240520)", shard);
     if (ds.max_token >= bpe.vocab_size)
-        die("%s: holds token %u, outside the %d-token vocabulary of %s", shard, (unsigned)ds.max_token, bpe.vocab_size,
+        cli_die("%s: holds token %u, outside the %d-token vocabulary of %s", shard, (unsigned)ds.max_token, bpe.vocab_size,
             tok);
     buf = (unsigned char *)malloc(cap);
-    if (!buf) die("out of memory");
+    if (!buf) cli_die("out of memory");
     for (i = 0; i < ds.num_tokens;) { /* in pieces whose text fits the buffer */
         size_t n = 0, bytes = 0, len;
         while (i + n < ds.num_tokens) {
@@ -348,13 +336,13 @@ static int cmd_decode(int argc, char **argv) {
         if (bytes > cap) {
             free(buf);
             cap = bytes;
-            if (!(buf = (unsigned char *)malloc(cap))) die("out of memory");
+            if (!(buf = (unsigned char *)malloc(cap))) cli_die("out of memory");
         }
-        if (photon_bpe_decode(&bpe, ds.tokens + i, n, buf, cap, &len, &err) != PHOTON_OK) die("%s: %s", shard, err.message);
-        if (fwrite(buf, 1, len, stdout) != len) die("cannot write to stdout: %s", strerror(errno));
+        if (photon_bpe_decode(&bpe, ds.tokens + i, n, buf, cap, &len, &err) != PHOTON_OK) cli_die("%s: %s", shard, err.message);
+        if (fwrite(buf, 1, len, stdout) != len) cli_die("cannot write to stdout: %s", strerror(errno));
         i += n;
     }
-    if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write to stdout: %s", strerror(errno));
+    if (fflush(stdout) != 0 || ferror(stdout)) cli_die("cannot write to stdout: %s", strerror(errno));
     free(buf);
     photon_dataset_free(&ds);
     photon_bpe_free(&bpe);
@@ -384,12 +372,8 @@ __attribute__((format(printf, 1, 2), noreturn))
 static void split_die(const char *fmt, ...) {
     va_list ap;
     unstage();
-    fprintf(stderr, "%s: ", cli_prog);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
+    cli_vdie(fmt, ap);
 }
 
 static const char *stage_path(const char *rel, int is_dir) {
@@ -481,17 +465,17 @@ static int cmd_split(int argc, char **argv) {
     if (stat(out, &info) == 0) {
         DIR *d;
         struct dirent *e;
-        if (!S_ISDIR(info.st_mode)) die("%s: exists and is not a directory", out);
-        if (!(d = opendir(out))) die("%s: cannot read the directory: %s", out, strerror(errno));
+        if (!S_ISDIR(info.st_mode)) cli_die("%s: exists and is not a directory", out);
+        if (!(d = opendir(out))) cli_die("%s: cannot read the directory: %s", out, strerror(errno));
         while ((e = readdir(d)) != NULL)
             if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                die("%s: exists and is not empty; split writes a new directory", out);
+                cli_die("%s: exists and is not empty; split writes a new directory", out);
         closedir(d);
     }
     snprintf(staging, sizeof staging, "%s.%ld.tmp", out, (long)getpid());
     if (mkdir(staging, 0777) != 0) {
         staging[0] = '\0';
-        die("%s: cannot create the directory: %s", out, strerror(errno));
+        cli_die("%s: cannot create the directory: %s", out, strerror(errno));
     }
 
     sizes = (size_t *)calloc((size_t)nfiles, sizeof(size_t));

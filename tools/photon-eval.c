@@ -125,10 +125,7 @@ static void sample(const eval_options *o, photon_model *model, photon_bpe *tok) 
     uint64_t rng = o->seed;
     photon_error err;
     long long k;
-    if (!tokens || !encoded) {
-        fprintf(stderr, "%s: out of memory\n", cli_prog);
-        exit(1);
-    }
+    if (!tokens || !encoded) cli_die("out of memory");
     if (!tok && model->config.vocab_size < 256)
         cli_usage_error("--sample reads the prompt as bytes and needs a vocabulary of at least 256");
     if (n == 0) cli_usage_error("--prompt must not be empty");

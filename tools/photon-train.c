@@ -197,11 +197,9 @@ static void open_state(const train_options *o, const photon_model *model, const 
     if (o->state_path && stat(o->state_path, &info) == 0) { /* exists: it must load */
         if (photon_client_state_load(state, &model->config, o->state_path, &err) != PHOTON_OK) cli_fail(&err);
         if (state->data_hash != ds->hash || state->data_tokens != ds->num_tokens) {
-            fprintf(stderr, "%s: %s: client state belongs to other data (%llu tokens, hash %016llx); these files hold %llu "
-                    "tokens, hash %016llx\n", cli_prog, o->state_path, (unsigned long long)state->data_tokens,
-                    (unsigned long long)state->data_hash, (unsigned long long)ds->num_tokens,
-                    (unsigned long long)ds->hash);
-            exit(1);
+            cli_die("%s: client state belongs to other data (%llu tokens, hash %016llx); these files hold %llu tokens, "
+                    "hash %016llx", o->state_path, (unsigned long long)state->data_tokens,
+                    (unsigned long long)state->data_hash, (unsigned long long)ds->num_tokens, (unsigned long long)ds->hash);
         }
         if (state->step != model->step)
             fprintf(stderr, "%s: note: %s was written at global step %llu, the model is at step %llu\n", cli_prog,
@@ -281,10 +279,7 @@ int main(int argc, char **argv) {
     if (o.delta_path) { /* keep the global weights: the delta is taken against them */
         if (photon_sha256_file(o.model_path, base_sha256, &err) != PHOTON_OK) cli_fail(&err);
         base_params = (float *)malloc(model.num_params * sizeof(float));
-        if (!base_params) {
-            fprintf(stderr, "%s: out of memory\n", cli_prog);
-            return 1;
-        }
+        if (!base_params) cli_die("out of memory");
         memcpy(base_params, model.params, model.num_params * sizeof(float));
     }
 
@@ -296,10 +291,7 @@ int main(int argc, char **argv) {
 
     inputs = (int *)calloc((size_t)(o.batch * o.seq), sizeof(int));
     targets = (int *)calloc((size_t)(o.batch * o.seq), sizeof(int));
-    if (!inputs || !targets) {
-        fprintf(stderr, "%s: out of memory\n", cli_prog);
-        return 1;
-    }
+    if (!inputs || !targets) cli_die("out of memory");
     fprintf(stderr, "%s: %.2fM parameters, %zu data tokens, %lld steps of %lld x %lld tokens from global step %llu\n",
             cli_prog, model.num_params / 1e6, ds.num_tokens, o.steps, o.batch, o.seq, (unsigned long long)model.step);
     start = cli_now();
@@ -352,8 +344,7 @@ int main(int argc, char **argv) {
         }
         for (k = 0; k < n; k++)
             if (rename(pending[k], targets[k]) != 0) {
-                fprintf(stderr, "%s: %s: cannot rename into place: %s\n", cli_prog, targets[k], strerror(errno));
-                return 1;
+                cli_die("%s: cannot rename into place: %s", targets[k], strerror(errno));
             }
         free(base_params);
     }
