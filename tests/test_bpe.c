@@ -10,6 +10,7 @@
    repository root; files go to PHOTON_TEST_DIR (default /tmp). */
 #define PHOTON_IMPLEMENTATION
 #include "../photon.h"
+#include "check.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -17,30 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
-static char tmpdir[256];
-
-static void expect(int ok, const char *name, const char *detail) {
-    if (ok) {
-        passed++;
-        printf("ok - %s\n", name);
-    } else {
-        failed++;
-        printf("FAIL - %s%s%s\n", name, detail ? ": " : "", detail ? detail : "");
-    }
-}
 
 static char *test_strdup(const char *s) {
     char *p = (char *)malloc(strlen(s) + 1);
     strcpy(p, s);
-    return p;
-}
-
-static const char *tmp_path(const char *name) {
-    static char paths[8][512];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 512, "%s/photon-bpe-%ld-%s", tmpdir, (long)getpid(), name);
     return p;
 }
 
@@ -968,8 +949,6 @@ static void test_shard(void) {
 }
 
 int main(void) {
-    const char *dir = getenv("PHOTON_TEST_DIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s", dir && *dir ? dir : "/tmp");
     test_split();
     test_hand_example();
     test_train_vs_naive();
@@ -981,6 +960,5 @@ int main(void) {
     test_determinism();
     test_arguments();
     test_shard();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

@@ -7,32 +7,12 @@
    temporary directory (PHOTON_TEST_DIR, default /tmp). */
 #define PHOTON_IMPLEMENTATION
 #include "../photon.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed;
-static char tmpdir[256];
-
-static void expect(int ok, const char *name, const char *detail) {
-    if (ok) {
-        passed++;
-        printf("ok - %s\n", name);
-    } else {
-        failed++;
-        printf("FAIL - %s%s%s\n", name, detail ? ": " : "", detail ? detail : "");
-    }
-}
-
-/* A path in the test directory; valid until 8 more calls. */
-static const char *tmp_path(const char *name) {
-    static char paths[8][512];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
 
 static void fill_random(float *x, size_t n, float scale, uint64_t *rng) {
     size_t i;
@@ -1351,8 +1331,6 @@ static void test_thread_determinism(void) {
 }
 
 int main(void) {
-    const char *dir = getenv("PHOTON_TEST_DIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s", dir && *dir ? dir : "/tmp");
     test_layernorm_grad();
     test_matmul_grad();
     test_attention_grad();
@@ -1379,6 +1357,5 @@ int main(void) {
     test_merge_refusals();
     test_golden_step();
     test_thread_determinism();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary();
 }
