@@ -1,5 +1,6 @@
-# photon: `make` builds the CPU tools in bin/, `make test` runs every test,
-# `make demo` runs the README's first command.
+# photon: `make` builds the CPU tools in bin/, `make cuda` the same tools with
+# the CUDA backend in bin/cuda/, `make test` runs every test, `make demo` runs
+# the README's first command.
 CC ?= cc
 CXX ?= c++
 OPT ?= -O3 -march=native -fno-math-errno
@@ -12,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h tools/cli.h tests/check.h
 
-.PHONY: all bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -85,7 +86,58 @@ test-asan: bin/asan/test_photon bin/asan/test_bpe $(ASAN_TOOLS)
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
 	bash tests/test_federation.sh bin/asan
 
-test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-bpe test-asan
+# --- the CUDA backend ---
+# make cuda: nvcc compiles photon_cuda.cu, the C tools link it with cuBLAS.
+# CUDA_ARCH: Ampere (A100), Hopper (H100, H200) and PTX for later GPUs.
+NVCC ?= nvcc
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O3 -std=c++14 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror
+CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_TOOLS = bin/cuda/photon-train bin/cuda/photon-eval bin/cuda/photon-merge bin/cuda/photon-data bin/cuda/photon-bench
+
+cuda: $(CUDA_TOOLS) bin/cuda/test_cuda
+
+bin/cuda/photon_cuda.o: photon_cuda.cu photon.h
+	@mkdir -p bin/cuda
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+bin/cuda/%: tools/%.c bin/cuda/photon_cuda.o $(HEADERS)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -DPHOTON_CUDA -o $@ $< bin/cuda/photon_cuda.o $(LDLIBS) $(CUDA_LIBS)
+bin/cuda/test_cuda: tests/test_cuda.cu photon_cuda.cu $(HEADERS)
+	@mkdir -p bin/cuda
+	$(NVCC) $(NVCCFLAGS) -DPHOTON_NO_SIMD -D_POSIX_C_SOURCE=200809L -o $@ $< -Xlinker -rpath,$(CUDA_HOME)/lib64 \
+	    -lcublas -lm
+
+# The same kernels on the CPU through tests/cuda_emu.h: tests for machines
+# without a GPU (the tools in bin/emu/ take --device cuda and run it there).
+EMU = -std=c++14 $(WARN) -O2 -U_FORTIFY_SOURCE -DPHOTON_CUDA_EMULATE -D_POSIX_C_SOURCE=200809L -x c++
+bin/emu/photon_cuda.o: photon_cuda.cu tests/cuda_emu.h photon.h
+	@mkdir -p bin/emu
+	$(CXX) $(EMU) -c $< -o $@
+bin/emu/%: tools/%.c bin/emu/photon_cuda.o $(HEADERS)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -DPHOTON_CUDA -o $@ $< bin/emu/photon_cuda.o $(LDLIBS) -lstdc++
+bin/emu/test_cuda: tests/test_cuda.cu photon_cuda.cu tests/cuda_emu.h $(HEADERS)
+	@mkdir -p bin/emu
+	$(CXX) $(EMU) -o $@ $< -lm -pthread
+EMU_TOOLS = bin/emu/photon-train bin/emu/photon-eval bin/emu/photon-merge bin/emu/photon-data
+
+test-cuda-emu: bin/emu/test_cuda $(EMU_TOOLS)
+	./bin/emu/test_cuda
+	bash tests/test_cuda_tools.sh bin/emu
+
+# CI compiles and links the CUDA build every run (PHOTON_REQUIRE_NVCC=1 makes
+# a missing nvcc an error); the GPU tests run where a GPU is present.
+test-cuda:
+	@if command -v $(NVCC) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory cuda && ./bin/cuda/test_cuda && bash tests/test_cuda_tools.sh bin/cuda; \
+	elif [ "$$PHOTON_REQUIRE_NVCC" = 1 ]; then \
+	    echo "test-cuda: $(NVCC) not found, and PHOTON_REQUIRE_NVCC=1"; exit 1; \
+	else \
+	    echo "test-cuda: skipped: $(NVCC) not found (the CUDA build is not checked)"; \
+	fi
+
+test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-bpe test-asan test-cuda-emu test-cuda
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
 bench: bin/photon-bench

@@ -93,7 +93,8 @@ typedef enum photon_result {
     PHOTON_ERR_IO,        /* a file could not be opened, read or written */
     PHOTON_ERR_FORMAT,    /* a file is corrupt or not of the expected kind */
     PHOTON_ERR_MISMATCH,  /* a valid file does not fit the model or data */
-    PHOTON_ERR_NUMERIC    /* NaN or Inf where numbers must be finite */
+    PHOTON_ERR_NUMERIC,   /* NaN or Inf where numbers must be finite */
+    PHOTON_ERR_DEVICE     /* the GPU, its driver or cuBLAS failed (photon_cuda.cu) */
 } photon_result;
 
 typedef struct photon_error {
@@ -298,6 +299,14 @@ typedef struct photon_eval_result {
 
 PHOTONDEF photon_result photon_evaluate(photon_model *model, const photon_dataset *ds, int B, int T,
                                         uint64_t max_tokens, photon_eval_result *result, photon_error *err);
+/* The same evaluation with another forward pass (photon_cuda_evaluate uses
+   the GPU's): forward(ctx, inputs, targets, rows, T, losses, err) must write
+   the (rows,T) per-token losses. */
+typedef photon_result (*photon_forward_fn)(void *ctx, const int *inputs, const int *targets, int B, int T,
+                                           float *losses, photon_error *err);
+PHOTONDEF photon_result photon_evaluate_with(photon_forward_fn forward, void *ctx, const photon_config *config,
+                                             const photon_dataset *ds, int B, int T, uint64_t max_tokens,
+                                             photon_eval_result *result, photon_error *err);
 
 /* ---------------------------------------------------------------- sampling */
 
@@ -626,6 +635,52 @@ PHOTONDEF const char *photon_bpe_unicode_version(void);
    token count; then the uint16 tokens, little-endian), atomically. */
 PHOTONDEF photon_result photon_shard_write(const char *path, const uint16_t *tokens, size_t n, photon_error *err);
 
+/* ---------------------------------------------------------------- GPU */
+/* Declared here, defined in photon_cuda.cu: compile that file with nvcc and
+   link it and cuBLAS beside the translation unit that holds
+   PHOTON_IMPLEMENTATION (`make cuda` does this for the tools). The GPU keeps
+   its own copy of the parameters, gradients, AdamW moments and activations;
+   the step clocks stay in the host's photon_model and photon_adamw_state, and
+   the host's parameters are brought up to date by photon_cuda_download. So
+   the files written after GPU training are the same kind as after CPU
+   training, and either device resumes what the other wrote. */
+typedef enum photon_cuda_precision {
+    PHOTON_CUDA_TF32 = 0, /* matrix products on tensor cores in TF32, FP32 accumulation (default) */
+    PHOTON_CUDA_FP32,     /* matrix products in full FP32 (no tensor cores) */
+    PHOTON_CUDA_BF16      /* operands rounded to BF16 on tensor cores, FP32 accumulation and master weights */
+} photon_cuda_precision;
+
+typedef struct photon_cuda photon_cuda; /* a model resident on one GPU */
+
+/* GPUs usable now (0 without a driver or a device; never fails). */
+PHOTONDEF int photon_cuda_device_count(void);
+/* Creates the GPU copy of model (its parameters, and zero AdamW moments)
+   with room for batches up to max_B x max_T, on device number `device`. */
+PHOTONDEF photon_result photon_cuda_create(photon_cuda **gpu, const photon_model *model, int max_B, int max_T,
+                                           int device, photon_cuda_precision precision, photon_error *err);
+PHOTONDEF void photon_cuda_free(photon_cuda *gpu);
+/* The device's name, e.g. "NVIDIA H100 80GB HBM3". */
+PHOTONDEF const char *photon_cuda_device_name(const photon_cuda *gpu);
+/* Copies parameters (and AdamW moments, if state is not NULL) host -> GPU. */
+PHOTONDEF photon_result photon_cuda_upload(photon_cuda *gpu, const photon_model *model,
+                                           const photon_adamw_state *state, photon_error *err);
+/* Copies parameters (and AdamW moments, if state is not NULL) GPU -> host. */
+PHOTONDEF photon_result photon_cuda_download(photon_cuda *gpu, photon_model *model, photon_adamw_state *state,
+                                             photon_error *err);
+/* Forward pass on the GPU; with targets, the (B,T) per-token losses go to
+   losses (host memory, may be NULL) and their mean to *loss (may be NULL). */
+PHOTONDEF photon_result photon_cuda_forward(photon_cuda *gpu, const int *inputs, const int *targets, int B, int T,
+                                            float *losses, float *loss, photon_error *err);
+/* photon_train_step on the GPU: the same checks, schedule, clipping and
+   AdamW, and the same step clocks advanced in model and state. */
+PHOTONDEF photon_result photon_cuda_train_step(photon_cuda *gpu, photon_model *model, photon_adamw_state *state,
+                                               const photon_adamw_config *hp, const photon_schedule *schedule,
+                                               const int *inputs, const int *targets, int B, int T,
+                                               photon_step_stats *stats, photon_error *err);
+/* photon_evaluate on the GPU. */
+PHOTONDEF photon_result photon_cuda_evaluate(photon_cuda *gpu, const photon_dataset *ds, int B, int T,
+                                             uint64_t max_tokens, photon_eval_result *result, photon_error *err);
+
 /* ---------------------------------------------------------------- threads */
 /* Heavy loops run on a pool of threads (pthreads on POSIX; define
    PHOTON_NO_THREADS for a single-threaded build). Results do not depend on
@@ -714,6 +769,7 @@ PHOTONDEF const char *photon_result_string(photon_result code) {
     case PHOTON_ERR_FORMAT: return "corrupt or invalid file";
     case PHOTON_ERR_MISMATCH: return "file does not match";
     case PHOTON_ERR_NUMERIC: return "NaN or infinity";
+    case PHOTON_ERR_DEVICE: return "GPU error";
     }
     return "unknown error";
 }
@@ -2378,26 +2434,43 @@ PHOTONDEF void photon_loader_next(photon_loader *loader, int *inputs, int *targe
     loader->position += need;
 }
 
+/* The CPU's forward pass, as photon_evaluate_with calls it. */
+static photon_result photon__cpu_forward(void *ctx, const int *inputs, const int *targets, int B, int T, float *losses,
+                                         photon_error *err) {
+    photon_model *m = (photon_model *)ctx;
+    photon_result r = photon_forward(m, inputs, targets, B, T, NULL, err);
+    if (r == PHOTON_OK) memcpy(losses, m->acts.losses, (size_t)B * T * sizeof(float));
+    return r;
+}
+
 PHOTONDEF photon_result photon_evaluate(photon_model *m, const photon_dataset *ds, int B, int T, uint64_t max_tokens,
                                         photon_eval_result *res, photon_error *err) {
+    return photon_evaluate_with(photon__cpu_forward, m, &m->config, ds, B, T, max_tokens, res, err);
+}
+
+PHOTONDEF photon_result photon_evaluate_with(photon_forward_fn forward, void *ctx, const photon_config *config,
+                                             const photon_dataset *ds, int B, int T, uint64_t max_tokens,
+                                             photon_eval_result *res, photon_error *err) {
     uint64_t windows, w, bytes = 0;
     double sum = 0.0;
     int *inputs, *targets;
+    float *losses;
     photon_result r = PHOTON_OK;
     memset(res, 0, sizeof *res);
-    if (B < 1 || T < 1 || T > m->config.n_ctx)
+    if (B < 1 || T < 1 || T > config->n_ctx)
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d: both must be positive and the sequence at "
-                            "most the context length %d", B, T, m->config.n_ctx);
+                            "most the context length %d", B, T, config->n_ctx);
     if (ds->num_tokens < (size_t)T + 1)
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: holds %zu tokens; evaluation at sequence %d needs %d",
                             ds->source, ds->num_tokens, T, T + 1);
-    if ((r = photon_dataset_check_vocab(ds, m->config.vocab_size, err)) != PHOTON_OK) return r;
+    if ((r = photon_dataset_check_vocab(ds, config->vocab_size, err)) != PHOTON_OK) return r;
     windows = (ds->num_tokens - 1) / (size_t)T;
     if (max_tokens > 0 && windows > (max_tokens / (uint64_t)T ? max_tokens / (uint64_t)T : 1))
         windows = max_tokens / (uint64_t)T ? max_tokens / (uint64_t)T : 1;
     inputs = (int *)photon__calloc((size_t)B * T, sizeof(int));
     targets = (int *)photon__calloc((size_t)B * T, sizeof(int));
-    if (!inputs || !targets) r = photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate an evaluation batch");
+    losses = (float *)photon__calloc((size_t)B * T, sizeof(float));
+    if (!inputs || !targets || !losses) r = photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate an evaluation batch");
     for (w = 0; r == PHOTON_OK && w < windows; w += (uint64_t)B) {
         int rows = windows - w < (uint64_t)B ? (int)(windows - w) : B, b, t;
         size_t i;
@@ -2406,15 +2479,16 @@ PHOTONDEF photon_result photon_evaluate(photon_model *m, const photon_dataset *d
                 inputs[b * T + t] = ds->tokens[(w + b) * T + t];
                 targets[b * T + t] = ds->tokens[(w + b) * T + t + 1];
             }
-        r = photon_forward(m, inputs, targets, rows, T, NULL, err);
+        r = forward(ctx, inputs, targets, rows, T, losses, err);
         for (i = 0; r == PHOTON_OK && i < (size_t)rows * T; i++) {
-            sum += m->acts.losses[i];
+            sum += losses[i];
             bytes += ds->byte_level ? 1
                      : ds->token_len && targets[i] < ds->token_len_count ? ds->token_len[targets[i]] : 0;
         }
     }
     PHOTON_FREE(inputs);
     PHOTON_FREE(targets);
+    PHOTON_FREE(losses);
     if (r != PHOTON_OK) return r;
     res->tokens = windows * (uint64_t)T;
     res->loss = sum / (double)res->tokens;

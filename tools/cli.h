@@ -202,6 +202,119 @@ static inline photon_bpe *cli_tokenizer(const char *dir, photon_bpe *bpe, const 
     return bpe;
 }
 
+/* --device and --precision: where training and evaluation run. The GPU
+   calls exist only in a build with the CUDA backend (make cuda defines
+   PHOTON_CUDA and links photon_cuda.cu). */
+typedef struct cli_device {
+    int requested; /* -1: not given, 0: cpu, 1: cuda */
+    int use_cuda;  /* the outcome of cli_device_resolve */
+    int have_precision;
+    photon_cuda_precision precision;
+} cli_device;
+
+#define CLI_DEVICE_HELP                                                                     \
+    "  --device cpu|cuda    where the model runs (default: cuda in a CUDA build (make\n"    \
+    "                       cuda) with a GPU present, else cpu); files are the same\n"      \
+    "  --precision P        GPU matrix products: tf32 (default), fp32, or bf16 (FP32\n"     \
+    "                       master weights and accumulation in every case)\n"
+
+static inline void cli_device_init(cli_device *d) {
+    d->requested = -1;
+    d->use_cuda = 0;
+    d->have_precision = 0;
+    d->precision = PHOTON_CUDA_TF32;
+}
+
+/* Takes --device or --precision; returns 0 for any other flag. */
+static inline int cli_device_flag(cli_args *a, cli_device *d) {
+    const char *v;
+    if (cli_is(a, "--device")) {
+        v = cli_value(a);
+        if (strcmp(v, "cpu") == 0) d->requested = 0;
+        else if (strcmp(v, "cuda") == 0) d->requested = 1;
+        else cli_usage_error("--device is cpu or cuda, got '%s'", v);
+        return 1;
+    }
+    if (cli_is(a, "--precision")) {
+        v = cli_value(a);
+        if (strcmp(v, "tf32") == 0) d->precision = PHOTON_CUDA_TF32;
+        else if (strcmp(v, "fp32") == 0) d->precision = PHOTON_CUDA_FP32;
+        else if (strcmp(v, "bf16") == 0) d->precision = PHOTON_CUDA_BF16;
+        else cli_usage_error("--precision is tf32, fp32 or bf16, got '%s'", v);
+        d->have_precision = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Decides the device: an explicit cuda needs the backend (a usage error
+   without it) and a GPU (a failure without one). */
+static inline void cli_device_resolve(cli_device *d) {
+#ifdef PHOTON_CUDA
+    int gpus = photon_cuda_device_count();
+    if (d->requested == 1 && gpus == 0) cli_die("--device cuda: no CUDA device is present");
+    d->use_cuda = d->requested == 1 || (d->requested == -1 && gpus > 0);
+#else
+    if (d->requested == 1)
+        cli_usage_error("--device cuda: this build has no CUDA backend (build the tools with make cuda)");
+    d->use_cuda = 0;
+#endif
+    if (d->have_precision && !d->use_cuda) cli_usage_error("--precision applies to --device cuda only");
+}
+
+/* The model on the GPU (NULL on the CPU), with room for B x T batches and
+   the optimizer state if given. */
+static inline photon_cuda *cli_gpu_open(const cli_device *d, const photon_model *model,
+                                        const photon_adamw_state *state, int B, int T) {
+    photon_cuda *gpu = NULL;
+    if (!d->use_cuda) return NULL;
+#ifdef PHOTON_CUDA
+    {
+        photon_error err;
+        if (photon_cuda_create(&gpu, model, B, T, 0, d->precision, &err) != PHOTON_OK) cli_fail(&err);
+        if (state && photon_cuda_upload(gpu, model, state, &err) != PHOTON_OK) cli_fail(&err);
+        fprintf(stderr, "%s: running on %s (%s)\n", cli_prog, photon_cuda_device_name(gpu),
+                d->precision == PHOTON_CUDA_FP32 ? "fp32" : d->precision == PHOTON_CUDA_BF16 ? "bf16" : "tf32");
+    }
+#else
+    (void)model, (void)state, (void)B, (void)T;
+#endif
+    return gpu;
+}
+
+/* Brings the trained parameters (and optimizer state) back to the host and
+   frees the GPU model. */
+static inline void cli_gpu_close(photon_cuda *gpu, photon_model *model, photon_adamw_state *state) {
+#ifdef PHOTON_CUDA
+    photon_error err;
+    if (!gpu) return;
+    if (model && photon_cuda_download(gpu, model, state, &err) != PHOTON_OK) cli_fail(&err);
+    photon_cuda_free(gpu);
+#else
+    (void)gpu, (void)model, (void)state;
+#endif
+}
+
+static inline photon_result cli_train_step(photon_cuda *gpu, photon_model *model, photon_adamw_state *state,
+                                           const photon_adamw_config *hp, const photon_schedule *schedule,
+                                           const int *inputs, const int *targets, int B, int T,
+                                           photon_step_stats *stats, photon_error *err) {
+#ifdef PHOTON_CUDA
+    if (gpu) return photon_cuda_train_step(gpu, model, state, hp, schedule, inputs, targets, B, T, stats, err);
+#endif
+    (void)gpu;
+    return photon_train_step(model, state, hp, schedule, inputs, targets, B, T, stats, err);
+}
+
+static inline photon_result cli_evaluate(photon_cuda *gpu, photon_model *model, const photon_dataset *ds, int B,
+                                         int T, uint64_t max_tokens, photon_eval_result *res, photon_error *err) {
+#ifdef PHOTON_CUDA
+    if (gpu) return photon_cuda_evaluate(gpu, ds, B, T, max_tokens, res, err);
+#endif
+    (void)gpu;
+    return photon_evaluate(model, ds, B, T, max_tokens, res, err);
+}
+
 /* Prints s as a JSON string literal. */
 static inline void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);

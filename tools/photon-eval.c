@@ -18,12 +18,14 @@ static const char *usage =
     "  --tokenizer DIR      text is encoded (and samples decoded) with DIR/vocab.json +\n"
     "                       merges.txt instead of bytes; bits per byte stay exact\n"
     "  --json               print results as JSON on stdout\n"
-    "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
+    "  --threads N          CPU threads for the heavy loops (default: one per core;\n"
+    "                       results do not change)\n"
+    CLI_DEVICE_HELP
     "\n"
     "  --sample N           generate N tokens after --prompt and print the text\n"
     "  --prompt TEXT        the text to continue (default: a newline)\n"
     "  --temperature X      sampling temperature, 0 picks the most likely (default 0.8)\n"
-    "  --seed S             sampling seed (default 1)\n"
+    "  --seed S             sampling seed (default 1); sampling runs on the CPU\n"
     "\n"
     "  --hf-config FILE     write the config.json with which transformers'\n"
     "                       GPT2LMHeadModel loads this checkpoint (as model.safetensors)\n"
@@ -33,6 +35,7 @@ typedef struct eval_options {
     const char *model_path, *hf_config, *prompt, *tokenizer;
     const char **data_paths;
     int num_data, json, have_seq;
+    cli_device device;
     long long batch, seq, max_tokens, sample;
     double temperature;
     uint64_t seed;
@@ -46,10 +49,13 @@ static void parse_args(eval_options *o, int argc, char **argv) {
     o->temperature = 0.8;
     o->seed = 1;
     o->data_paths = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    cli_device_init(&o->device);
     cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
-        if (cli_is(&a, "--model")) {
+        if (cli_device_flag(&a, &o->device)) {
+            /* --device, --precision */
+        } else if (cli_is(&a, "--model")) {
             o->model_path = cli_value(&a);
         } else if (cli_is(&a, "--data")) {
             cli_files(&a, o->data_paths, &o->num_data);
@@ -86,17 +92,22 @@ static void parse_args(eval_options *o, int argc, char **argv) {
     if (!o->model_path) cli_usage_error("--model is required");
     if (o->num_data == 0 && o->sample == 0 && !o->hf_config)
         cli_usage_error("nothing to do: give --data, --sample or --hf-config");
+    cli_device_resolve(&o->device);
 }
 
 static void evaluate(const eval_options *o, photon_model *model, photon_bpe *tok) {
     photon_dataset ds;
     photon_eval_result res;
     photon_error err;
+    photon_cuda *gpu;
     int T = o->have_seq ? (int)o->seq : model->config.n_ctx;
     if (T > model->config.n_ctx)
         cli_usage_error("--seq %d is longer than the model's context length %d", T, model->config.n_ctx);
     if (photon_dataset_load_bpe(&ds, o->data_paths, o->num_data, tok, &err) != PHOTON_OK) cli_fail(&err);
-    if (photon_evaluate(model, &ds, (int)o->batch, T, (uint64_t)o->max_tokens, &res, &err) != PHOTON_OK) cli_fail(&err);
+    gpu = cli_gpu_open(&o->device, model, NULL, (int)o->batch, T);
+    if (cli_evaluate(gpu, model, &ds, (int)o->batch, T, (uint64_t)o->max_tokens, &res, &err) != PHOTON_OK)
+        cli_fail(&err);
+    cli_gpu_close(gpu, NULL, NULL);
     if (o->json) {
         printf("{\"model\":");
         cli_json_string(stdout, o->model_path);

@@ -58,7 +58,9 @@ static const char *usage =
     "output:\n"
     "  --log-every N        progress line on stderr every N steps (default: about 20 lines)\n"
     "  --json               print a summary as JSON on stdout\n"
-    "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
+    "  --threads N          CPU threads for the heavy loops (default: one per core;\n"
+    "                       results do not change)\n"
+    CLI_DEVICE_HELP
     "  --help, --version\n";
 
 typedef struct train_options {
@@ -72,6 +74,7 @@ typedef struct train_options {
     int num_data;
     long long steps, batch, seq, warmup, total_steps;
     int have_seq, have_total, have_config;
+    cli_device device;
     photon_adamw_config adamw;
     float lr, min_lr_frac;
 } train_options;
@@ -95,10 +98,13 @@ static void parse_args(train_options *o, int argc, char **argv) {
     o->adamw.weight_decay = 0.1f;
     o->adamw.grad_clip = 1.0f;
     o->data_paths = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    cli_device_init(&o->device);
     cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
-        if (cli_is(&a, "--init")) {
+        if (cli_device_flag(&a, &o->device)) {
+            /* --device, --precision */
+        } else if (cli_is(&a, "--init")) {
             cli_no_value(&a);
             o->init = 1;
         } else if (cli_is(&a, "--vocab")) {
@@ -187,6 +193,7 @@ static void parse_args(train_options *o, int argc, char **argv) {
                          strspn(o->client_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
                              strlen(o->client_id)))
         cli_usage_error("--client-id must be 1 to 63 letters, digits, '.', '_' or '-'");
+    cli_device_resolve(&o->device);
 }
 
 /* Loads the client state if there is one, else starts a fresh one. */
@@ -234,6 +241,7 @@ int main(int argc, char **argv) {
     photon_step_stats st;
     photon_error err;
     photon_bpe bpe;
+    photon_cuda *gpu = NULL;
     int *inputs, *targets;
     float *base_params = NULL;
     char base_sha256[65];
@@ -294,15 +302,17 @@ int main(int argc, char **argv) {
     if (!inputs || !targets) cli_die("out of memory");
     fprintf(stderr, "%s: %.2fM parameters, %zu data tokens, %lld steps of %lld x %lld tokens from global step %llu\n",
             cli_prog, model.num_params / 1e6, ds.num_tokens, o.steps, o.batch, o.seq, (unsigned long long)model.step);
+    if (o.steps > 0) gpu = cli_gpu_open(&o.device, &model, &state.adamw, (int)o.batch, (int)o.seq);
     start = cli_now();
     for (s = 1; s <= o.steps; s++) {
         photon_loader_next(&loader, inputs, targets);
-        if (photon_train_step(&model, &state.adamw, &o.adamw, &schedule, inputs, targets, (int)o.batch, (int)o.seq, &st,
-                              &err) != PHOTON_OK)
+        if (cli_train_step(gpu, &model, &state.adamw, &o.adamw, &schedule, inputs, targets, (int)o.batch, (int)o.seq,
+                           &st, &err) != PHOTON_OK)
             cli_fail(&err);
         loss_sum += st.loss;
         if (s % o.log_every == 0 || s == o.steps) log_step(&o, s, &model, &st, cli_now() - start);
     }
+    cli_gpu_close(gpu, &model, &state.adamw); /* the weights and moments come back to the host */
     elapsed = cli_now() - start;
 
     /* Each output is first written (atomically) beside its target as
@@ -364,8 +374,8 @@ int main(int argc, char **argv) {
         cli_json_number(stdout, o.steps ? loss_sum / (double)o.steps : NAN);
         printf(",\"seconds\":%.3f,\"tokens_per_second\":", elapsed);
         cli_json_number(stdout, elapsed > 0 ? (double)(o.steps * o.batch * o.seq) / elapsed : NAN);
-        printf(",\"data_epoch\":%llu,\"data_position\":%llu}\n", (unsigned long long)loader.epoch,
-               (unsigned long long)loader.position);
+        printf(",\"data_epoch\":%llu,\"data_position\":%llu,\"device\":\"%s\"}\n", (unsigned long long)loader.epoch,
+               (unsigned long long)loader.position, o.device.use_cuda ? "cuda" : "cpu");
     }
     free(inputs);
     free(targets);
