@@ -661,6 +661,9 @@ PHOTONDEF photon_result photon_cuda_create(photon_cuda **gpu, const photon_model
 PHOTONDEF void photon_cuda_free(photon_cuda *gpu);
 /* The device's name, e.g. "NVIDIA H100 80GB HBM3". */
 PHOTONDEF const char *photon_cuda_device_name(const photon_cuda *gpu);
+/* Bytes of GPU memory the model holds (parameters, gradients, moments,
+   activations and scratch; cuBLAS's workspace not counted). */
+PHOTONDEF size_t photon_cuda_memory(const photon_cuda *gpu);
 /* Copies parameters (and AdamW moments, if state is not NULL) host -> GPU. */
 PHOTONDEF photon_result photon_cuda_upload(photon_cuda *gpu, const photon_model *model,
                                            const photon_adamw_state *state, photon_error *err);

@@ -932,6 +932,11 @@ PHOTONDEF int photon_cuda_device_count(void) {
 
 PHOTONDEF const char *photon_cuda_device_name(const photon_cuda *g) { return g->name; }
 
+PHOTONDEF size_t photon_cuda_memory(const photon_cuda *g) {
+    photon_cuda counting = *g; /* the layout sets pointers: count on a copy */
+    return photon__cu_layout(&counting, NULL);
+}
+
 PHOTONDEF void photon_cuda_free(photon_cuda *g) {
     if (!g) return;
     if (g->arena) cudaFree(g->arena);

@@ -4,7 +4,10 @@
    warm-up) and prints ms/step, tokens/s, achieved GFLOP/s and the fraction
    of this machine's matmul peak, which it measures itself on a large square
    product; and the peak resident memory against what the step must hold
-   (parameters, gradients, two AdamW moments, the activations). --merge times
+   (parameters, gradients, two AdamW moments, the activations). With
+   --device cuda (a CUDA build) it times the GPU's training step instead and
+   gives model FLOPs utilisation against the GPU's published dense peak for
+   the precision used. --merge times
    photon-merge over 8 deltas of GPT-2 124M. Run one configuration per
    process: peak memory is the process's. */
 #define PHOTON_IMPLEMENTATION
@@ -24,6 +27,10 @@ static const char *usage =
     "  --deltas N        deltas for --merge (default 8)\n"
     "  --dir DIR         where --merge writes its files (default /tmp)\n"
     "  --threads N       threads (default: one per core)\n"
+    "  --device cpu|cuda time the CPU's step (default) or the GPU's (a CUDA build)\n"
+    "  --precision P     GPU matrix products: tf32 (default), fp32 or bf16\n"
+    "  --peak-tflops X   the GPU's dense peak for the precision used, for MFU (default:\n"
+    "                    known for A100, H100 and H200)\n"
     "  --peak            only measure the matmul peak\n"
     "  --json            one JSON object on stdout\n"
     "  --help, --version\n";
@@ -57,6 +64,26 @@ static int compare_doubles(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Model FLOPs of one step: 6 per parameter per token in the matrix products
+   (all but the position table), plus attention's scores and mixing, 12 L T C. */
+static double step_flops(const photon_model *m, int B, int T) {
+    const photon_config *c = &m->config;
+    return (6.0 * (double)(m->num_params - (size_t)c->n_ctx * c->n_embd) + 12.0 * c->n_layer * (double)T * c->n_embd) *
+           B * T;
+}
+
+#ifdef PHOTON_CUDA
+/* Dense tensor-core peak in TFLOP/s of the GPUs whose figures are published
+   (NVIDIA's data sheets; SXM boards unless the name says PCIe), or 0. */
+static double gpu_peak_tflops(const char *name, photon_cuda_precision p) {
+    int pcie = strstr(name, "PCIe") != NULL;
+    if (strstr(name, "H100") || strstr(name, "H200"))
+        return p == PHOTON_CUDA_BF16 ? (pcie ? 756.0 : 989.4) : p == PHOTON_CUDA_TF32 ? (pcie ? 378.0 : 494.7) : (pcie ? 51.2 : 66.9);
+    if (strstr(name, "A100")) return p == PHOTON_CUDA_BF16 ? 312.0 : p == PHOTON_CUDA_TF32 ? 156.0 : 19.5;
+    return 0.0;
+}
+#endif
+
 static void bench_training(const char *name, const photon_config *cfg, int B, int T, int steps, int json) {
     photon_model m;
     photon_adamw_state st;
@@ -78,10 +105,7 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
     }
     qsort(times, (size_t)steps, sizeof(double), compare_doubles);
     median = times[steps / 2];
-    /* model FLOPs: 6 per parameter per token in the matrix products (all but
-       the position table), plus attention's scores and mixing, 12 L T C */
-    flops = (6.0 * (double)(m.num_params - (size_t)cfg->n_ctx * cfg->n_embd) +
-             12.0 * cfg->n_layer * (double)T * cfg->n_embd) * B * T;
+    flops = step_flops(&m, B, T);
     gflops = flops / median / 1e9;
     peak = matmul_peak(2048);
     need_mb = (16.0 * (double)m.num_params + 4.0 * (double)photon__activation_layout(&probe, NULL, cfg, B, T, 0)) /
@@ -105,6 +129,59 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
     photon_adamw_state_free(&st);
     photon_model_free(&m);
 }
+
+#ifdef PHOTON_CUDA
+static void bench_gpu_training(const char *name, const photon_config *cfg, int B, int T, int steps,
+                               const cli_device *dev, double peak_tflops, int json) {
+    photon_model m;
+    photon_adamw_state st;
+    photon_adamw_config hp = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    photon_schedule sched = {1e-4f, 0, 1000, 0.1f};
+    photon_error err;
+    photon_cuda *gpu;
+    int *in = (int *)malloc((size_t)B * T * sizeof(int)), *tg = (int *)malloc((size_t)B * T * sizeof(int)), s, i;
+    double *times = (double *)malloc((size_t)steps * sizeof(double)), median, tflops, mfu;
+    const char *precision = dev->precision == PHOTON_CUDA_FP32 ? "fp32" : dev->precision == PHOTON_CUDA_BF16 ? "bf16" : "tf32";
+    uint64_t rng = 1;
+    if (photon_model_init(&m, cfg, 1, &err) != PHOTON_OK || photon_adamw_state_init(&st, m.num_params, &err) != PHOTON_OK)
+        cli_fail(&err);
+    for (i = 0; i < B * T; i++) in[i] = (int)(photon_rand_u64(&rng) % (uint64_t)cfg->vocab_size),
+                             tg[i] = (int)(photon_rand_u64(&rng) % (uint64_t)cfg->vocab_size);
+    gpu = cli_gpu_open(dev, &m, &st, B, T);
+    /* each step waits for the GPU (its loss and gradient norm come back), so
+       wall-clock steps are GPU steps */
+    for (s = -3; s < steps; s++) {
+        double t0 = cli_now();
+        if (photon_cuda_train_step(gpu, &m, &st, &hp, &sched, in, tg, B, T, NULL, &err) != PHOTON_OK) cli_fail(&err);
+        if (s >= 0) times[s] = cli_now() - t0;
+    }
+    qsort(times, (size_t)steps, sizeof(double), compare_doubles);
+    median = times[steps / 2];
+    tflops = step_flops(&m, B, T) / median / 1e12;
+    if (peak_tflops <= 0) peak_tflops = gpu_peak_tflops(photon_cuda_device_name(gpu), dev->precision);
+    mfu = peak_tflops > 0 ? tflops / peak_tflops : NAN;
+    if (json) {
+        printf("{\"config\":\"%s\",\"device\":", name);
+        cli_json_string(stdout, photon_cuda_device_name(gpu));
+        printf(",\"precision\":\"%s\",\"params\":%zu,\"batch\":%d,\"seq\":%d,\"ms_per_step\":%.2f,"
+               "\"tokens_per_s\":%.0f,\"tflops\":%.2f,\"peak_tflops\":%.1f,\"mfu\":",
+               precision, m.num_params, B, T, median * 1e3, B * T / median, tflops, peak_tflops);
+        cli_json_number(stdout, mfu);
+        printf(",\"gpu_memory_mb\":%.0f}\n", photon_cuda_memory(gpu) / 1048576.0);
+    } else {
+        printf("%s on %s (%s): %.1fM parameters, batch %d x %d\n", name, photon_cuda_device_name(gpu), precision,
+               m.num_params / 1e6, B, T);
+        printf("  %.2f ms/step (median of %d), %.0f tokens/s, %.1f TFLOP/s", median * 1e3, steps, B * T / median, tflops);
+        if (mfu == mfu) printf(" = %.1f%% MFU (peak %.1f TFLOP/s)\n", 100.0 * mfu, peak_tflops);
+        else printf(" (MFU: peak unknown for this GPU, give --peak-tflops)\n");
+        printf("  GPU memory held by the model: %.0f MiB\n", photon_cuda_memory(gpu) / 1048576.0);
+    }
+    cli_gpu_close(gpu, NULL, NULL);
+    free(in), free(tg), free(times);
+    photon_adamw_state_free(&st);
+    photon_model_free(&m);
+}
+#endif
 
 static void bench_merge(const char *dir, int num_deltas, int json) {
     photon_config cfg = {50257, 1024, 12, 12, 768};
@@ -174,11 +251,19 @@ int main(int argc, char **argv) {
     cli_args a;
     const char *config = "small", *dir = "/tmp";
     int B = 4, T = 64, steps = 5, merge = 0, deltas = 8, json = 0, peak_only = 0;
+    double peak_tflops = 0.0;
+    cli_device dev;
     cli_prog = "photon-bench";
+    cli_device_init(&dev);
+    dev.requested = 0; /* the CPU unless --device cuda */
     cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
-        if (cli_is(&a, "--config")) {
+        if (cli_device_flag(&a, &dev)) {
+            /* --device, --precision */
+        } else if (cli_is(&a, "--peak-tflops")) {
+            peak_tflops = cli_float(&a, 0.001, 1e6);
+        } else if (cli_is(&a, "--config")) {
             config = cli_value(&a);
             if (strcmp(config, "small") != 0 && strcmp(config, "gpt2") != 0)
                 cli_usage_error("--config must be small or gpt2, got '%s'", config);
@@ -207,19 +292,27 @@ int main(int argc, char **argv) {
             cli_usage_error("unknown option %s", a.flag[0] ? a.flag : argv[a.i]);
         }
     }
+    cli_device_resolve(&dev);
+    if (dev.use_cuda && (peak_only || merge)) cli_usage_error("--device cuda times training steps only");
     if (peak_only) {
         double p = matmul_peak(2048);
         if (json) printf("{\"threads\":%d,\"matmul_peak_gflops\":%.1f}\n", photon_threads(), p);
         else printf("matmul peak: %.1f GFLOP/s on a 2048^3 product, %d threads\n", p, photon_threads());
     } else if (merge) {
         bench_merge(dir, deltas, json);
-    } else if (strcmp(config, "small") == 0) {
-        photon_config cfg = {50257, 256, 4, 4, 256};
-        if (T > cfg.n_ctx) cli_usage_error("--seq %d is longer than the context %d", T, cfg.n_ctx);
-        bench_training("small (vocab 50257, 4 layers, 4 heads, width 256)", &cfg, B, T, steps, json);
     } else {
-        photon_config cfg = {50257, 1024, 12, 12, 768};
-        bench_training("GPT-2 124M (vocab 50257, 12 layers, 12 heads, width 768)", &cfg, B, T, steps, json);
+        int small = strcmp(config, "small") == 0;
+        photon_config small_cfg = {50257, 256, 4, 4, 256}, gpt2_cfg = {50257, 1024, 12, 12, 768};
+        const photon_config *cfg = small ? &small_cfg : &gpt2_cfg;
+        const char *name = small ? "small (vocab 50257, 4 layers, 4 heads, width 256)"
+                                 : "GPT-2 124M (vocab 50257, 12 layers, 12 heads, width 768)";
+        if (T > cfg->n_ctx) cli_usage_error("--seq %d is longer than the context %d", T, cfg->n_ctx);
+#ifdef PHOTON_CUDA
+        if (dev.use_cuda) bench_gpu_training(name, cfg, B, T, steps, &dev, peak_tflops, json);
+        else
+#endif
+            bench_training(name, cfg, B, T, steps, json);
+        (void)peak_tflops;
     }
     return 0;
 }
