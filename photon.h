@@ -50,6 +50,10 @@
 
    The file formats are documented in docs/FORMAT.md.
 
+   On an NVIDIA GPU the training step runs in photon_cuda.cu, a companion
+   file built with nvcc and cuBLAS; its interface is declared below (section
+   GPU) and writes the same files as the CPU.
+
    ERRORS
    ------
    The library never prints and never exits. Every function that can fail
