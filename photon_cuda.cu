@@ -971,6 +971,7 @@ static photon_result photon__cu_setup(photon_cuda *g, int device, photon_error *
                                  cublasGetStatusString(s));
     if ((e = cudaMalloc(&g->arena, bytes)) != cudaSuccess) {
         g->arena = NULL;
+        cudaGetLastError(); /* handled here: the next check must not see it */
         return photon__cu_fail(err, e == cudaErrorMemoryAllocation ? PHOTON_ERR_MEMORY : PHOTON_ERR_DEVICE,
                                  "GPU %s: cannot allocate %.2f GiB for the model, its optimizer and batch %d x %d: %s",
                                  g->name, bytes / 1073741824.0, g->max_B, g->max_T, cudaGetErrorString(e));
@@ -998,8 +999,12 @@ PHOTONDEF photon_result photon_cuda_create(photon_cuda **out, const photon_model
     if (!photon__cu_attention_hs(hs))
         return photon__cu_fail(err, PHOTON_ERR_ARGUMENT, "head size %d (width %d / %d heads): the GPU attention "
                                  "kernels take head sizes up to 128", hs, model->config.n_embd, model->config.n_head);
-    if ((size_t)max_B * max_T > (size_t)1 << 30)
-        return photon__cu_fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d: too many positions", max_B, max_T);
+    /* CUDA grids are at most 65535 blocks high: the column sums take 32 rows
+       per block row, the attention one (batch row, head) pair */
+    if ((size_t)max_B * max_T > (size_t)65535 * PHOTON__CU_COLSUM_ROWS || (size_t)max_B * model->config.n_head > 65535)
+        return photon__cu_fail(err, PHOTON_ERR_ARGUMENT, "batch %d x sequence %d with %d heads is more than one GPU "
+                               "step takes (at most %d positions and 65535 rows x heads)", max_B, max_T,
+                               model->config.n_head, 65535 * PHOTON__CU_COLSUM_ROWS);
     g = (photon_cuda *)calloc(1, sizeof *g);
     if (!g) return photon__cu_fail(err, PHOTON_ERR_MEMORY, "cannot allocate a GPU model");
     g->config = model->config;

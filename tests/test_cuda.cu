@@ -544,16 +544,23 @@ static void test_errors(void) {
     expect(photon_cuda_create(&g, &m, 2, 8, 5, PHOTON_CUDA_TF32, &err) == PHOTON_ERR_DEVICE &&
                strstr(err.message, "GPU 5 requested"),
            "a GPU number that does not exist is refused", err.message);
+    expect(photon_cuda_create(&g, &m, 1 << 20, 16, 0, PHOTON_CUDA_TF32, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "more than one GPU step takes") && g == NULL,
+           "a batch beyond the GPU's grid limits is refused", err.message);
 #ifdef PHOTON_CUDA_EMULATE
     setenv("PHOTON_EMU_MEMORY_LIMIT", "1000000", 1);
     expect(photon_cuda_create(&g, &m, 4096, 16, 0, PHOTON_CUDA_TF32, &err) == PHOTON_ERR_MEMORY &&
                strstr(err.message, "cannot allocate") && g == NULL,
            "out of GPU memory is PHOTON_ERR_MEMORY with a message", err.message);
     unsetenv("PHOTON_EMU_MEMORY_LIMIT");
-#else
-    expect(photon_cuda_create(&g, &m, 1 << 26, 16, 0, PHOTON_CUDA_TF32, &err) == PHOTON_ERR_MEMORY &&
+#else /* 2M positions of a 4-layer, 1024-wide model: about 550 GB of activations */
+    photon_model big;
+    photon_config bigc = small_config(50, 1024, 4, 8, 1024);
+    photon_model_init(&big, &bigc, 1, &err);
+    expect(photon_cuda_create(&g, &big, 2040, 1024, 0, PHOTON_CUDA_TF32, &err) == PHOTON_ERR_MEMORY &&
                strstr(err.message, "cannot allocate") && g == NULL,
            "out of GPU memory is PHOTON_ERR_MEMORY with a message", err.message);
+    photon_model_free(&big);
 #endif
     if (photon_cuda_create(&g, &m, 2, 8, 0, PHOTON_CUDA_TF32, &err) != PHOTON_OK) {
         expect(0, "a GPU model is created", err.message);
