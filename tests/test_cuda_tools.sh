@@ -17,25 +17,9 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 passed=0 failed=0
 
-check() { # check DESCRIPTION COMMAND...
-    local desc=$1
-    shift
-    if "$@" >"$W/out" 2>"$W/err"; then
-        passed=$((passed + 1)); echo "ok - $desc"
-    else
-        failed=$((failed + 1)); echo "FAIL - $desc"; sed 's/^/    /' "$W/err" "$W/out" | head -20
-    fi
-}
-# expect_exit CODE PATTERN COMMAND...: exits with CODE, one stderr line matching PATTERN
-expect_exit() {
-    local code=$1 pattern=$2 rc
-    shift 2
-    "$@" >"$W/cmd.out" 2>"$W/cmd.err"
-    rc=$?
-    [ "$rc" = "$code" ] || { echo "exit $rc, expected $code" >&2; cat "$W/cmd.err" >&2; return 1; }
-    grep -q -- "$pattern" "$W/cmd.err" || { echo "stderr lacks '$pattern':" >&2; cat "$W/cmd.err" >&2; return 1; }
-    [ "$(wc -l <"$W/cmd.err")" = 1 ] || { echo "more than one line on stderr" >&2; return 1; }
-}
+. "$ROOT/tests/lib.sh"
+# expect_exit, and its stderr is one line
+expect_exit_1line() { expect_exit "$@" && one_line; }
 json_field() { sed -n "s/.*\"$1\":\\([^,}]*\\).*/\\1/p" "$2"; }
 # within FILE_A FILE_B FIELD LIMIT: the field differs by at most LIMIT (relative)
 within() {
@@ -99,11 +83,11 @@ check "evaluation: GPU (fp32) and CPU agree within 1e-5" within eval_gpu.json ev
 check "a GPU-trained checkpoint is a checkpoint like any other" "$BIN/photon-merge" --base g0.st --out g1b.st a1.delta b1.delta
 
 # --- errors ---
-check "--device gpu is a usage error" expect_exit 2 "--device is cpu or cuda" \
+check "--device gpu is a usage error" expect_exit_1line 2 "--device is cpu or cuda" \
     "$BIN/photon-train" --model g0.st --data a.txt --steps 1 --out x.st --device gpu
-check "--precision fp16 is a usage error" expect_exit 2 "--precision is tf32, fp32 or bf16" \
+check "--precision fp16 is a usage error" expect_exit_1line 2 "--precision is tf32, fp32 or bf16" \
     "$BIN/photon-train" --model g0.st --data a.txt --steps 1 --out x.st --precision fp16
-check "--precision with --device cpu is a usage error" expect_exit 2 "applies to --device cuda only" \
+check "--precision with --device cpu is a usage error" expect_exit_1line 2 "applies to --device cuda only" \
     "$BIN/photon-train" --model g0.st --data a.txt --steps 1 --out x.st --device cpu --precision bf16
 "$BIN/photon-train" --init --layers 1 --heads 1 --width 256 --ctx 16 --steps 0 --out wide.st 2>/dev/null
 check "a head size the GPU kernels do not take fails clearly, writing nothing" bash -c "
