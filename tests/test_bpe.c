@@ -39,6 +39,7 @@ static unsigned char *read_bytes(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     unsigned char *d;
     long len;
+    *n = 0;
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     len = ftell(f);
