@@ -7,7 +7,8 @@
    ../shared/data when it is there, GPT-2's file format byte for byte,
    determinism, corrupt files refused, shards. Prints "ok - ..." /
    "FAIL - ..." per check and a last line "N passed, N failed". Run from the
-   repository root; files go to PHOTON_TEST_DIR (default /tmp). */
+   repository root; files go to PHOTON_TEST_DIR (default /tmp). Arguments
+   select tests by name (--list prints them; tests/check.h). */
 #define PHOTON_IMPLEMENTATION
 #include "../photon.h"
 #include "check.h"
@@ -949,17 +950,18 @@ static void test_shard(void) {
     remove(p);
 }
 
-int main(void) {
-    test_split();
-    test_hand_example();
-    test_train_vs_naive();
-    test_encode_vs_gpt2();
-    test_round_trips();
-    test_shared_data();
-    test_gpt2_files();
-    test_corrupt();
-    test_determinism();
-    test_arguments();
-    test_shard();
-    return check_summary();
-}
+static const check_test tests[] = {
+    CHECK_TEST(split),
+    CHECK_TEST(hand_example),
+    CHECK_TEST(train_vs_naive),
+    CHECK_TEST(encode_vs_gpt2),
+    CHECK_TEST(round_trips),
+    CHECK_TEST(shared_data),
+    CHECK_TEST(gpt2_files),
+    CHECK_TEST(corrupt),
+    CHECK_TEST(determinism),
+    CHECK_TEST(arguments),
+    CHECK_TEST(shard),
+};
+
+int main(int argc, char **argv) { return check_main(tests, sizeof tests / sizeof tests[0], argc, argv); }

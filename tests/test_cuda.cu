@@ -8,7 +8,8 @@
    Every comparison uses random inputs (never zeros), outputs poisoned with
    NaN before the kernel runs, and the normalized mean squared error
    sum (gpu - cpu)^2 / sum cpu^2: at most 1e-7 for FP32 element-wise kernels
-   and 5e-4 for tensor-core matrix products; and no NaN or Inf anywhere. */
+   and 5e-4 for tensor-core matrix products; and no NaN or Inf anywhere.
+   Arguments select tests by name (--list prints them; tests/check.h). */
 #define PHOTON_IMPLEMENTATION
 #include "../photon.h"
 
@@ -590,48 +591,62 @@ static void test_errors(void) {
     photon_model_free(&m);
 }
 
-int main(void) {
-    int devices = photon_cuda_device_count();
+/* The kernels share one GPU context. */
+static void test_kernels(void) {
     photon_model m;
+    photon_config c = small_config(97, 64, 1, 2, 64);
+    photon_cuda *g = open_gpu(&m, &c, 4, 45, PHOTON_CUDA_TF32);
+    printf("# device: %s\n", photon_cuda_device_name(g));
+    test_encoder(g, 3, 45, 64, 97);
+    test_layernorm(g, 70, 96);
+    test_matmul(g, 70, 48, 80, PHOTON_CUDA_FP32, "FP32");
+    test_matmul(g, 70, 48, 80, PHOTON_CUDA_TF32, "TF32");
+    test_matmul(g, 70, 48, 80, PHOTON_CUDA_BF16, "BF16");
+    test_gelu(g, 70, 96);
+    test_attention(g, 2, 45, 32, 2);  /* head size 16 */
+    test_attention(g, 2, 45, 64, 2);  /* 32 */
+    test_attention(g, 1, 70, 128, 2); /* 64 */
+    test_attention(g, 1, 40, 256, 2); /* 128 */
+    test_classifier(g, 9, 1000);
+    photon_cuda_free(g);
+    photon_model_free(&m);
+    free_all();
+}
+
+static void test_whole_step_fp32(void) { test_whole_step(PHOTON_CUDA_FP32, "FP32", FP32_TOL); }
+static void test_whole_step_tf32(void) { test_whole_step(PHOTON_CUDA_TF32, "TF32", TENSOR_TOL); }
+static void test_whole_step_bf16(void) { test_whole_step(PHOTON_CUDA_BF16, "BF16", TENSOR_TOL); }
+
+/* The training tests share one text. */
+static void test_training(void) {
+    photon_dataset ds;
     photon_error err;
-    if (devices == 0) {
+    if (load_text(&ds, &err) != PHOTON_OK) {
+        expect(0, "training text loads", err.message);
+    } else {
+        test_training_curves(&ds);
+        test_resume_across_devices(&ds);
+        photon_dataset_free(&ds);
+    }
+}
+
+static const check_test tests[] = {
+    CHECK_TEST(kernels),
+    CHECK_TEST(adamw),
+    CHECK_TEST(whole_step_fp32),
+    CHECK_TEST(whole_step_tf32),
+    CHECK_TEST(whole_step_bf16),
+    CHECK_TEST(training),
+    CHECK_TEST(errors),
+};
+
+int main(int argc, char **argv) {
+    int status = check_args(tests, sizeof tests / sizeof tests[0], argc, argv);
+    if (status >= 0) return status;
+    if (photon_cuda_device_count() == 0) {
         printf("test_cuda: skipped: no CUDA device present (bin/emu/test_cuda runs the same checks on the CPU)\n");
         return 0;
     }
     photon_set_threads(1);
-    {
-        photon_config c = small_config(97, 64, 1, 2, 64);
-        photon_cuda *g = open_gpu(&m, &c, 4, 45, PHOTON_CUDA_TF32);
-        printf("# device: %s\n", photon_cuda_device_name(g));
-        test_encoder(g, 3, 45, 64, 97);
-        test_layernorm(g, 70, 96);
-        test_matmul(g, 70, 48, 80, PHOTON_CUDA_FP32, "FP32");
-        test_matmul(g, 70, 48, 80, PHOTON_CUDA_TF32, "TF32");
-        test_matmul(g, 70, 48, 80, PHOTON_CUDA_BF16, "BF16");
-        test_gelu(g, 70, 96);
-        test_attention(g, 2, 45, 32, 2);  /* head size 16 */
-        test_attention(g, 2, 45, 64, 2);  /* 32 */
-        test_attention(g, 1, 70, 128, 2); /* 64 */
-        test_attention(g, 1, 40, 256, 2); /* 128 */
-        test_classifier(g, 9, 1000);
-        photon_cuda_free(g);
-        photon_model_free(&m);
-        free_all();
-    }
-    test_adamw();
-    test_whole_step(PHOTON_CUDA_FP32, "FP32", FP32_TOL);
-    test_whole_step(PHOTON_CUDA_TF32, "TF32", TENSOR_TOL);
-    test_whole_step(PHOTON_CUDA_BF16, "BF16", TENSOR_TOL);
-    {
-        photon_dataset ds;
-        if (load_text(&ds, &err) != PHOTON_OK) {
-            expect(0, "training text loads", err.message);
-        } else {
-            test_training_curves(&ds);
-            test_resume_across_devices(&ds);
-            photon_dataset_free(&ds);
-        }
-    }
-    test_errors();
-    return check_summary();
+    return check_run(tests, sizeof tests / sizeof tests[0]);
 }

@@ -4,7 +4,8 @@
    against corrupt input, the optimizer against a direct computation, and
    determinism. Prints "ok - ..." / "FAIL - ..." per check and a last line
    "N passed, N failed". Run from the repository root; files go to a
-   temporary directory (PHOTON_TEST_DIR, default /tmp). */
+   temporary directory (PHOTON_TEST_DIR, default /tmp). Arguments select
+   tests by name (--list prints them; tests/check.h). */
 #define PHOTON_IMPLEMENTATION
 #include "../photon.h"
 #include "check.h"
@@ -1330,32 +1331,33 @@ static void test_thread_determinism(void) {
     free(first);
 }
 
-int main(void) {
-    test_layernorm_grad();
-    test_matmul_grad();
-    test_attention_grad();
-    test_gelu_grad();
-    test_residual_grad();
-    test_encoder_grad();
-    test_head_grad();
-    test_crossentropy_grad();
-    test_model_grad();
-    test_init();
-    test_forward_checks();
-    test_schedule();
-    test_adamw();
-    test_train_determinism();
-    test_data();
-    test_eval_batch_invariance();
-    test_safetensors_roundtrip();
-    test_safetensors_corrupt();
-    test_checkpoint();
-    test_client_state();
-    test_sha256();
-    test_outer_optimizers();
-    test_merge_weighting_and_order();
-    test_merge_refusals();
-    test_golden_step();
-    test_thread_determinism();
-    return check_summary();
-}
+static const check_test tests[] = {
+    CHECK_TEST(layernorm_grad),
+    CHECK_TEST(matmul_grad),
+    CHECK_TEST(attention_grad),
+    CHECK_TEST(gelu_grad),
+    CHECK_TEST(residual_grad),
+    CHECK_TEST(encoder_grad),
+    CHECK_TEST(head_grad),
+    CHECK_TEST(crossentropy_grad),
+    CHECK_TEST(model_grad),
+    CHECK_TEST(init),
+    CHECK_TEST(forward_checks),
+    CHECK_TEST(schedule),
+    CHECK_TEST(adamw),
+    CHECK_TEST(train_determinism),
+    CHECK_TEST(data),
+    CHECK_TEST(eval_batch_invariance),
+    CHECK_TEST(safetensors_roundtrip),
+    CHECK_TEST(safetensors_corrupt),
+    CHECK_TEST(checkpoint),
+    CHECK_TEST(client_state),
+    CHECK_TEST(sha256),
+    CHECK_TEST(outer_optimizers),
+    CHECK_TEST(merge_weighting_and_order),
+    CHECK_TEST(merge_refusals),
+    CHECK_TEST(golden_step),
+    CHECK_TEST(thread_determinism),
+};
+
+int main(int argc, char **argv) { return check_main(tests, sizeof tests / sizeof tests[0], argc, argv); }
