@@ -11,7 +11,7 @@ LDLIBS = -lm -pthread
 SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
-HEADERS = photon.h tools/cli.h tests/check.h
+HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
 .PHONY: all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)

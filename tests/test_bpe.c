@@ -10,7 +10,7 @@
    repository root; files go to PHOTON_TEST_DIR (default /tmp). Arguments
    select tests by name (--list prints them; tests/check.h). */
 #define PHOTON_IMPLEMENTATION
-#include "../photon.h"
+#include "../photon_bpe.h"
 #include "check.h"
 
 #include <dirent.h>

@@ -912,8 +912,8 @@ static int files_equal(const char *a, const char *b) {
     unsigned char *x, *y;
     size_t nx, ny;
     int same;
-    if (photon__read_file(a, &x, &nx, NULL) != PHOTON_OK) return 0;
-    if (photon__read_file(b, &y, &ny, NULL) != PHOTON_OK) {
+    if (photon_read_file(a, &x, &nx, NULL) != PHOTON_OK) return 0;
+    if (photon_read_file(b, &y, &ny, NULL) != PHOTON_OK) {
         free(x);
         return 0;
     }

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../photon.h"
+#include "../photon_bpe.h"
 
 static const char *cli_prog = "photon";
 
