@@ -661,6 +661,10 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
 PHOTONDEF void photon_merge_result_free(photon_merge_result *result);
 /* Writes the merged checkpoint with its audit trail. */
 PHOTONDEF photon_result photon_merge_save(const photon_merge_result *result, const char *path, photon_error *err);
+/* Re-checks a merge: writes it to a temporary file beside path and
+   compares the two byte for byte; *matches gets the answer. */
+PHOTONDEF photon_result photon_merge_verify(const photon_merge_result *result, const char *path, int *matches,
+                                            photon_error *err);
 
 /* ---------------------------------------------------------------- >>gpu */
 /* Declared here, defined in photon_cuda.cu: compile that file with nvcc and
@@ -761,9 +765,18 @@ typedef struct photon_outputs {
     char temp[PHOTON_OUTPUTS_MAX][4096 + 32];
 } photon_outputs;
 
+/* Fails early, before any work, if path cannot take an output: it exists
+   and is not a regular file (a rename would replace a device such as
+   /dev/null), or its directory does not take new files. */
+PHOTONDEF photon_result photon_output_check(const char *path, photon_error *err);
+/* The same for a directory that photon writes as a whole (a split): it
+   must not exist, or be an empty directory. */
+PHOTONDEF photon_result photon_output_dir_check(const char *dir, photon_error *err);
+/* Whether two files hold the same bytes (read in blocks, not whole). */
+PHOTONDEF photon_result photon_files_equal(const char *a, const char *b, int *equal, photon_error *err);
+
 PHOTONDEF void photon_outputs_init(photon_outputs *out);
-/* Refuses a target that exists and is not a regular file, or whose
-   directory does not take new files, before any work is done. */
+/* Checks the target as photon_output_check does. */
 PHOTONDEF photon_result photon_outputs_add(photon_outputs *out, const char *target, const char **temp,
                                            photon_error *err);
 PHOTONDEF photon_result photon_outputs_commit(photon_outputs *out, photon_error *err);
@@ -3815,6 +3828,21 @@ PHOTONDEF photon_result photon_merge_save(const photon_merge_result *res, const 
                                     (const char *const *)res->meta_values, res->num_meta, err);
 }
 
+PHOTONDEF photon_result photon_merge_verify(const photon_merge_result *res, const char *path, int *matches,
+                                            photon_error *err) {
+    char tmp[4096 + 32];
+    photon_result r;
+    *matches = 0;
+#ifdef PHOTON__POSIX
+    snprintf(tmp, sizeof tmp, "%.4096s.%ld.verify", path, (long)getpid());
+#else
+    snprintf(tmp, sizeof tmp, "%.4096s.verify", path);
+#endif
+    if ((r = photon_merge_save(res, tmp, err)) == PHOTON_OK) r = photon_files_equal(tmp, path, matches, err);
+    remove(tmp);
+    return r;
+}
+
 /* ======================================================================= */
 /* >>machinery: APPENDIX. What the algorithm above runs on: threads, the  */
 /* matrix product, vectorised maths, random numbers, files, JSON, UTF-8    */
@@ -4464,29 +4492,61 @@ PHOTONDEF photon_result photon_write_file(const char *path, const void *data, si
 
 PHOTONDEF void photon_outputs_init(photon_outputs *o) { o->count = 0; }
 
-/* A target must be a regular file or absent (a rename would replace a
-   device such as /dev/null with a file), and its directory must take new
-   files: both are checked by creating the temporary name now. */
+PHOTONDEF photon_result photon_output_check(const char *path, photon_error *err) {
+    char probe[4096 + 32];
+    FILE *f;
+#ifdef PHOTON__POSIX
+    struct stat info;
+    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode))
+        return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a regular file", path);
+    snprintf(probe, sizeof probe, "%.4096s.%ld.probe", path, (long)getpid());
+#else
+    snprintf(probe, sizeof probe, "%.4096s.probe", path);
+#endif
+    if (!(f = fopen(probe, "wb")))
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot create files there: %s", path, strerror(errno));
+    fclose(f);
+    remove(probe);
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_files_equal(const char *a, const char *b, int *equal, photon_error *err) {
+    unsigned char *x = (unsigned char *)PHOTON_MALLOC(1 << 16), *y = (unsigned char *)PHOTON_MALLOC(1 << 16);
+    FILE *fa = NULL, *fb = NULL;
+    long sa = 0, sb = 0;
+    photon_result r = x && y ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", a);
+    *equal = 0;
+    if (r == PHOTON_OK && (r = photon__open_regular(a, &fa, &sa, err)) == PHOTON_OK)
+        r = photon__open_regular(b, &fb, &sb, err);
+    if (r == PHOTON_OK && sa == sb) {
+        size_t na, nb;
+        *equal = 1;
+        do {
+            na = fread(x, 1, 1 << 16, fa);
+            nb = fread(y, 1, 1 << 16, fb);
+            if (na != nb || memcmp(x, y, na) != 0) *equal = 0;
+        } while (*equal && na > 0);
+        if (ferror(fa) || ferror(fb)) r = photon__fail(err, PHOTON_ERR_IO, "%s: read failed", ferror(fa) ? a : b);
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    PHOTON_FREE(x);
+    PHOTON_FREE(y);
+    return r;
+}
+
 PHOTONDEF photon_result photon_outputs_add(photon_outputs *o, const char *target, const char **temp, photon_error *err) {
-    FILE *probe;
+    photon_result r;
     if (o->count == PHOTON_OUTPUTS_MAX)
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: more than %d outputs in one group", target, PHOTON_OUTPUTS_MAX);
     if (strlen(target) >= sizeof o->target[0])
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "%.200s...: path too long", target);
+    if ((r = photon_output_check(target, err)) != PHOTON_OK) return r;
 #ifdef PHOTON__POSIX
-    {
-        struct stat info;
-        if (stat(target, &info) == 0 && !S_ISREG(info.st_mode))
-            return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a regular file", target);
-    }
     snprintf(o->temp[o->count], sizeof o->temp[0], "%s.%ld.pending", target, (long)getpid());
 #else
     snprintf(o->temp[o->count], sizeof o->temp[0], "%s.pending", target);
 #endif
-    if (!(probe = fopen(o->temp[o->count], "wb")))
-        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot create files there: %s", target, strerror(errno));
-    fclose(probe);
-    remove(o->temp[o->count]);
     snprintf(o->target[o->count], sizeof o->target[0], "%s", target);
     if (temp) *temp = o->temp[o->count];
     o->count++;
@@ -4541,33 +4601,38 @@ static photon_result photon__staged_note(photon__staged_dir *d, const char *path
     return PHOTON_OK;
 }
 
-static photon_result photon__staged_begin(photon__staged_dir *d, const char *dir, photon_error *err) {
-    memset(d, 0, sizeof *d);
-    d->err = err;
-    d->dir = dir;
+PHOTONDEF photon_result photon_output_dir_check(const char *dir, photon_error *err) {
 #ifdef PHOTON__POSIX
-    {
-        struct stat info;
-        if (stat(dir, &info) == 0) {
-            DIR *listing;
-            struct dirent *e;
-            if (!S_ISDIR(info.st_mode)) return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a directory", dir);
-            if (!(listing = opendir(dir))) return photon__staged_fail(d, PHOTON_ERR_IO, "cannot read the directory", dir);
-            while ((e = readdir(listing)) != NULL)
-                if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-                    closedir(listing);
-                    return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not empty; photon writes a new directory",
-                                        dir);
-                }
+    struct stat info;
+    DIR *listing;
+    struct dirent *e;
+    if (stat(dir, &info) != 0) return PHOTON_OK;
+    if (!S_ISDIR(info.st_mode)) return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a directory", dir);
+    if (!(listing = opendir(dir)))
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read the directory: %s", dir, strerror(errno));
+    while ((e = readdir(listing)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
             closedir(listing);
+            return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not empty; photon writes a new directory", dir);
         }
-    }
-    snprintf(d->staging, sizeof d->staging, "%s.%ld.tmp", dir, (long)getpid());
-    if (mkdir(d->staging, 0777) != 0) return photon__staged_fail(d, PHOTON_ERR_IO, "cannot create the directory", dir);
+    closedir(listing);
     return PHOTON_OK;
 #else
     return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: writing a directory needs a POSIX build", dir);
 #endif
+}
+
+static photon_result photon__staged_begin(photon__staged_dir *d, const char *dir, photon_error *err) {
+    photon_result r;
+    memset(d, 0, sizeof *d);
+    d->err = err;
+    d->dir = dir;
+    if ((r = photon_output_dir_check(dir, err)) != PHOTON_OK) return r;
+#ifdef PHOTON__POSIX
+    snprintf(d->staging, sizeof d->staging, "%s.%ld.tmp", dir, (long)getpid());
+    if (mkdir(d->staging, 0777) != 0) return photon__staged_fail(d, PHOTON_ERR_IO, "cannot create the directory", dir);
+#endif
+    return PHOTON_OK;
 }
 
 static photon_result photon__staged_mkdir(photon__staged_dir *d, const char *rel) {

@@ -167,25 +167,10 @@ static inline double cli_now(void) {
 #endif
 }
 
-/* Fails early, before any work, if an output path cannot be written: it
-   exists and is not a regular file (a rename would replace a device), or
-   its directory does not take new files. */
+/* Fails early, before any work, if an output path cannot be written. */
 static inline void cli_check_output(const char *path) {
-    struct stat info;
-    char probe[4096];
-    FILE *f;
-    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
-        fprintf(stderr, "%s: %s: exists and is not a regular file\n", cli_prog, path);
-        exit(1);
-    }
-    snprintf(probe, sizeof probe, "%s.%ld.probe", path, (long)getpid());
-    f = fopen(probe, "wb");
-    if (!f) {
-        fprintf(stderr, "%s: %s: cannot create files there: %s\n", cli_prog, path, strerror(errno));
-        exit(1);
-    }
-    fclose(f);
-    remove(probe);
+    photon_error err;
+    if (photon_output_check(path, &err) != PHOTON_OK) cli_fail(&err);
 }
 
 /* Loads --tokenizer DIR (NULL: bytes) and checks it against the model's

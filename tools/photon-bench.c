@@ -48,10 +48,10 @@ static double matmul_peak(int n) {
     size_t i;
     int r;
     for (i = 0; i < (size_t)n * n; i++) a[i] = (float)(i % 13) * 0.01f, b[i] = (float)(i % 7) * 0.01f;
-    photon__gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
+    photon_gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
     for (r = 0; r < 3; r++) {
         double t0 = cli_now(), t;
-        photon__gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
+        photon_gemm(n, n, n, a, n, 0, b, n, 0, c, n, 0);
         t = cli_now() - t0;
         if (t < best) best = t;
     }
@@ -90,7 +90,6 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
     photon_adamw_config hp = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     photon_schedule sched = {1e-4f, 0, 1000, 0.1f};
     photon_error err;
-    photon_activations probe;
     int *in = (int *)malloc((size_t)B * T * sizeof(int)), *tg = (int *)malloc((size_t)B * T * sizeof(int)), s, i;
     double *times = (double *)malloc((size_t)steps * sizeof(double)), median, flops, gflops, peak, need_mb, rss;
     uint64_t rng = 1;
@@ -108,7 +107,7 @@ static void bench_training(const char *name, const photon_config *cfg, int B, in
     flops = step_flops(&m, B, T);
     gflops = flops / median / 1e9;
     peak = matmul_peak(2048);
-    need_mb = (16.0 * (double)m.num_params + 4.0 * (double)photon__activation_layout(&probe, NULL, cfg, B, T, 0)) /
+    need_mb = (16.0 * (double)m.num_params + 4.0 * (double)photon_activation_floats(cfg, B, T)) /
               1048576.0;
     rss = peak_rss_mb(RUSAGE_SELF);
     if (json) {

@@ -9,7 +9,6 @@
 #define PHOTON_IMPLEMENTATION
 #include "cli.h"
 
-#include <dirent.h>
 
 static const char *usage =
     "usage: photon-data train-tokenizer --vocab N --out DIR FILE...\n"
@@ -66,20 +65,9 @@ static void progress(const char *fmt, ...) {
 
 /* Reads a whole file (a regular file: directories and devices are refused). */
 static unsigned char *read_all(const char *path, size_t *size) {
-    struct stat info;
-    FILE *f;
     unsigned char *data;
-    long len;
-    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) cli_die("%s: not a regular file", path);
-    f = fopen(path, "rb");
-    if (!f) cli_die("%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        cli_die("%s: cannot determine its size", path);
-    data = (unsigned char *)malloc((size_t)len + 1);
-    if (!data) cli_die("%s: cannot allocate %ld bytes to read it", path, len);
-    if (fread(data, 1, (size_t)len, f) != (size_t)len) cli_die("%s: read failed", path);
-    fclose(f);
-    *size = (size_t)len;
+    photon_error err;
+    if (photon_read_file(path, &data, size, &err) != PHOTON_OK) cli_fail(&err);
     return data;
 }
 
@@ -155,7 +143,7 @@ static int cmd_train(int argc, char **argv) {
             fprintf(stderr, "%s: %s: %s\n", cli_prog, files[k], err.message);
             return 1;
         }
-        free(text);
+        photon_free(text);
         progress("counted %s (%zu bytes): %llu pre-tokens so far, %zu distinct", files[k], size,
                  (unsigned long long)trainer.pretokens, trainer.unique_pretokens);
     }
@@ -198,21 +186,20 @@ static void encode_into(photon_bpe *bpe, token_buf *b, const unsigned char *text
     b->n += got;
 }
 
-/* Writes each shard beside its target as PATH.pending, then renames them all,
-   so a failure leaves both outputs as they were. */
+/* Writes the shards together: both appear, or neither changes. */
 static void write_shards(const char *const *paths, const token_buf *const *bufs, int n) {
-    char pending[2][4096];
+    photon_outputs outputs;
     photon_error err;
+    const char *temp = NULL;
     int k;
-    for (k = 0; k < n; k++) {
-        snprintf(pending[k], sizeof pending[k], "%s.pending", paths[k]);
-        if (photon_shard_write(pending[k], bufs[k]->ids, bufs[k]->n, &err) != PHOTON_OK) {
-            while (k-- > 0) remove(pending[k]);
+    photon_outputs_init(&outputs);
+    for (k = 0; k < n; k++)
+        if (photon_outputs_add(&outputs, paths[k], &temp, &err) != PHOTON_OK ||
+            photon_shard_write(temp, bufs[k]->ids, bufs[k]->n, &err) != PHOTON_OK) {
+            photon_outputs_abort(&outputs);
             cli_fail(&err);
         }
-    }
-    for (k = 0; k < n; k++)
-        if (rename(pending[k], paths[k]) != 0) cli_die("%s: cannot rename into place: %s", paths[k], strerror(errno));
+    if (photon_outputs_commit(&outputs, &err) != PHOTON_OK) cli_fail(&err);
 }
 
 static int cmd_encode(int argc, char **argv) {
@@ -267,7 +254,7 @@ static int cmd_encode(int argc, char **argv) {
                  train.n + val.n > before ? (double)size / (double)(train.n + val.n - before) : 0.0,
                  dt > 0 ? (double)size / dt / 1e6 : 0.0);
         bytes += size;
-        free(text);
+        photon_free(text);
     }
     if (train.n == 0) cli_die("%s: no text to encode: the files are empty", out);
     if (val_out && val.n == 0) cli_die("%s: the validation split is empty (the files are too short for --val-frac %g)", val_out, val_frac);
@@ -351,80 +338,9 @@ static int cmd_decode(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ split */
 
-/* The files of a staged output directory, removed again if anything fails. */
-static char staging[4096];
-static char **staged;
-static int num_staged;
-
-static void unstage(void) {
-    int k;
-    for (k = num_staged - 1; k >= 0; k--) {
-        if (remove(staged[k]) != 0 && errno != ENOENT) rmdir(staged[k]);
-        free(staged[k]);
-    }
-    num_staged = 0;
-    if (staging[0]) rmdir(staging);
-}
-
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((format(printf, 1, 2), noreturn))
-#endif
-static void split_die(const char *fmt, ...) {
-    va_list ap;
-    unstage();
-    va_start(ap, fmt);
-    cli_vdie(fmt, ap);
-}
-
-static const char *stage_path(const char *rel, int is_dir) {
-    size_t n = strlen(staging) + strlen(rel) + 2;
-    char *p = (char *)malloc(n);
-    if (!p) split_die("out of memory");
-    snprintf(p, n, "%s/%s", staging, rel);
-    if (is_dir && mkdir(p, 0777) != 0) split_die("%s: cannot create the directory: %s", p, strerror(errno));
-    staged = (char **)realloc(staged, (size_t)(num_staged + 1) * sizeof(char *));
-    if (!staged) split_die("out of memory");
-    staged[num_staged++] = p;
-    return p;
-}
-
-typedef struct out_file {
-    FILE *f;
-    const char *path;
-} out_file;
-
-static void out_open(out_file *o, const char *rel) {
-    o->path = stage_path(rel, 0);
-    o->f = fopen(o->path, "wb");
-    if (!o->f) split_die("%s: cannot create: %s", o->path, strerror(errno));
-}
-
-static void out_write(out_file *o, const void *p, size_t n) {
-    if (n && fwrite(p, 1, n, o->f) != n) split_die("%s: cannot write: %s", o->path, strerror(errno));
-}
-
-static void out_close(out_file *o) {
-    if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0 || fclose(o->f) != 0)
-        split_die("%s: cannot write: %s", o->path, strerror(errno));
-    o->f = NULL;
-}
-
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
-}
-
-/* The end of the IID chunk that starts at pos: the first line end at or
-   after pos + chunk - 1, if one comes within another chunk; else pos + chunk
-   moved forward to a character boundary. */
-static size_t chunk_end(const unsigned char *s, size_t n, size_t pos, size_t chunk) {
-    size_t target = pos + chunk, i, limit;
-    if (target >= n) return n;
-    limit = target + chunk < n ? target + chunk : n;
-    for (i = target - 1; i < limit; i++)
-        if (s[i] == '\n') return i + 1;
-    while (target < n && (s[target] & 0xc0) == 0x80) target++;
-    return target;
 }
 
 static int cmd_split(int argc, char **argv) {
@@ -432,12 +348,13 @@ static int cmd_split(int argc, char **argv) {
     long long clients = 0, chunk = 65536;
     const char *by = NULL, *out = NULL;
     const char **files = (const char **)calloc((size_t)argc, sizeof(char *));
+    const char **names = (const char **)calloc((size_t)argc, sizeof(char *));
+    unsigned char **texts = (unsigned char **)calloc((size_t)argc, sizeof(unsigned char *));
+    size_t *sizes = (size_t *)calloc((size_t)argc, sizeof(size_t)), total = 0;
     int nfiles = 0, k, c;
-    size_t *sizes, total = 0;
-    unsigned char **texts;
-    out_file manifest;
-    struct stat info;
-    char rel[4096];
+    photon_split_plan plan;
+    photon_error err;
+    if (!files || !names || !texts || !sizes) cli_die("out of memory");
     a.argc = argc;
     a.argv = argv;
     a.i = 1;
@@ -456,161 +373,33 @@ static int cmd_split(int argc, char **argv) {
     if (!nfiles) cli_usage_error("split needs text FILEs");
     for (k = 0; k < nfiles; k++) {
         if (strpbrk(files[k], "\t\n\r")) cli_usage_error("split: file names with tabs or line breaks do not fit the manifest");
+        names[k] = base_name(files[k]);
         for (c = 0; c < k; c++)
-            if (strcmp(base_name(files[k]), base_name(files[c])) == 0)
-                cli_usage_error("split: two inputs are named %s", base_name(files[k]));
+            if (strcmp(names[k], names[c]) == 0) cli_usage_error("split: two inputs are named %s", names[k]);
     }
     if (strcmp(by, "source") == 0 && clients > nfiles)
         cli_usage_error("split --by source: %lld clients but only %d files (each client needs a whole file)", clients, nfiles);
-    if (stat(out, &info) == 0) {
-        DIR *d;
-        struct dirent *e;
-        if (!S_ISDIR(info.st_mode)) cli_die("%s: exists and is not a directory", out);
-        if (!(d = opendir(out))) cli_die("%s: cannot read the directory: %s", out, strerror(errno));
-        while ((e = readdir(d)) != NULL)
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                cli_die("%s: exists and is not empty; split writes a new directory", out);
-        closedir(d);
-    }
-    snprintf(staging, sizeof staging, "%s.%ld.tmp", out, (long)getpid());
-    if (mkdir(staging, 0777) != 0) {
-        staging[0] = '\0';
-        cli_die("%s: cannot create the directory: %s", out, strerror(errno));
-    }
-
-    sizes = (size_t *)calloc((size_t)nfiles, sizeof(size_t));
-    texts = (unsigned char **)calloc((size_t)nfiles, sizeof(unsigned char *));
-    if (!sizes || !texts) split_die("out of memory");
+    if (photon_output_dir_check(out, &err) != PHOTON_OK) cli_fail(&err);
     for (k = 0; k < nfiles; k++) {
-        FILE *f;
-        long len;
-        if (stat(files[k], &info) == 0 && !S_ISREG(info.st_mode)) split_die("%s: not a regular file", files[k]);
-        if (!(f = fopen(files[k], "rb"))) split_die("%s: cannot open: %s", files[k], strerror(errno));
-        if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-            split_die("%s: cannot determine its size", files[k]);
-        sizes[k] = (size_t)len;
-        if (!(texts[k] = (unsigned char *)malloc(sizes[k] + 1))) split_die("%s: out of memory", files[k]);
-        if (fread(texts[k], 1, sizes[k], f) != sizes[k]) split_die("%s: read failed", files[k]);
-        fclose(f);
+        texts[k] = read_all(files[k], &sizes[k]);
         total += sizes[k];
     }
-    if (total == 0) split_die("the files are empty");
+    if (photon_split_plan_make(&plan, strcmp(by, "iid") == 0 ? PHOTON_SPLIT_IID : PHOTON_SPLIT_SOURCE, (int)clients,
+                               (const unsigned char *const *)texts, sizes, nfiles, (size_t)chunk, &err) != PHOTON_OK ||
+        photon_split_write(&plan, names, files, (const unsigned char *const *)texts, sizes, out, &err) != PHOTON_OK)
+        cli_fail(&err);
     for (c = 0; c < clients; c++) {
-        snprintf(rel, sizeof rel, "client-%d", c);
-        stage_path(rel, 1);
+        uint64_t got = 0;
+        for (k = 0; k < nfiles; k++) got += plan.bytes[(size_t)c * nfiles + k];
+        progress("client-%d: %llu bytes", c, (unsigned long long)got);
     }
-    out_open(&manifest, "manifest.tsv");
-    {
-        const char *head = "client\tfile\tsource\tbytes\tchunks\n";
-        out_write(&manifest, head, strlen(head));
-    }
-
-    if (strcmp(by, "source") == 0) {
-        /* largest first (ties: command-line order), each to the client with
-           the fewest bytes so far (ties: the lowest index) */
-        int *order = (int *)calloc((size_t)nfiles, sizeof(int)), *owner = (int *)calloc((size_t)nfiles, sizeof(int));
-        size_t *load = (size_t *)calloc((size_t)clients, sizeof(size_t));
-        if (!order || !owner || !load) split_die("out of memory");
-        for (k = 0; k < nfiles; k++) order[k] = k;
-        for (k = 1; k < nfiles; k++) { /* insertion sort: stable */
-            int v = order[k], j = k;
-            while (j > 0 && sizes[order[j - 1]] < sizes[v]) {
-                order[j] = order[j - 1];
-                j--;
-            }
-            order[j] = v;
-        }
-        for (k = 0; k < nfiles; k++) {
-            int best = 0;
-            for (c = 1; c < clients; c++)
-                if (load[c] < load[best]) best = c;
-            owner[order[k]] = best;
-            load[best] += sizes[order[k]];
-        }
-        for (c = 0; c < clients; c++) {
-            int any = 0;
-            for (k = 0; k < nfiles; k++) any |= owner[k] == c;
-            if (!any) split_die("client-%d would get no file (empty files?)", c);
-            for (k = 0; k < nfiles; k++) {
-                out_file f;
-                char line[8192];
-                if (owner[k] != c) continue;
-                snprintf(rel, sizeof rel, "client-%d/%s", c, base_name(files[k]));
-                out_open(&f, rel);
-                out_write(&f, texts[k], sizes[k]);
-                out_close(&f);
-                snprintf(line, sizeof line, "client-%d\t%s\t%s\t%zu\t1\n", c, base_name(files[k]), files[k], sizes[k]);
-                out_write(&manifest, line, strlen(line));
-            }
-            progress("client-%d: %zu bytes", c, load[c]);
-        }
-        free(order);
-        free(owner);
-        free(load);
-    } else {
-        /* the corpus as one text; chunk i goes to client i mod N */
-        unsigned char *all = (unsigned char *)malloc(total);
-        size_t *start = (size_t *)calloc((size_t)nfiles + 1, sizeof(size_t)), pos, nchunks = 0;
-        size_t *src_bytes = (size_t *)calloc((size_t)nfiles * (size_t)clients, sizeof(size_t));
-        size_t *src_chunks = (size_t *)calloc((size_t)nfiles * (size_t)clients, sizeof(size_t));
-        out_file *data = (out_file *)calloc((size_t)clients, sizeof(out_file));
-        if (!all || !start || !src_bytes || !src_chunks || !data) split_die("out of memory");
-        for (k = 0; k < nfiles; k++) {
-            start[k + 1] = start[k] + sizes[k];
-            memcpy(all + start[k], texts[k], sizes[k]);
-        }
-        for (pos = 0; pos < total; nchunks++) pos = chunk_end(all, total, pos, (size_t)chunk);
-        if (nchunks < (size_t)clients)
-            split_die("%zu bytes make only %zu chunks of about %lld bytes, fewer than %lld clients; use a smaller --chunk",
-                      total, nchunks, chunk, clients);
-        for (c = 0; c < clients; c++) {
-            snprintf(rel, sizeof rel, "client-%d/data.txt", c);
-            out_open(&data[c], rel);
-        }
-        nchunks = 0;
-        for (pos = 0; pos < total; nchunks++) {
-            size_t end = chunk_end(all, total, pos, (size_t)chunk);
-            c = (int)(nchunks % (size_t)clients);
-            out_write(&data[c], all + pos, end - pos);
-            for (k = 0; k < nfiles; k++) { /* what each source gave to this chunk */
-                size_t lo = start[k] > pos ? start[k] : pos, hi = start[k + 1] < end ? start[k + 1] : end;
-                if (lo < hi) {
-                    src_bytes[(size_t)c * (size_t)nfiles + (size_t)k] += hi - lo;
-                    src_chunks[(size_t)c * (size_t)nfiles + (size_t)k]++;
-                }
-            }
-            pos = end;
-        }
-        for (c = 0; c < clients; c++) {
-            size_t got = 0;
-            out_close(&data[c]);
-            for (k = 0; k < nfiles; k++) {
-                char line[8192];
-                size_t b = src_bytes[(size_t)c * (size_t)nfiles + (size_t)k];
-                if (!b) continue;
-                got += b;
-                snprintf(line, sizeof line, "client-%d\tdata.txt\t%s\t%zu\t%zu\n", c, files[k], b,
-                         src_chunks[(size_t)c * (size_t)nfiles + (size_t)k]);
-                out_write(&manifest, line, strlen(line));
-            }
-            progress("client-%d: %zu bytes", c, got);
-        }
-        free(all);
-        free(start);
-        free(src_bytes);
-        free(src_chunks);
-        free(data);
-    }
-    out_close(&manifest);
-    /* the whole directory appears at once (rename replaces an empty directory) */
-    if (rename(staging, out) != 0) split_die("%s: cannot rename into place: %s", out, strerror(errno));
     progress("wrote %s: %lld clients, %zu bytes, manifest %s/manifest.tsv", out, clients, total, out);
-    for (k = 0; k < num_staged; k++) free(staged[k]);
-    free(staged);
-    for (k = 0; k < nfiles; k++) free(texts[k]);
+    photon_split_plan_free(&plan);
+    for (k = 0; k < nfiles; k++) photon_free(texts[k]);
     free(texts);
     free(sizes);
-    free(files);
+    free((void *)names);
+    free((void *)files);
     return 0;
 }
 

@@ -117,21 +117,6 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         cli_usage_error("--min-clients %d is more than the %d deltas given", o->merge.min_clients, o->num_deltas);
 }
 
-/* Byte-for-byte comparison of two files. */
-static int same_bytes(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb, ca, cb;
-    while (same) {
-        ca = getc(fa);
-        cb = getc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void print_json(const merge_options *o, const photon_merge_result *res, int verified) {
     int i;
     printf("{\"out\":");
@@ -161,11 +146,16 @@ int main(int argc, char **argv) {
     merge_options o;
     photon_merge_result res;
     photon_error err;
+    photon_outputs outputs;
+    const char *out_temp = NULL, *state_temp = NULL, *state_path;
     int i, verified = 0;
     cli_prog = "photon-merge";
     parse_args(&o, argc, argv);
-    if (o.out) cli_check_output(o.out);
-    if (o.state_in && !o.verify) cli_check_output(o.state_out ? o.state_out : o.state_in);
+    state_path = o.state_out ? o.state_out : o.state_in;
+    photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */
+    if ((o.out && photon_outputs_add(&outputs, o.out, &out_temp, &err) != PHOTON_OK) ||
+        (o.out && o.state_in && photon_outputs_add(&outputs, state_path, &state_temp, &err) != PHOTON_OK))
+        cli_fail(&err);
     if (photon_merge(o.base, o.deltas, o.num_deltas, o.state_in, &o.merge, &res, &err) != PHOTON_OK) {
         for (i = 0; i < res.num_entries; i++)
             if (!res.entries[i].accepted && res.entries[i].reason[0] && strcmp(res.entries[i].reason, err.message) != 0)
@@ -176,18 +166,16 @@ int main(int argc, char **argv) {
     for (i = 0; i < res.num_entries; i++)
         if (!res.entries[i].accepted) fprintf(stderr, "%s: skipped %s\n", cli_prog, res.entries[i].reason);
     if (o.verify) {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.%ld.verify", o.verify, (long)getpid());
-        if (photon_merge_save(&res, tmp, &err) != PHOTON_OK) cli_fail(&err);
-        verified = same_bytes(tmp, o.verify);
-        remove(tmp);
+        if (photon_merge_verify(&res, o.verify, &verified, &err) != PHOTON_OK) cli_fail(&err);
         fprintf(stderr, "%s: %s %s the merge of %d deltas into %s\n", cli_prog, o.verify,
                 verified ? "matches" : "DOES NOT match", res.accepted, o.base);
     } else {
-        if (photon_merge_save(&res, o.out, &err) != PHOTON_OK) cli_fail(&err);
-        if (o.state_in && photon_server_state_save(&res.state, &res.model.config, o.state_out ? o.state_out : o.state_in,
-                                                   &err) != PHOTON_OK)
+        if (photon_merge_save(&res, out_temp, &err) != PHOTON_OK ||
+            (state_temp && photon_server_state_save(&res.state, &res.model.config, state_temp, &err) != PHOTON_OK) ||
+            photon_outputs_commit(&outputs, &err) != PHOTON_OK) {
+            photon_outputs_abort(&outputs);
             cli_fail(&err);
+        }
         fprintf(stderr, "%s: merged %d of %d deltas with %s into %s (round %llu, global step %llu)\n", cli_prog,
                 res.accepted, res.num_entries, photon_outer_name(o.merge.outer.kind), o.out,
                 (unsigned long long)res.model.round, (unsigned long long)res.model.step);

@@ -189,38 +189,22 @@ static void parse_args(train_options *o, int argc, char **argv) {
     if (o->delta_path && !o->client_id) cli_usage_error("--delta-out needs --client-id");
     if (o->client_id && !o->delta_path) cli_usage_error("--client-id goes with --delta-out");
     if (o->delta_path && o->steps == 0) cli_usage_error("--delta-out needs at least one step");
-    if (o->client_id && (strlen(o->client_id) == 0 || strlen(o->client_id) > 63 ||
-                         strspn(o->client_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-                             strlen(o->client_id)))
+    if (o->client_id && !photon_client_id_valid(o->client_id))
         cli_usage_error("--client-id must be 1 to 63 letters, digits, '.', '_' or '-'");
     cli_device_resolve(&o->device);
 }
 
-/* Loads the client state if there is one, else starts a fresh one. */
+/* Picks up the client state if there is one (else a fresh one), with the
+   loader where it stopped. */
 static void open_state(const train_options *o, const photon_model *model, const photon_dataset *ds,
                        photon_client_state *state, photon_loader *loader) {
     photon_error err;
-    struct stat info;
-    if (o->state_path && stat(o->state_path, &info) == 0) { /* exists: it must load */
-        if (photon_client_state_load(state, &model->config, o->state_path, &err) != PHOTON_OK) cli_fail(&err);
-        if (state->data_hash != ds->hash || state->data_tokens != ds->num_tokens) {
-            cli_die("%s: client state belongs to other data (%llu tokens, hash %016llx); these files hold %llu tokens, "
-                    "hash %016llx", o->state_path, (unsigned long long)state->data_tokens,
-                    (unsigned long long)state->data_hash, (unsigned long long)ds->num_tokens, (unsigned long long)ds->hash);
-        }
-        if (state->step != model->step)
-            fprintf(stderr, "%s: note: %s was written at global step %llu, the model is at step %llu\n", cli_prog,
-                    o->state_path, (unsigned long long)state->step, (unsigned long long)model->step);
-        loader->position = state->data_position;
-        loader->epoch = state->data_epoch;
-        if (o->reset_optimizer) { /* a fresh optimizer each round; the data goes on where it stopped */
-            memset(state->adamw.m, 0, state->adamw.n * sizeof(float));
-            memset(state->adamw.v, 0, state->adamw.n * sizeof(float));
-            state->adamw.t = 0;
-        }
-    } else if (photon_adamw_state_init(&state->adamw, model->num_params, &err) != PHOTON_OK) {
-        cli_fail(&err);
-    }
+    int resumed;
+    if (photon_client_state_resume(state, model, ds, loader, o->state_path, &resumed, &err) != PHOTON_OK) cli_fail(&err);
+    if (resumed && state->step != model->step)
+        fprintf(stderr, "%s: note: %s was written at global step %llu, the model is at step %llu\n", cli_prog,
+                o->state_path, (unsigned long long)state->step, (unsigned long long)model->step);
+    if (o->reset_optimizer) photon_adamw_state_reset(&state->adamw); /* a fresh optimizer; the data goes on */
 }
 
 static void log_step(const train_options *o, long long done, const photon_model *model, const photon_step_stats *st,
@@ -245,6 +229,8 @@ int main(int argc, char **argv) {
     int *inputs, *targets;
     float *base_params = NULL;
     char base_sha256[65];
+    photon_outputs outputs;
+    const char *out_temp = NULL, *delta_temp = NULL, *state_temp = NULL;
     long long s;
     double start, elapsed, loss_sum = 0.0;
     cli_prog = "photon-train";
@@ -252,9 +238,12 @@ int main(int argc, char **argv) {
     memset(&state, 0, sizeof state);
     memset(&st, 0, sizeof st);
 
-    if (o.out_path) cli_check_output(o.out_path);
-    if (o.delta_path) cli_check_output(o.delta_path);
-    if (o.state_path) cli_check_output(o.state_path);
+    /* the outputs appear together, or not at all; their places are checked before any work */
+    photon_outputs_init(&outputs);
+    if ((o.out_path && photon_outputs_add(&outputs, o.out_path, &out_temp, &err) != PHOTON_OK) ||
+        (o.delta_path && photon_outputs_add(&outputs, o.delta_path, &delta_temp, &err) != PHOTON_OK) ||
+        (o.state_path && photon_outputs_add(&outputs, o.state_path, &state_temp, &err) != PHOTON_OK))
+        cli_fail(&err);
     if (o.init && o.tokenizer) { /* the vocabulary comes from the tokenizer */
         photon_error e;
         if (photon_bpe_load_dir(&bpe, o.tokenizer, &e) != PHOTON_OK) cli_fail(&e);
@@ -315,20 +304,9 @@ int main(int argc, char **argv) {
     cli_gpu_close(gpu, &model, &state.adamw); /* the weights and moments come back to the host */
     elapsed = cli_now() - start;
 
-    /* Each output is first written (atomically) beside its target as
-       PATH.pending; only when all are written are they renamed into place, so
-       a failure leaves checkpoint, delta and state as they were, together. */
-    {
-        char pending[3][4096];
-        const char *targets[3];
-        int n = 0, k;
+    {   /* each output goes to its temporary name; the commit renames them all */
         photon_result r = PHOTON_OK;
-        if (o.out_path) targets[n++] = o.out_path;
-        if (o.delta_path) targets[n++] = o.delta_path;
-        if (o.state_path) targets[n++] = o.state_path;
-        for (k = 0; k < n; k++) snprintf(pending[k], sizeof pending[k], "%s.pending", targets[k]);
-        k = 0;
-        if (o.out_path) r = photon_checkpoint_save(&model, pending[k++], &err);
+        if (o.out_path) r = photon_checkpoint_save(&model, out_temp, &err);
         if (r == PHOTON_OK && o.delta_path) {
             photon_delta_info info;
             memset(&info, 0, sizeof info);
@@ -338,24 +316,17 @@ int main(int argc, char **argv) {
             info.local_steps = (uint64_t)o.steps;
             info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
             info.loss = st.loss;
-            r = photon_delta_save(&model, base_params, &info, pending[k++], &err);
+            r = photon_delta_save(&model, base_params, &info, delta_temp, &err);
         }
         if (r == PHOTON_OK && o.state_path) {
-            state.step = model.step;
-            state.data_position = loader.position;
-            state.data_epoch = loader.epoch;
-            state.data_tokens = ds.num_tokens;
-            state.data_hash = ds.hash;
-            r = photon_client_state_save(&state, &model.config, pending[k++], &err);
+            photon_client_state_record(&state, &model, &ds, &loader);
+            r = photon_client_state_save(&state, &model.config, state_temp, &err);
         }
+        if (r == PHOTON_OK) r = photon_outputs_commit(&outputs, &err);
         if (r != PHOTON_OK) {
-            for (k = 0; k < n; k++) remove(pending[k]);
+            photon_outputs_abort(&outputs);
             cli_fail(&err);
         }
-        for (k = 0; k < n; k++)
-            if (rename(pending[k], targets[k]) != 0) {
-                cli_die("%s: cannot rename into place: %s", targets[k], strerror(errno));
-            }
         free(base_params);
     }
     fprintf(stderr, "%s: wrote %s (global step %llu)%s%s\n", cli_prog, o.out_path ? o.out_path : o.delta_path,
