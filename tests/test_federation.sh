@@ -2,10 +2,11 @@
 # test_federation.sh BINDIR - federated rounds through the tools, as users run them.
 #
 # photon-merge's usage errors, refusals (nothing written), --skip-bad,
-# --verify and determinism; --reset-optimizer; and whole federations with
-# examples/federate.sh: 3 clients over 2 rounds must lower the held-out
-# loss, K-of-N sampling must repeat, and clients reached as host:path (rsync
-# and a stand-in for ssh) must give the same bytes as local directories.
+# --verify and determinism; --reset-optimizer; one round by hand with
+# examples/round.sh; and whole federations with examples/federate.sh: 3
+# clients over 2 rounds must lower the held-out loss, K-of-N sampling must
+# repeat, and clients reached as host:path (rsync and a stand-in for ssh)
+# must give the same bytes as local directories.
 # Prints "ok - ..." / "FAIL - ..." / "skip - ..." and a last line
 # "N passed, N failed" (tests/lib.sh).
 set -u
@@ -129,6 +130,22 @@ PY
         cmp a.st b.st && cmp r1.st r2.st"
 else
     skip "--reset-optimizer against zeroed moments: python3 not found"
+fi
+
+# --- examples/round.sh: one round by hand, the template of federate.sh ---
+if command -v python3 >/dev/null; then
+    check "round.sh: one round of 3 clients runs" "$ROOT/examples/round.sh" "$BIN" round
+    cp "$W/out" round.log
+    check "round.sh: the merged checkpoint is the merge of the clients' deltas" "$BIN/photon-merge" \
+        --base round/global-r0.safetensors --verify round/global-r1.safetensors round/client*/delta.safetensors
+    check "round.sh: its eval JSON parses, with a finite loss below the first model's, as it prints" python3 -c '
+import json, math, sys
+r0, r1 = (json.load(open(f)) for f in sys.argv[1:3])
+assert r1["model"].endswith("global-r1.safetensors") and math.isfinite(r1["loss"]) and r1["loss"] < r0["loss"], (r0, r1)
+assert "%r after" % r1["loss"] in open(sys.argv[3]).read().splitlines()[-1], "round.sh printed another loss"
+' round/eval-r0.json round/eval.json round.log
+else
+    skip "examples/round.sh: python3 not found"
 fi
 
 # --- whole federations with examples/federate.sh ---
