@@ -68,6 +68,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+command -v python3 >/dev/null || { echo "results.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
+
 # --- settings ------------------------------------------------------------------
 
 domains=(en_gutenberg_novels en_wikipedia_wikitext2_valid en_news_leipzig_2016_10K_sentences legal_en_spdx_license_texts)
@@ -263,7 +267,7 @@ eval_heldout() {
         "$bin/photon-eval" --model "$ck" --data "${heldout[i]}" --seq $T --json >"$dir/heldout-${short[i]}.json"
     done
     for i in "${!short[@]}"; do
-        sed 's/.*"loss":\([^,]*\),.*"tokens":\([0-9]*\).*/\1 \2/' "$dir/heldout-${short[i]}.json"
+        echo "$(json "$dir/heldout-${short[i]}.json" loss) $(json "$dir/heldout-${short[i]}.json" tokens)"
     done | awk '{ l[NR] = $1; n[NR] = $2; s += $1 * $2; t += $2 }
         END { m = s / t; printf "%.5f %.4f %.5f %d", m, exp(m), m / log(2), t; for (i = 1; i <= NR; i++) printf " %.4f", l[i]; print "" }'
 }

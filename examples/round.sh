@@ -13,7 +13,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "${1:-${BIN:-$here/bin}}" && pwd) work=${2:-${WORK:-$here/out/round}}
 command -v python3 >/dev/null || { echo "round.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
-json() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }  # FILE KEY
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 # a fresh WORK each run; an existing directory only if an earlier round.sh made it
 if [ -e "$work" ] && [ -n "$(ls -A "$work")" ] && [ ! -e "$work/global-r0.safetensors" ]; then
     echo "round.sh: $work exists and is not from round.sh; give another WORK" >&2; exit 2
@@ -30,10 +31,12 @@ for c in 0 1 2; do  # on each client: the global checkpoint in, a delta out
     cp "$global" "$work/client$c/global.safetensors"
     (cd "$work/client$c" && "$bin/photon-train" --model global.safetensors --data data/* --state state.safetensors \
         --steps 30 --batch 4 --seq 32 --lr 5e-3 --delta-out delta.safetensors --client-id "client$c" --json >train.json 2>train.log)
-    echo "client$c: trained $(json "$work/client$c/train.json" steps) steps, final loss $(json "$work/client$c/train.json" final_loss)"
+    printf 'client%d: %d steps, final training loss %.4f\n' $c "$(json "$work/client$c/train.json" steps)" \
+        "$(json "$work/client$c/train.json" final_loss)"
 done
 "$bin/photon-merge" --base "$global" --out "$next" --json "$work"/client*/delta.safetensors >"$work/merge.json" 2>"$work/merge.log"
 "$bin/photon-eval" --model "$global" --data "$work"/val*.txt --json >"$work/eval-r0.json"
 "$bin/photon-eval" --model "$next" --data "$work"/val*.txt --json >"$work/eval.json"
 echo "merged $(json "$work/merge.json" merged) deltas into $next"
-echo "held-out loss: $(json "$work/eval-r0.json" loss) before the round, $(json "$work/eval.json" loss) after (nats/byte)"
+printf 'held-out loss: %.4f before the round, %.4f after (nats/byte)\n' "$(json "$work/eval-r0.json" loss)" \
+    "$(json "$work/eval.json" loss)"
