@@ -56,6 +56,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$out" ] && [ ${#data[@]} -gt 0 ] && [ ${#val[@]} -gt 0 ] || die "--out, --data and --val are required"
+command -v python3 >/dev/null || { echo "centralized.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 mkdir -p "$out/chunks"
 rm -f "$out"/chunks/*
 
@@ -73,7 +76,7 @@ for ((r = 1; r <= rounds; r++)); do
     "$bin/photon-train" --model "$ckpt" "${tok_flags[@]}" --data "$out/train.txt" --state "$state" --steps "$steps" --batch "$batch" \
         --seq "$seq" --total-steps $((rounds * steps)) "${train_flags[@]}" --out "$ckpt" --log-every "$steps" \
         2>>"$out/train.log"
-    loss=$("$bin/photon-eval" --model "$ckpt" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | sed 's/.*"loss":\([^,]*\).*/\1/')
+    loss=$("$bin/photon-eval" --model "$ckpt" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | json /dev/stdin loss)
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
     printf '%d\t%d\t%.4f\t%.3f\t%s\n' "$r" $((r * steps * batch * seq)) "$loss" "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" \
         "$secs" | tee -a "$out/log.tsv"

@@ -21,6 +21,10 @@ rounds="${ROUNDS:-32}" steps="${STEPS:-40}" batch=8 seq=64
 model=(--layers 2 --heads 2 --width 64 --ctx 64)
 train=(--lr ${LR:-4e-3} --warmup 10)
 
+command -v python3 >/dev/null || { echo "demo: python3 is needed to read the tools' JSON" >&2; exit 1; }
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
+
 rm -rf "$out"
 mkdir -p "$out"
 clients=() val=() floor=""
@@ -32,7 +36,7 @@ if [ -z "$data_dir" ]; then
             --out "$out/client$d/data/train.txt" 2>/dev/null
         h=$("$bin/synthlang" --seed 1 --dialect "$d" --words $words --successors $successors --bytes 16000 \
             --sample-seed 4242 --out "$out/val-dialect$d.txt" --json 2>/dev/null |
-            sed 's/.*"entropy_nats_per_byte":\([^,}]*\).*/\1/')
+            json /dev/stdin entropy_nats_per_byte)
         sum=$(awk -v s="$sum" -v h="$h" 'BEGIN{print s + h}')
         clients+=("$out/client$d") val+=("$out/val-dialect$d.txt")
     done

@@ -88,6 +88,7 @@ done
 for t in photon-train photon-merge photon-eval; do
     [ -x "$bin/$t" ] || die "$bin/$t not found: run make first"
 done
+command -v python3 >/dev/null || { echo "federate.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
 mkdir -p "$agg"
 
 # --- helpers ---------------------------------------------------------------
@@ -116,6 +117,9 @@ copy() {
 }
 
 file_bytes() { wc -c <"$1" | tr -d ' '; }
+
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 
 # A client's name in its delta: its index and the last part of its path.
 client_id() {
@@ -159,7 +163,7 @@ for dir in "${clients[@]}"; do
     if [ -n "$tokenizer" ]; then copy "${tokenizer%/}/" "$dir/tokenizer"; fi
 done
 "$bin/photon-eval" --model "$global0" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
-loss0=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r0.json")
+loss0=$(json "$agg/eval-r0.json" loss)
 total_steps=$((rounds * steps))
 
 printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\n' | tee "$agg/log.tsv"
@@ -209,8 +213,8 @@ for ((r = 1; r <= rounds; r++)); do
         exit 1
     fi
     "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
-    loss=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
-    bpb=$(sed 's/.*"bits_per_byte":\([^,]*\).*/\1/' "$agg/eval-r$r.json")
+    loss=$(json "$agg/eval-r$r.json" loss)
+    bpb=$(json "$agg/eval-r$r.json" bits_per_byte)
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
     printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\n' "$r" "$(echo $chosen | wc -w)" "$loss" \
         "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" "$(awk -v b="$bpb" 'BEGIN{if (b == "null") print "-"; else printf "%.4f", b}')" \

@@ -23,6 +23,9 @@ done
 files=(en_gutenberg_novels.txt en_wikipedia_wikitext2_valid.txt en_news_leipzig_2016_10K_sentences.txt
        legal_en_spdx_license_texts.txt)
 [ -f "$data_dir/${files[0]}" ] || { echo "tokenizer_compare.sh: skipped: no corpora in $data_dir" >&2; exit 0; }
+command -v python3 >/dev/null || { echo "tokenizer_compare.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 out="$here/out/tokenizers"
 rm -rf "$out" && mkdir -p "$out"
 train=() val=()
@@ -48,8 +51,8 @@ run() { # NAME [--tokenizer DIR]
         --lr 2e-3 --warmup 32 --out "$out/$name.safetensors" --log-every "$steps" 2>"$out/$name.log"
     t1=$(date +%s.%N)
     "$bin/photon-eval" --model "$out/$name.safetensors" "$@" --data "${val[@]}" --seq 64 --json >"$out/$name.json"
-    printf '%s\t%s\t%s\t%s\t%.1f\n' "$name" "$(sed 's/.*"bits_per_byte":\([^,]*\).*/\1/' "$out/$name.json")" \
-        "$(sed 's/.*"loss":\([^,]*\).*/\1/' "$out/$name.json")" "$(sed 's/.*"tokens":\([^,]*\).*/\1/' "$out/$name.json")" \
+    printf '%s\t%s\t%s\t%s\t%.1f\n' "$name" "$(json "$out/$name.json" bits_per_byte)" \
+        "$(json "$out/$name.json" loss)" "$(json "$out/$name.json" tokens)" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}')"
 }
 printf 'tokens\theld-out bits/byte\theld-out loss (nats/token)\theld-out tokens\ttraining seconds\n'

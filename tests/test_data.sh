@@ -4,11 +4,11 @@
 #   bash tests/test_data.sh BINDIR        BINDIR: bin, or bin/asan (sanitizers)
 #
 # Each check prints "ok - ...", "FAIL - ..." (with the tool's stderr) or
-# "skip - ..."; the last line is "N passed, N failed, N skipped" and the exit
-# status is 1 if any check failed. Uses ../shared/data (from the repository
-# root) when it is there, and transformers (via /usr/bin/python3) when it can
-# be imported, to check that GPT2Tokenizer reads photon's files and encodes
-# the same ids; each is skipped with a message otherwise.
+# "skip - ..."; the last line is "N passed, N failed, N skipped" (tests/lib.sh)
+# and the exit status is 1 if any check failed. Uses ../shared/data (from the
+# repository root) when it is there, and transformers (via /usr/bin/python3)
+# when it can be imported, to check that GPT2Tokenizer reads photon's files
+# and encodes the same ids; each is skipped with a message otherwise.
 set -u
 
 if [ $# -ne 1 ]; then
@@ -22,49 +22,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=$ROOT/../shared/data
 PY=/usr/bin/python3
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/photon-data.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-cd "$TMP" || exit 2
-START=$SECONDS
+. "$ROOT/tests/lib.sh"   # check, expect_exit, run, pass/fail/skip, summary
+scratch data
+cd "$W" || exit 2
+# A refusal (check DESC expect_exit STATUS PATTERN CMD...) is one line of
+# stderr: runs that would report progress are given --quiet.
 
-npass=0 nfail=0 nskip=0
-pass() { npass=$((npass + 1)); echo "ok - $1"; }
-skip() { nskip=$((nskip + 1)); echo "skip - $1"; }
-fail() {
-    nfail=$((nfail + 1))
-    echo "FAIL - $1"
-    [ -n "${2:-}" ] && echo "    $2"
-    if [ -s "$TMP/err" ]; then
-        echo "    stderr of the last run:"
-        tail -n 20 "$TMP/err" | sed 's/^/    | /'
-    fi
-}
-# run CMD...: runs it with stderr in $TMP/err, stdout in $TMP/out; sets rc.
-run() { "$@" >"$TMP/out" 2>"$TMP/err"; rc=$?; }
-# check DESC CMD...: passes when CMD succeeds.
-check() {
-    local desc=$1
-    shift
-    run "$@"
-    if [ $rc -eq 0 ]; then pass "$desc"; else fail "$desc" "exit status $rc"; fi
-}
-# refuse DESC STATUS PATTERN CMD...: passes when CMD exits with STATUS and
-# one line of stderr that matches PATTERN (grep -E). Runs that would report
-# progress are given --quiet.
-refuse() {
-    local desc=$1 want=$2 pattern=$3
-    shift 3
-    run "$@"
-    if [ $rc -ne "$want" ]; then
-        fail "$desc" "exit status $rc, expected $want"
-    elif [ "$(wc -l <"$TMP/err")" -ne 1 ]; then
-        fail "$desc" "expected one line on stderr"
-    elif ! grep -Eq -- "$pattern" "$TMP/err"; then
-        fail "$desc" "stderr does not match /$pattern/"
-    else
-        pass "$desc"
-    fi
-}
 # shard_count FILE: the token count in a shard's header
 shard_count() { od -An -t u4 -j 8 -N 4 "$1" | tr -d ' '; }
 
@@ -91,27 +54,27 @@ fi
 
 # ------------------------------------------------------------------ conventions
 run "$DATA" --help
-if [ $rc -eq 0 ] && grep -q '^usage: photon-data train-tokenizer' "$TMP/out" && [ ! -s "$TMP/err" ]; then
+if [ $rc -eq 0 ] && grep -q '^usage: photon-data train-tokenizer' "$W/out" && [ ! -s "$W/err" ]; then
     pass "--help: usage on stdout, exit 0"
 else
     fail "--help: usage on stdout, exit 0"
 fi
 run "$DATA" encode --help
-if [ $rc -eq 0 ] && grep -q 'usage:' "$TMP/out"; then pass "encode --help"; else fail "encode --help"; fi
+if [ $rc -eq 0 ] && grep -q 'usage:' "$W/out"; then pass "encode --help"; else fail "encode --help"; fi
 run "$DATA" --version
-if [ $rc -eq 0 ] && grep -Eq '^photon-data [0-9.]+ .*Unicode 14.0.0' "$TMP/out"; then pass "--version"; else fail "--version"; fi
-refuse "no command: usage error" 2 "needs a command" "$DATA"
-refuse "unknown command" 2 "unknown command 'frobnicate'" "$DATA" frobnicate
-refuse "train-tokenizer without --vocab" 2 "needs --vocab" "$DATA" train-tokenizer --out t ascii.txt
-refuse "--vocab 256 is too small" 2 "--vocab needs an integer from 257 to 65536" "$DATA" train-tokenizer --vocab 256 --out t ascii.txt
-refuse "train-tokenizer without files" 2 "needs text FILEs" "$DATA" train-tokenizer --vocab 300 --out t
-refuse "unknown option" 2 "unknown option --frob" "$DATA" encode --frob --tokenizer bytes --out x ascii.txt
-refuse "--val-frac 1.5" 2 "--val-frac" "$DATA" encode --tokenizer bytes --out x --val-frac 1.5 --val-out y ascii.txt
-refuse "--val-frac without --val-out" 2 "go together" "$DATA" encode --tokenizer bytes --out x --val-frac 0.1 ascii.txt
-refuse "--val-out equal to --out" 2 "must differ" "$DATA" encode --tokenizer bytes --out x --val-frac 0.1 --val-out x ascii.txt
-refuse "split --by nonsense" 2 "--by iid or --by source" "$DATA" split --clients 2 --by nonsense --out s ascii.txt
-refuse "split --by source with more clients than files" 2 "3 clients but only 2 files" "$DATA" split --clients 3 --by source --out s ascii.txt mixed.txt
-refuse "decode needs a shard" 2 "needs a SHARD" "$DATA" decode --tokenizer bytes
+if [ $rc -eq 0 ] && grep -Eq '^photon-data [0-9.]+ .*Unicode 14.0.0' "$W/out"; then pass "--version"; else fail "--version"; fi
+check "no command: usage error" expect_exit 2 "needs a command" "$DATA"
+check "unknown command" expect_exit 2 "unknown command 'frobnicate'" "$DATA" frobnicate
+check "train-tokenizer without --vocab" expect_exit 2 "needs --vocab" "$DATA" train-tokenizer --out t ascii.txt
+check "--vocab 256 is too small" expect_exit 2 "--vocab needs an integer from 257 to 65536" "$DATA" train-tokenizer --vocab 256 --out t ascii.txt
+check "train-tokenizer without files" expect_exit 2 "needs text FILEs" "$DATA" train-tokenizer --vocab 300 --out t
+check "unknown option" expect_exit 2 "unknown option --frob" "$DATA" encode --frob --tokenizer bytes --out x ascii.txt
+check "--val-frac 1.5" expect_exit 2 "--val-frac" "$DATA" encode --tokenizer bytes --out x --val-frac 1.5 --val-out y ascii.txt
+check "--val-frac without --val-out" expect_exit 2 "go together" "$DATA" encode --tokenizer bytes --out x --val-frac 0.1 ascii.txt
+check "--val-out equal to --out" expect_exit 2 "must differ" "$DATA" encode --tokenizer bytes --out x --val-frac 0.1 --val-out x ascii.txt
+check "split --by nonsense" expect_exit 2 "--by iid or --by source" "$DATA" split --clients 2 --by nonsense --out s ascii.txt
+check "split --by source with more clients than files" expect_exit 2 "3 clients but only 2 files" "$DATA" split --clients 3 --by source --out s ascii.txt mixed.txt
+check "decode needs a shard" expect_exit 2 "needs a SHARD" "$DATA" decode --tokenizer bytes
 
 # ------------------------------------------------------------------ bytes
 check "encode --tokenizer bytes" "$DATA" encode --tokenizer bytes --out bytes.bin ascii.txt mixed.txt
@@ -123,7 +86,7 @@ else
     fail "byte shard: llm.c header, one uint16 token per byte"
 fi
 run "$DATA" decode --tokenizer bytes bytes.bin
-if [ $rc -eq 0 ] && cat ascii.txt mixed.txt | cmp -s - "$TMP/out"; then pass "decode bytes: exact bytes back"; else fail "decode bytes: exact bytes back"; fi
+if [ $rc -eq 0 ] && cat ascii.txt mixed.txt | cmp -s - "$W/out"; then pass "decode bytes: exact bytes back"; else fail "decode bytes: exact bytes back"; fi
 
 # ------------------------------------------------------------------ train-tokenizer
 check "train-tokenizer --vocab 2000" "$DATA" train-tokenizer --vocab 2000 --out tok "${TRAIN[@]}"
@@ -135,68 +98,68 @@ if [ -s tok/vocab.json ] && [ "$(head -n 1 tok/merges.txt)" = "#version: 0.2" ] 
 else
     fail "tok/: vocab.json and merges.txt ($nmerges merges, want $want, <|endoftext|> last)"
 fi
-if grep -q 'merges' "$TMP/err"; then pass "train-tokenizer reports progress on stderr"; else fail "train-tokenizer reports progress on stderr"; fi
+if grep -q 'merges' "$W/err"; then pass "train-tokenizer reports progress on stderr"; else fail "train-tokenizer reports progress on stderr"; fi
 check "train-tokenizer again (same flags)" "$DATA" train-tokenizer --quiet --vocab 2000 --out tok2 "${TRAIN[@]}"
-if cmp -s tok/vocab.json tok2/vocab.json && cmp -s tok/merges.txt tok2/merges.txt && [ ! -s "$TMP/err" ]; then
+if cmp -s tok/vocab.json tok2/vocab.json && cmp -s tok/merges.txt tok2/merges.txt && [ ! -s "$W/err" ]; then
     pass "same flags, same bytes (and --quiet is quiet)"
 else
     fail "same flags, same bytes (and --quiet is quiet)"
 fi
-refuse "train-tokenizer: a missing input" 1 "missing.txt: cannot open" "$DATA" train-tokenizer --quiet --vocab 300 --out tok3 ascii.txt missing.txt
+check "train-tokenizer: a missing input" expect_exit 1 "missing.txt: cannot open" "$DATA" train-tokenizer --quiet --vocab 300 --out tok3 ascii.txt missing.txt
 if [ ! -e tok3/vocab.json ]; then pass "a failed train-tokenizer writes nothing"; else fail "a failed train-tokenizer writes nothing"; fi
 check "train-tokenizer on tiny text stops early" "$DATA" train-tokenizer --vocab 5000 --out small ascii.txt
-if grep -q 'note: no pair occurs 2 times' "$TMP/err"; then pass "  ... and says so"; else fail "  ... and says so"; fi
+if grep -q 'note: no pair occurs 2 times' "$W/err"; then pass "  ... and says so"; else fail "  ... and says so"; fi
 
 # ------------------------------------------------------------------ encode / decode
 check "encode with the trained tokenizer" "$DATA" encode --tokenizer tok --out mixed.bin mixed.txt
 run "$DATA" decode --tokenizer tok mixed.bin
-if [ $rc -eq 0 ] && cmp -s mixed.txt "$TMP/out"; then
+if [ $rc -eq 0 ] && cmp -s mixed.txt "$W/out"; then
     pass "decode: invalid UTF-8, CRLF and tabs come back exactly"
 else
     fail "decode: invalid UTF-8, CRLF and tabs come back exactly"
 fi
 if [ "$(shard_count mixed.bin)" -lt "$(wc -c <mixed.txt)" ]; then pass "BPE shard is shorter than one token per byte"; else fail "BPE shard is shorter than one token per byte"; fi
 check "encode --val-frac 0.1" "$DATA" encode --tokenizer tok --out tr.bin --val-frac 0.1 --val-out va.bin ascii.txt
-"$DATA" decode --tokenizer tok tr.bin >tr.txt 2>"$TMP/err"
-"$DATA" decode --tokenizer tok va.bin >va.txt 2>>"$TMP/err"
+"$DATA" decode --tokenizer tok tr.bin >tr.txt 2>"$W/err"
+"$DATA" decode --tokenizer tok va.bin >va.txt 2>>"$W/err"
 if [ "$(wc -c <va.txt)" -eq 1000 ] && cat tr.txt va.txt | cmp -s - ascii.txt; then
     pass "val split: the last 10% of the file, train + val = the file"
 else
     fail "val split: the last 10% of the file, train + val = the file"
 fi
 check "encode two files with a split" "$DATA" encode --tokenizer tok --out tr2.bin --val-frac 0.25 --val-out va2.bin ascii.txt ascii.txt
-"$DATA" decode --tokenizer tok va2.bin >va2.txt 2>"$TMP/err"
+"$DATA" decode --tokenizer tok va2.bin >va2.txt 2>"$W/err"
 if { tail -c 2500 ascii.txt; tail -c 2500 ascii.txt; } | cmp -s - va2.txt; then
     pass "val split takes the tail of each file"
 else
     fail "val split takes the tail of each file"
 fi
 echo previous >keep.bin
-refuse "encode: a missing input" 1 "missing.txt: cannot open" "$DATA" encode --quiet --tokenizer tok --out keep.bin ascii.txt missing.txt
+check "encode: a missing input" expect_exit 1 "missing.txt: cannot open" "$DATA" encode --quiet --tokenizer tok --out keep.bin ascii.txt missing.txt
 if [ "$(cat keep.bin)" = previous ] && ! ls keep.bin.* >/dev/null 2>&1; then
     pass "a failed encode leaves the output as it was"
 else
     fail "a failed encode leaves the output as it was"
 fi
 : >empty.txt
-refuse "encode: empty input" 1 "no text to encode" "$DATA" encode --quiet --tokenizer tok --out e.bin empty.txt
-refuse "decode: a text file is not a shard" 1 "ascii.txt: not a token shard" "$DATA" decode --tokenizer tok ascii.txt
-refuse "decode: tokens beyond the vocabulary" 1 "mixed.bin: holds token [0-9]+, outside the 256-token vocabulary of bytes" "$DATA" decode --tokenizer bytes mixed.bin
-refuse "encode: a missing tokenizer" 1 "nothere/vocab.json: cannot open" "$DATA" encode --tokenizer nothere --out x.bin ascii.txt
+check "encode: empty input" expect_exit 1 "no text to encode" "$DATA" encode --quiet --tokenizer tok --out e.bin empty.txt
+check "decode: a text file is not a shard" expect_exit 1 "ascii.txt: not a token shard" "$DATA" decode --tokenizer tok ascii.txt
+check "decode: tokens beyond the vocabulary" expect_exit 1 "mixed.bin: holds token [0-9]+, outside the 256-token vocabulary of bytes" "$DATA" decode --tokenizer bytes mixed.bin
+check "encode: a missing tokenizer" expect_exit 1 "nothere/vocab.json: cannot open" "$DATA" encode --tokenizer nothere --out x.bin ascii.txt
 mkdir bad
 head -c 300 tok/vocab.json >bad/vocab.json
 cp tok/merges.txt bad/
-refuse "encode: a truncated vocab.json" 1 "bad/vocab.json: invalid JSON at line" "$DATA" encode --tokenizer bad --out x.bin ascii.txt
+check "encode: a truncated vocab.json" expect_exit 1 "bad/vocab.json: invalid JSON at line" "$DATA" encode --tokenizer bad --out x.bin ascii.txt
 cp tok/vocab.json bad/
 { cat tok/merges.txt; echo "Ġthe Ġqq"; } >bad/merges.txt
-refuse "encode: a merges.txt line with an unknown token" 1 "bad/merges.txt: line $((nmerges + 2)): \"Ġqq\" is not a token of bad/vocab.json" "$DATA" encode --tokenizer bad --out x.bin ascii.txt
+check "encode: a merges.txt line with an unknown token" expect_exit 1 "bad/merges.txt: line $((nmerges + 2)): \"Ġqq\" is not a token of bad/vocab.json" "$DATA" encode --tokenizer bad --out x.bin ascii.txt
 
 # every corpus file through the CLI and back
 if [ ${#CORPUS[@]} -gt 0 ]; then
     good=1
     for f in "${CORPUS[@]}"; do
-        "$DATA" encode --quiet --tokenizer tok --out c.bin "$f" 2>"$TMP/err" &&
-            "$DATA" decode --tokenizer tok c.bin 2>>"$TMP/err" | cmp -s - "$f" || { good=0; echo "    $f"; }
+        "$DATA" encode --quiet --tokenizer tok --out c.bin "$f" 2>"$W/err" &&
+            "$DATA" decode --tokenizer tok c.bin 2>>"$W/err" | cmp -s - "$f" || { good=0; echo "    $f"; }
     done
     if [ $good = 1 ]; then pass "round trip through the CLI: every file of ../shared/data (${#CORPUS[@]})"; else fail "round trip through the CLI: every file of ../shared/data"; fi
 else
@@ -235,11 +198,11 @@ else
     fail "source: whole files, largest first to the lightest client; manifest names them"
 fi
 mkdir full && echo x >full/keep
-refuse "split into a non-empty directory" 1 "full: exists and is not empty" "$DATA" split --clients 2 --by iid --out full src1.txt
+check "split into a non-empty directory" expect_exit 1 "full: exists and is not empty" "$DATA" split --clients 2 --by iid --out full src1.txt
 if [ "$(ls full)" = keep ]; then pass "  ... which is left alone"; else fail "  ... which is left alone"; fi
-refuse "split: a missing input" 1 "missing.txt: cannot open" "$DATA" split --clients 2 --by iid --out none src1.txt missing.txt
+check "split: a missing input" expect_exit 1 "missing.txt: cannot open" "$DATA" split --clients 2 --by iid --out none src1.txt missing.txt
 if [ ! -e none ] && ! ls -d none.* >/dev/null 2>&1; then pass "a failed split leaves no directory"; else fail "a failed split leaves no directory"; fi
-refuse "split: too few chunks for the clients" 1 "fewer than 5 clients" "$DATA" split --clients 5 --by iid --chunk 100000 --out few src4.txt
+check "split: too few chunks for the clients" expect_exit 1 "fewer than 5 clients" "$DATA" split --clients 5 --by iid --chunk 100000 --out few src4.txt
 mkdir emptydir
 check "split into an empty directory" "$DATA" split --quiet --clients 2 --by iid --chunk 1000 --out emptydir src4.txt
 
@@ -254,7 +217,7 @@ else
     for f in "${CORPUS[@]}"; do
         b=$(basename "$f" .txt)
         "$PY" -c 'import sys; d = open(sys.argv[1], "rb").read(200000); open(sys.argv[2], "wb").write(d.decode("utf-8", "ignore").encode())' "$f" "hf-$b.txt"
-        "$DATA" encode --quiet --tokenizer tok --out "hf-$b.bin" "hf-$b.txt" 2>"$TMP/err"
+        "$DATA" encode --quiet --tokenizer tok --out "hf-$b.bin" "hf-$b.txt" 2>"$W/err"
         args+=("hf-$b.txt" "hf-$b.bin")
     done
     run "$PY" - tok "${args[@]}" <<'EOF'
@@ -276,7 +239,7 @@ os.makedirs("hfsave", exist_ok=True)
 tok.save_vocabulary("hfsave")
 sys.exit(1 if bad else 0)
 EOF
-    sed 's/^/    /' "$TMP/out"
+    sed 's/^/    /' "$W/out"
     if [ $rc -eq 0 ]; then
         pass "GPT2Tokenizer loads photon's files and encodes ${#CORPUS[@]} corpora (~200 KB each) to the same ids"
     else
@@ -297,14 +260,14 @@ if [ -x "$TRAINER" ] && [ -x "$EVAL" ]; then
     check "photon-train --init --tokenizer takes the tokenizer's vocabulary" \
         "$TRAINER" --init --tokenizer tok "${model[@]}" --data ascii.txt --steps 2 --batch 2 --seq 16 --out bpe.st
     run "$EVAL" --model bpe.st --tokenizer tok --data ascii.txt --seq 16 --json
-    if [ $rc -eq 0 ] && grep -q '"bits_per_byte":[0-9]' "$TMP/out"; then pass "photon-eval --tokenizer reports bits per byte";
+    if [ $rc -eq 0 ] && grep -q '"bits_per_byte":[0-9]' "$W/out"; then pass "photon-eval --tokenizer reports bits per byte";
     else fail "photon-eval --tokenizer reports bits per byte"; fi
     # exactness: bits per byte = total nats / ln 2 / the bytes the predicted tokens decode to
     "$DATA" encode --quiet --tokenizer tok --out eval.bin ascii.txt 2>/dev/null
     run "$EVAL" --model bpe.st --tokenizer tok --data eval.bin --seq 16 --json
     if ! command -v python3 >/dev/null; then
         skip "bits per byte against the decoded bytes (no python3)"
-    elif [ $rc -eq 0 ] && python3 - "$TMP/out" eval.bin tok <<'PY'
+    elif [ $rc -eq 0 ] && python3 - "$W/out" eval.bin tok <<'PY'
 import json, struct, sys
 r = json.load(open(sys.argv[1]))
 raw = open(sys.argv[2], 'rb').read()
@@ -325,17 +288,15 @@ PY
     then pass "bits per byte count the bytes of the predicted tokens exactly (shard + tokenizer)"
     else fail "bits per byte count the bytes of the predicted tokens exactly (shard + tokenizer)"; fi
     "$TRAINER" --init --layers 1 --heads 2 --width 16 --ctx 32 --steps 0 --out bytes.st 2>/dev/null
-    refuse "a tokenizer of another size than the model is refused" 1 "the tokenizer has [0-9]+ tokens, bytes.st has a vocabulary of 256" \
+    check "a tokenizer of another size than the model is refused" expect_exit 1 "the tokenizer has [0-9]+ tokens, bytes.st has a vocabulary of 256" \
         "$EVAL" --model bytes.st --tokenizer tok --data ascii.txt
-    refuse "--vocab that contradicts --tokenizer is a usage error" 2 "differs from the" \
+    check "--vocab that contradicts --tokenizer is a usage error" expect_exit 2 "differs from the" \
         "$TRAINER" --init --tokenizer tok --vocab 300 "${model[@]}" --data ascii.txt --steps 1 --out x.st
     run "$EVAL" --model bpe.st --tokenizer tok --sample 5 --prompt "The " --seed 1
-    if [ $rc -eq 0 ] && head -c 4 "$TMP/out" | grep -q "The "; then pass "photon-eval --sample decodes with the tokenizer";
+    if [ $rc -eq 0 ] && head -c 4 "$W/out" | grep -q "The "; then pass "photon-eval --sample decodes with the tokenizer";
     else fail "photon-eval --sample decodes with the tokenizer"; fi
 else
     skip "photon-train/photon-eval with --tokenizer (not built in $BIN)"
 fi
 
-echo "# $((SECONDS - START)) s"
-echo "$npass passed, $nfail failed, $nskip skipped"
-[ $nfail -eq 0 ]
+summary

@@ -6,8 +6,8 @@
 #   PHOTON_TEST_VERBOSE=1 also shows the message of every expected failure
 #
 # Each check prints "ok - ..." or "FAIL - ..." (with the tool's stderr), and the
-# last line is "N passed, N failed[, N skipped]"; the exit status is 1 if any
-# check failed. Quick mode skips the training-quality check on real text and
+# last line is "N passed, N failed[, N skipped]" (tests/lib.sh); the exit
+# status is 1 if any check failed. Quick mode skips the training-quality check on real text and
 # keeps every other check (they all use tiny models).
 #
 # The checks follow the tools' conventions (tools/cli.h): --help/--version go
@@ -33,42 +33,18 @@ QUICK=${PHOTON_TEST_QUICK:-0}
 VERBOSE=${PHOTON_TEST_VERBOSE:-}   # also show the message of each expected failure
 [ "$VERBOSE" = 0 ] && VERBOSE=""
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/photon-tools.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-WORK=$TMP/work   # every file the tools read or write
-mkdir "$WORK"
-cd "$WORK" || exit 2
-START=$SECONDS
-
 # ------------------------------------------------------------------ helpers
 
-npass=0 nfail=0 nskip=0
-pass() { npass=$((npass + 1)); echo "ok - $1"; }
-skip() { nskip=$((nskip + 1)); echo "skip - $1"; }
-# fail DESC [WHY]: prints the reason and the stderr of the last run.
-fail() {
-    nfail=$((nfail + 1))
-    echo "FAIL - $1"
-    [ -n "${2:-}" ] && echo "    $2"
-    if [ -s "$TMP/err" ]; then
-        echo "    stderr of the last run:"
-        tail -n 30 "$TMP/err" | sed 's/^/    | /'
-    fi
-}
-# check DESC CMD...: passes when CMD succeeds.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then pass "$desc"; else fail "$desc" "failed: $*"; fi
-}
+# check, run, pass/fail/skip, one_line, summary; $W/out and $W/err are the
+# output of the last run
+. "$ROOT/tests/lib.sh"
+scratch tools
+WORK=$W/work   # every file the tools read or write
+mkdir "$WORK"
+cd "$WORK" || exit 2
 
 differ() { ! cmp -s "$1" "$2"; }
 
-# run CMD...: runs CMD with stdout in $TMP/out, stderr in $TMP/err, status in $rc.
-run() {
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-}
 # run_ok DESC CMD...: a run that must succeed; a failure is reported. Returns
 # its status so that a check that needs its output can be skipped.
 run_ok() {
@@ -79,16 +55,11 @@ run_ok() {
         fail "$desc" "exit $rc: $*"
         return 1
     fi
-    if [ -n "$(find "$TMP" -mindepth 1 -name '*.tmp*')" ]; then
-        fail "$desc" "left temporary files: $(cd "$TMP" && find . -mindepth 1 -name '*.tmp*' | tr '\n' ' ')"
+    if [ -n "$(find "$W" -mindepth 1 -name '*.tmp*')" ]; then
+        fail "$desc" "left temporary files: $(cd "$W" && find . -mindepth 1 -name '*.tmp*' | tr '\n' ' ')"
         return 1
     fi
     return 0
-}
-
-# one_line FILE: exactly one non-empty line, ending in a newline.
-one_line() {
-    [ "$(wc -l <"$1")" -eq 1 ] && [ -z "$(tail -c 1 "$1")" ] && [ "$(wc -c <"$1")" -gt 1 ]
 }
 
 # snap: a listing of every file under $WORK with its checksum.
@@ -100,8 +71,8 @@ snap() { (cd "$WORK" && find . -type f -exec cksum {} + | sort); }
 # (--hf-config); CMD runs twice: once where these do not exist, once where
 # they do (they must stay byte-identical: an old checkpoint survives a failed
 # run).
-# A failure after training (LATE=1) may follow the progress lines: there the
-# last line of stderr must be the error.
+# A failure after training (LATE=1, as for expect_exit) may follow the
+# progress lines: there the last line of stderr must be the error.
 OLD_CKPT="" LATE=""
 expect_fail() {
     local code=$1 desc=$2 name=$3 why="" before after round
@@ -117,11 +88,11 @@ expect_fail() {
         after=$(snap)
         if [ "$rc" -ne "$code" ]; then
             why="exit $rc, expected $code ($round --out)"
-        elif [ -z "$LATE" ] && ! one_line "$TMP/err"; then
-            why="stderr has $(wc -l <"$TMP/err") lines, expected exactly one ($round --out)"
-        elif [ -s "$TMP/out" ]; then
-            why="printed on stdout: $(head -c 200 "$TMP/out")"
-        elif [ -n "$name" ] && ! tail -n 1 "$TMP/err" | grep -qF -- "$name"; then
+        elif [ -z "$LATE" ] && ! one_line "$W/err" 2>/dev/null; then
+            why="stderr has $(wc -l <"$W/err") lines, expected exactly one ($round --out)"
+        elif [ -s "$W/out" ]; then
+            why="printed on stdout: $(head -c 200 "$W/out")"
+        elif [ -n "$name" ] && ! tail -n 1 "$W/err" | grep -qF -- "$name"; then
             why="the message does not name $name"
         elif [ "$before" != "$after" ]; then
             why="files changed ($round --out): $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"
@@ -133,7 +104,7 @@ expect_fail() {
     find "$WORK" -name '*.tmp*' -delete
     if [ -z "$why" ]; then
         pass "$desc"
-        [ -n "$VERBOSE" ] && tail -n 1 "$TMP/err" | sed 's/^/    | /'
+        [ -n "$VERBOSE" ] && tail -n 1 "$W/err" | sed 's/^/    | /'
     else
         fail "$desc" "$why"
     fi
@@ -147,7 +118,7 @@ HAVE_NUMPY=""
 [ -n "$HAVE_PY" ] && python3 -c 'import numpy' 2>/dev/null && HAVE_NUMPY=1
 
 # Small python helpers: JSON fields, safetensors patches, token shards.
-cat >"$TMP/util.py" <<'EOF'
+cat >"$W/util.py" <<'EOF'
 import json, math, struct, sys
 
 def st_header(blob):
@@ -192,7 +163,7 @@ elif cmd == "entropy":      # entropy FILE: unigram byte entropy in nats
         counts[b] += 1
     print(-sum(c / len(data) * math.log(c / len(data)) for c in counts if c))
 EOF
-py() { python3 "$TMP/util.py" "$@"; }
+py() { python3 "$W/util.py" "$@"; }
 jget() { py get "$@"; }
 
 # Tiny models keep every check but the last fast, also under the sanitizers.
@@ -213,10 +184,10 @@ for tool in "$TRAIN" "$EVAL"; do
     t=$(basename "$tool")
     for flag in --help --version; do
         run "$tool" $flag
-        if [ "$rc" -eq 0 ] && [ -s "$TMP/out" ] && [ ! -s "$TMP/err" ] && grep -q "${t}\|usage" "$TMP/out"; then
+        if [ "$rc" -eq 0 ] && [ -s "$W/out" ] && [ ! -s "$W/err" ] && grep -q "${t}\|usage" "$W/out"; then
             pass "$t $flag: exit 0, stdout only"
         else
-            fail "$t $flag: exit 0, stdout only" "exit $rc, $(wc -c <"$TMP/out") bytes on stdout, $(wc -c <"$TMP/err") on stderr"
+            fail "$t $flag: exit 0, stdout only" "exit $rc, $(wc -c <"$W/out") bytes on stdout, $(wc -c <"$W/err") on stderr"
         fi
     done
 done
@@ -224,7 +195,7 @@ done
 # A valid checkpoint, and a copy of it (outside $WORK) as the "older --out"
 # of the failure checks below.
 run_ok "train a tiny model" "$TRAIN" "${TINY[@]}" --steps 2 --batch 2 --data text.txt --out tiny.st
-OLD_CKPT=$TMP/old.st
+OLD_CKPT=$W/old.st
 cp tiny.st "$OLD_CKPT"
 
 # ------------------------------------------------------------------ 2. usage errors: exit 2, one line
@@ -266,8 +237,8 @@ head -c 100 tiny.st >cut-header.st
 bad_input "train: checkpoint cut in its header" cut-header.st "$TRAIN" --model cut-header.st --data text.txt --out out.st
 head -c 5 tiny.st >cut-length.st
 bad_input "train: checkpoint cut in its length field" cut-length.st "$TRAIN" --model cut-length.st --data text.txt --out out.st
-bad_input "train: checkpoint path is a directory" "$TMP" "$TRAIN" --model "$TMP" --data text.txt --out out.st
-bad_input "train: a directory as --data" "$TMP" "$TRAIN" "${TINY[@]}" --data "$TMP" --out out.st
+bad_input "train: checkpoint path is a directory" "$W" "$TRAIN" --model "$W" --data text.txt --out out.st
+bad_input "train: a directory as --data" "$W" "$TRAIN" "${TINY[@]}" --data "$W" --out out.st
 bad_input "train: text file as --model" text.txt "$TRAIN" --model text.txt --data text.txt --out out.st
 bad_input "eval: text file as --model" text.txt "$EVAL" --model text.txt --data text.txt
 
@@ -381,8 +352,8 @@ run_ok "two data files" "$TRAIN" "${TINY[@]}" --steps 60 --batch 4 --data text.t
 # Sampling: the prompt, then N bytes (the tiny model has vocab 256), the same
 # text for the same seed.
 if run_ok "eval --sample" "$EVAL" --model z3a.st --sample 40 --prompt "The " --seed 3; then
-    cp "$TMP/out" sample1.txt
-    run_ok "eval --sample again" "$EVAL" --model z3a.st --sample 40 --prompt "The " --seed 3 && cp "$TMP/out" sample2.txt
+    cp "$W/out" sample1.txt
+    run_ok "eval --sample again" "$EVAL" --model z3a.st --sample 40 --prompt "The " --seed 3 && cp "$W/out" sample2.txt
     check "eval --sample: the same seed gives the same text" cmp -s sample1.txt sample2.txt
     check "eval --sample: prompt + 40 bytes + newline" test "$(head -c 4 sample1.txt)$(wc -c <sample1.txt)" = "The 45"
 fi
@@ -396,18 +367,18 @@ if [ -n "$HAVE_PY" ]; then
     # an --out name that needs JSON escapes
     weird='we"ird\name.st'
     if run_ok "train --json" "$TRAIN" "${TINY[@]}" --steps 4 --batch 2 --seq 8 --data text.txt --out "$weird" --json; then
-        cp "$TMP/out" train.json
+        cp "$W/out" train.json
         check "train --json: one JSON object with the documented keys" py keys train.json "${TRAIN_KEYS[@]}"
         check "train --json: out names the file" test "$(jget train.json out)" = "$weird"
         check "train --json: steps, global_step, tokens" \
             test "$(jget train.json steps) $(jget train.json global_step) $(jget train.json tokens)" = "4 4 64"
     fi
     if run_ok "train --steps 0 --json" "$TRAIN" --model z0.st --steps 0 --data text.txt --out z2.st --json; then
-        cp "$TMP/out" train0.json
+        cp "$W/out" train0.json
         check "train --steps 0 --json: valid JSON, no loss" test "$(jget train0.json final_loss)" = None
     fi
     if run_ok "eval --json" "$EVAL" --model "$weird" --data text.txt --json; then
-        cp "$TMP/out" eval.json
+        cp "$W/out" eval.json
         check "eval --json: one JSON object with the documented keys" py keys eval.json "${EVAL_KEYS[@]}"
         check "eval --json: step and seq" test "$(jget eval.json step) $(jget eval.json seq)" = "4 16"
         check "eval --json: bits per byte = loss / ln 2" \
@@ -416,7 +387,7 @@ if [ -n "$HAVE_PY" ]; then
     # shellcheck disable=SC2046  # one argument per token
     py shard ok.bin 300 $(for i in $(seq 0 299); do echo $((i * 7 % 256)); done)
     if run_ok "eval --json on a shard" "$EVAL" --model tiny.st --data ok.bin --json; then
-        cp "$TMP/out" evalshard.json
+        cp "$W/out" evalshard.json
         check "eval --json on a shard: bits_per_byte is null" test "$(jget evalshard.json bits_per_byte)" = None
     fi
 else
@@ -428,11 +399,11 @@ fi
 # A model a few steps away from its initialisation, so that every tensor matters.
 B=3 T=24 M=500
 run_ok "train the reference model" "$TRAIN" "${SMALL[@]}" --steps 6 --batch 4 --lr 1e-2 --data text.txt --out ref.st
-run_ok "eval --batch 1" "$EVAL" --model ref.st --data text.txt --seq $T --max-tokens $M --batch 1 --json && cp "$TMP/out" b1.json
-run_ok "eval --batch 7" "$EVAL" --model ref.st --data text.txt --seq $T --max-tokens $M --batch 7 --json && cp "$TMP/out" b7.json
+run_ok "eval --batch 1" "$EVAL" --model ref.st --data text.txt --seq $T --max-tokens $M --batch 1 --json && cp "$W/out" b1.json
+run_ok "eval --batch 7" "$EVAL" --model ref.st --data text.txt --seq $T --max-tokens $M --batch 7 --json && cp "$W/out" b7.json
 check "eval: the loss does not depend on --batch" cmp -s b1.json b7.json
 run_ok "eval --batch $B --hf-config" "$EVAL" --model ref.st --data text.txt --seq $T --max-tokens $M --batch $B --json \
-    --hf-config ref-config.json && cp "$TMP/out" ref-eval.json
+    --hf-config ref-config.json && cp "$W/out" ref-eval.json
 
 # compare_ref DESC JSON CMD...: CMD prints {"loss", "tokens"} as the reference computes them.
 compare_ref() {
@@ -443,7 +414,7 @@ compare_ref() {
         fail "$desc" "the reference failed (exit $rc)"
         return
     fi
-    tail -n 1 "$TMP/out" >ref-out.json
+    tail -n 1 "$W/out" >ref-out.json
     if [ "$(jget ref-out.json tokens)" != "$(jget "$ours" tokens)" ]; then
         fail "$desc" "tokens: reference $(jget ref-out.json tokens), photon-eval $(jget "$ours" tokens)"
     elif ! why=$(py close "$(jget "$ours" loss)" "$(jget ref-out.json loss)" 1e-5 2>&1); then
@@ -463,7 +434,7 @@ elif [ -s ref-eval.json ]; then
     run_ok "train on a shard, vocab 300" "$TRAIN" "${SMALL[@]}" --vocab 300 --steps 4 --batch 4 --lr 1e-2 \
         --data big.bin --out ref300.st &&
         run_ok "eval on a shard" "$EVAL" --model ref300.st --data big.bin --seq 20 --batch 5 --json &&
-        cp "$TMP/out" ref300.json &&
+        cp "$W/out" ref300.json &&
         compare_ref "eval loss on a shard = numpy reference" ref300.json \
             python3 "$ROOT/tests/ref_gpt2.py" --model ref300.st --data big.bin --batch 5 --seq 20
 fi
@@ -499,7 +470,7 @@ else
         --steps 800 --lr 3e-3 --warmup 20 --data shakes-train.txt --out shakes.st --json &&
         run_ok "eval on held-out tinyshakespeare" "$EVAL" --model shakes.st --data shakes-val.txt --max-tokens 32768 --json
     then
-        cp "$TMP/out" shakes.json
+        cp "$W/out" shakes.json
         L=$(jget shakes.json loss)
         desc="tinyshakespeare: held-out loss $L < unigram entropy $H - 0.5 nats ($((SECONDS - t0)) s)"
         if python3 -c "import sys; sys.exit(not $L < $H - 0.5)"; then pass "$desc"; else fail "$desc"; fi
@@ -508,15 +479,11 @@ fi
 
 # ------------------------------------------------------------------ 10. atomicity
 
-leftover=$(cd "$TMP" && find . -mindepth 1 -name '*.tmp*')
+leftover=$(cd "$W" && find . -mindepth 1 -name '*.tmp*')
 if [ -z "$leftover" ]; then
     pass "no temporary files left anywhere"
 else
     fail "no temporary files left anywhere" "found: $(echo "$leftover" | tr '\n' ' ')"
 fi
 
-summary="$npass passed, $nfail failed"
-[ "$nskip" -gt 0 ] && summary="$summary, $nskip skipped"
-echo "# $((SECONDS - START)) s with $BIN"
-echo "$summary"
-[ "$nfail" -eq 0 ]
+summary "with $BIN"

@@ -24,12 +24,12 @@
 # final checkpoints and the tables land in --out (default out/results/).
 #
 # Run from anywhere; it takes ~20 minutes on 2 cores (44 runs, 65M training tokens in all):
-#   nice -n 5 examples/results.sh
+#   nice -n 5 bench/results.sh
 set -euo pipefail
 
 usage() {
     cat <<'TXT'
-usage: examples/results.sh [options]
+usage: bench/results.sh [options]
 
   --data-dir DIR   the text corpora (default: ../shared/data from the repo root);
                    if the domain files are missing, prints why and exits 0
@@ -40,10 +40,10 @@ usage: examples/results.sh [options]
   --runs "A B"     only these runs (names as in the summary; default: all)
   --quick          smoke test: 1/16 of the local steps, 1/4 of the rounds
   --jobs J         clients trained at once (default: the number of cores)
-  --no-build       use bin/ and examples/ as they are; by default the tools and
-                   the federate/centralized scripts are copied and built once in
-                   the scratch directory, so a rebuild of bin/ during the run
-                   cannot mix two versions of the code
+  --no-build       use bin/ and examples/ as they are; by default the tools,
+                   examples/federate.sh and examples/centralized.sh are copied to
+                   the scratch directory and built once there, so a rebuild of
+                   bin/ during the run cannot mix two versions of the code
   -h, --help
 TXT
 }
@@ -67,6 +67,10 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
     esac
 done
+
+command -v python3 >/dev/null || { echo "results.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
+# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 
 # --- settings ------------------------------------------------------------------
 
@@ -150,21 +154,9 @@ else
 fi
 for t in photon-train photon-merge photon-eval; do [ -x "$tools/$t" ] || die "$tools/$t not found: run make first"; done
 bin=$tools
-# federate.sh copies the global checkpoint to a client with `rsync -a`, whose quick
-# check skips a file of the same size and modification time (1 s resolution): a client
-# that trained last round can keep last round's checkpoint when a round takes under a
-# second, and photon-merge then refuses its delta as stale. Until federate.sh copies
-# with --ignore-times (or --checksum), an rsync first in its PATH adds --ignore-times.
-shim="$work/shim"
-mkdir -p "$shim"
-real_rsync=$(command -v rsync || true)
-if [ -n "$real_rsync" ]; then
-    printf '#!/bin/sh\nexec %s --ignore-times "$@"\n' "$real_rsync" >"$shim/rsync"
-    chmod +x "$shim/rsync"
-fi
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "command: examples/results.sh $args"
+    echo "command: bench/results.sh $args"
     echo "git HEAD: $(git -C "$here" rev-parse HEAD 2>/dev/null || echo '?')"
     echo "uncommitted changes in the code used: $(git -C "$here" status --short -- photon.h tools Makefile examples/federate.sh examples/centralized.sh 2>/dev/null | tr '\n' ' ')"
     echo "sha256 photon.h: $(sha256sum "${src:-$here}/photon.h" | cut -d' ' -f1)"
@@ -263,7 +255,7 @@ eval_heldout() {
         "$bin/photon-eval" --model "$ck" --data "${heldout[i]}" --seq $T --json >"$dir/heldout-${short[i]}.json"
     done
     for i in "${!short[@]}"; do
-        sed 's/.*"loss":\([^,]*\),.*"tokens":\([0-9]*\).*/\1 \2/' "$dir/heldout-${short[i]}.json"
+        echo "$(json "$dir/heldout-${short[i]}.json" loss) $(json "$dir/heldout-${short[i]}.json" tokens)"
     done | awk '{ l[NR] = $1; n[NR] = $2; s += $1 * $2; t += $2 }
         END { m = s / t; printf "%.5f %.4f %.5f %d", m, exp(m), m / log(2), t; for (i = 1; i <= NR; i++) printf " %.4f", l[i]; print "" }'
 }
@@ -310,7 +302,7 @@ run_fed() {
         ln -s "${files[c]}" "$wdir/client$c/data/$(basename "${files[c]}")"
         cflags+=(--client "$wdir/client$c")
     done
-    PATH="$shim:$PATH" "$ex/federate.sh" --agg "$wdir/agg" "${cflags[@]}" --val "${valsmall[@]}" "$@" \
+    "$ex/federate.sh" --agg "$wdir/agg" "${cflags[@]}" --val "${valsmall[@]}" "$@" \
         >"$rdir/stdout.txt" 2>"$rdir/stderr.txt" || return 1  # federate.sh prints a failed merge's log on stderr
 }
 
@@ -325,8 +317,8 @@ one_run() {
     if [ "$kind" = central ]; then
         log "$name seed $seed: centralized, $((rounds * steps)) steps of $cbatch x $T tokens, lr $lr"
         # centralized.sh gets the mixed corpus made once above (the same interleaving it
-        # would do with --chunk $chunk, which costs ~20 s of file splitting per run); and no
-        # --bin: centralized.sh documents it but does not accept it (it uses the bin/ beside it)
+        # would do with --chunk $chunk, which costs ~20 s of file splitting per run); no --bin:
+        # it uses the bin/ beside it (the snapshot's, or bin/ with --no-build)
         attempt 2 run_central "$wdir" "$rdir" --rounds "$rounds" --local-steps "$steps" --batch "$cbatch" --seq $T \
             "${model[@]}" --lr "$lr" "${common[@]}" --seed "$seed"
         wall=$(now_minus "$t0")
