@@ -40,7 +40,7 @@ bin/portable/test_photon: tests/test_photon.c $(HEADERS)
 test-portable: bin/portable/test_photon
 	./bin/portable/test_photon
 
-# photon.h must build as C99 (gcc and clang) and as C++ with warnings as errors
+# photon.h and photon_bpe.h must build as C99 (gcc and clang) and as C++ with warnings as errors
 test-cxx:
 	@mkdir -p bin
 	printf '#define PHOTON_IMPLEMENTATION\n#include "../photon.h"\nint main(void){return 0;}\n' > bin/impl_check.c
@@ -50,6 +50,12 @@ test-cxx:
 	$(CXX) -std=c++11 $(WARN) -O2 -march=native -c bin/impl_check.cpp -o bin/impl_check_cpp_simd.o
 	$(CC) -std=c99 -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_nonposix.o
 	if command -v clang >/dev/null; then clang $(STD) -pedantic $(WARN) -c bin/impl_check.c -o bin/impl_check_clang.o; fi
+	printf '#define PHOTON_IMPLEMENTATION\n#include "../photon_bpe.h"\nint main(void){return 0;}\n' > bin/bpe_check.c
+	cp bin/bpe_check.c bin/bpe_check.cpp
+	$(CC) $(STD) -pedantic $(WARN) -c bin/bpe_check.c -o bin/bpe_check_c.o
+	$(CXX) -std=c++11 $(WARN) -O2 -march=native -c bin/bpe_check.cpp -o bin/bpe_check_cpp.o
+	$(CC) -std=c99 -pedantic $(WARN) -c bin/bpe_check.c -o bin/bpe_check_nonposix.o
+	if command -v clang >/dev/null; then clang $(STD) -pedantic $(WARN) -c bin/bpe_check.c -o bin/bpe_check_clang.o; fi
 
 test-unit: bin/test_photon
 	./bin/test_photon

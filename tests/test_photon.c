@@ -10,7 +10,9 @@
 #include "../photon.h"
 #include "check.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -905,6 +907,267 @@ static void test_client_state(void) {
 
 
 /* ======================================================================= */
+/* The library's file primitives, client splits and resume                 */
+/* ======================================================================= */
+
+/* The fast linear layer against its three-loop definition, and the public
+   matrix product with every transpose against a direct double sum. */
+static void test_matmul_naive(void) {
+    int N = 37, IC = 53, OC = 71, n, o, k, ta, tb;
+    uint64_t rng = 11;
+    float *x = random_floats((size_t)N * IC, 1.0f, &rng), *w = random_floats((size_t)IC * OC, 1.0f, &rng);
+    float *b = random_floats((size_t)OC, 1.0f, &rng), *fast = (float *)calloc((size_t)N * OC, 4);
+    float *slow = (float *)calloc((size_t)N * OC, 4);
+    double worst = 0.0;
+    for (k = 0; k < 2; k++) {
+        photon__matmul_forward(fast, x, w, k ? b : NULL, N, IC, OC);
+        photon__matmul_forward_naive(slow, x, w, k ? b : NULL, N, IC, OC);
+        for (n = 0; n < N * OC; n++) worst = fmax(worst, fabs((double)fast[n] - slow[n]) / (1.0 + fabs((double)slow[n])));
+    }
+    expect(worst < 1e-5, "linear layer: the fast matrix product agrees with the three-loop definition", NULL);
+    for (ta = 0; ta < 2; ta++)
+        for (tb = 0; tb < 2; tb++) { /* C (N,OC) = op(A) op(B), K = IC */
+            char name[96];
+            worst = 0.0;
+            photon_gemm(N, OC, IC, x, ta ? N : IC, ta, w, tb ? IC : OC, tb, fast, OC, 0);
+            for (n = 0; n < N; n++)
+                for (o = 0; o < OC; o++) {
+                    double sum = 0.0;
+                    for (k = 0; k < IC; k++)
+                        sum += (double)(ta ? x[(size_t)k * N + n] : x[(size_t)n * IC + k]) *
+                               (double)(tb ? w[(size_t)o * IC + k] : w[(size_t)k * OC + o]);
+                    worst = fmax(worst, fabs(fast[(size_t)n * OC + o] - sum) / (1.0 + fabs(sum)));
+                }
+            snprintf(name, sizeof name, "photon_gemm (transpose A %d, B %d) against a double sum", ta, tb);
+            expect(worst < 1e-5, name, NULL);
+        }
+    free(x), free(w), free(b), free(fast), free(slow);
+}
+
+/* An encoder of two bytes per token: what photon.h needs from a tokenizer. */
+static photon_result pair_encode(void *ctx, const void *text, size_t len, uint16_t *tokens, size_t *num_tokens,
+                                 photon_error *err) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i;
+    int lie = *(int *)ctx;
+    (void)err;
+    for (i = 0; i + 1 < len; i += 2) tokens[i / 2] = (uint16_t)(s[i] % 16 * 16 + s[i + 1] % 16);
+    *num_tokens = lie ? len + 1 : len / 2;
+    return PHOTON_OK;
+}
+static size_t pair_bytes(void *ctx, int id) { return (void)ctx, (void)id, 2; }
+
+static void test_encoder_and_shards(void) {
+    photon_config cfg = {256, 8, 1, 2, 8};
+    photon_model m;
+    photon_adamw_state st;
+    photon_adamw_config hp = {0.9f, 0.95f, 1e-8f, 0.0f, 1.0f};
+    photon_schedule lr = {1e-2f, 0, 10, 1.0f};
+    photon_dataset ds, back;
+    photon_loader ld;
+    photon_eval_result ev;
+    photon_encoder enc;
+    photon_error err;
+    const char *text = tmp_path("enc.txt"), *shard = tmp_path("enc.bin"), *paths[1];
+    int lie = 0, in[16], tg[16], s, ok = 1;
+    char buf[400];
+    size_t i;
+    for (i = 0; i < sizeof buf; i++) buf[i] = (char)('a' + (i * 7) % 23);
+    write_bytes(text, buf, sizeof buf);
+    enc.encode = pair_encode, enc.token_bytes = pair_bytes, enc.ctx = &lie, enc.vocab_size = 256;
+    paths[0] = text;
+    expect(photon_dataset_load_with(&ds, paths, 1, &enc, &err) == PHOTON_OK && ds.num_tokens == 200 &&
+               !ds.byte_level && ds.token_len && ds.token_len[5] == 2,
+           "data: text goes through a caller's encoder (photon.h needs no tokenizer)", err.message);
+    expect(photon_shard_write(shard, ds.tokens, ds.num_tokens, &err) == PHOTON_OK, "shards: write", err.message);
+    paths[0] = shard;
+    expect(photon_dataset_load(&back, paths, 1, &err) == PHOTON_OK && back.num_tokens == ds.num_tokens &&
+               memcmp(back.tokens, ds.tokens, ds.num_tokens * 2) == 0 && back.hash == ds.hash,
+           "shards: what photon_shard_write writes reads back token for token", err.message);
+    photon_model_init(&m, &cfg, 3, NULL);
+    photon_adamw_state_init(&st, m.num_params, NULL);
+    photon_loader_init(&ld, &back, 2, 8, NULL);
+    for (s = 0; s < 3 && ok; s++) {
+        photon_loader_next(&ld, in, tg);
+        ok = photon_train_step(&m, &st, &hp, &lr, in, tg, 2, 8, NULL, &err) == PHOTON_OK;
+    }
+    expect(ok && photon_evaluate(&m, &ds, 4, 8, 0, &ev, &err) == PHOTON_OK && fabs(ev.bits_per_byte * 2 * log(2.0) -
+                                                                                    ev.loss) < 1e-9,
+           "shards: photon.h alone trains on a shard; bits per byte follow the encoder's token bytes", err.message);
+    photon_dataset_free(&ds);
+    paths[0] = text;
+    lie = 1;
+    expect(photon_dataset_load_with(&ds, paths, 1, &enc, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "encoder returned 401 tokens for 400 bytes"),
+           "data: an encoder that returns more tokens than bytes is refused", err.message);
+    photon_dataset_free(&back);
+    photon_adamw_state_free(&st);
+    photon_model_free(&m);
+}
+
+static void test_files(void) {
+    const char *a = tmp_path("out-a"), *b = tmp_path("out-b"), *dir = tmp_path("out-dir"), *t1, *t2;
+    photon_outputs out;
+    photon_error err;
+    unsigned char *data = NULL;
+    size_t size = 0;
+    int equal = 0;
+    remove(a), remove(b);
+    expect(photon_write_file(a, "old", 3, &err) == PHOTON_OK && photon_read_file(a, &data, &size, &err) == PHOTON_OK &&
+               size == 3 && memcmp(data, "old", 4) == 0,
+           "files: write atomically, read whole (with a NUL after the bytes)", err.message);
+    photon_free(data);
+    photon_outputs_init(&out);
+    expect(photon_outputs_add(&out, a, &t1, &err) == PHOTON_OK && photon_outputs_add(&out, b, &t2, &err) == PHOTON_OK &&
+               strcmp(t1, a) != 0,
+           "outputs: each target gets a temporary name", err.message);
+    photon_write_file(t1, "new", 3, NULL);
+    expect(photon_outputs_commit(&out, &err) == PHOTON_ERR_IO && strstr(err.message, "was not written") &&
+               photon_read_file(a, &data, &size, NULL) == PHOTON_OK && memcmp(data, "old", 3) == 0 &&
+               !photon__file_exists(b) && !photon__file_exists(t1),
+           "outputs: with one output missing, nothing is renamed and the temporaries go", err.message);
+    photon_free(data);
+    photon_outputs_add(&out, a, &t1, NULL);
+    photon_outputs_add(&out, b, &t2, NULL);
+    photon_write_file(t1, "new", 3, NULL);
+    photon_write_file(t2, "two", 3, NULL);
+    expect(photon_outputs_commit(&out, &err) == PHOTON_OK && photon_files_equal(a, b, &equal, &err) == PHOTON_OK &&
+               !equal && photon_read_file(b, &data, &size, NULL) == PHOTON_OK && memcmp(data, "two", 3) == 0 &&
+               !photon__file_exists(t1) && !photon__file_exists(t2),
+           "outputs: a commit renames every output into place", err.message);
+    photon_free(data);
+    photon_outputs_add(&out, a, &t1, NULL);
+    photon_write_file(t1, "three", 5, NULL);
+    photon_outputs_abort(&out);
+    expect(photon_read_file(a, &data, &size, NULL) == PHOTON_OK && size == 3 && !photon__file_exists(t1),
+           "outputs: an abort leaves the target and removes the temporary", NULL);
+    photon_free(data);
+    mkdir(dir, 0777);
+    expect(photon_outputs_add(&out, dir, &t1, &err) == PHOTON_ERR_IO && strstr(err.message, "not a regular file"),
+           "outputs: a target that is a directory is refused before any work", err.message);
+    expect(photon_read_file(dir, &data, &size, &err) == PHOTON_ERR_IO && strstr(err.message, "not a regular file") &&
+               strstr(err.message, dir),
+           "files: reading a directory is refused, naming it", err.message);
+    expect(photon_output_check("/nonexistent-dir/x", &err) == PHOTON_ERR_IO && strstr(err.message, "cannot create"),
+           "files: an output in a directory that does not exist is refused early", err.message);
+    photon_write_file(b, "new", 3, NULL);
+    expect(photon_files_equal(a, b, &equal, &err) == PHOTON_OK && equal, "files: equal contents compare equal",
+           err.message);
+    remove(a), remove(b), remove(dir);
+}
+
+/* A split against the rule written by hand: by source, largest first to the
+   lightest client; IID, chunks that end at line ends, dealt in turn. */
+static void test_split_plan(void) {
+    const unsigned char *texts[4] = {(const unsigned char *)"aaaaa", (const unsigned char *)"bbbbbbbbb",
+                                     (const unsigned char *)"ccc", (const unsigned char *)"ddddddddd"};
+    size_t sizes[4] = {5, 9, 3, 9}, at = 0, k;
+    const unsigned char *lines[2] = {(const unsigned char *)"one\ntwo\nthree\nfour\n",
+                                     (const unsigned char *)"five\nsix\nseven\n"};
+    size_t line_sizes[2] = {19, 15};
+    const char *names[2] = {"a.txt", "b.txt"}, *paths[2] = {"in/a.txt", "in/b.txt"};
+    const char *dir = tmp_path("split");
+    photon_split_plan p;
+    photon_error err;
+    unsigned char *data;
+    size_t size;
+    int ok = 1;
+    uint64_t bytes = 0;
+    expect(photon_split_plan_make(&p, PHOTON_SPLIT_SOURCE, 2, texts, sizes, 4, 0, &err) == PHOTON_OK &&
+               p.owner[0] == 0 && p.owner[1] == 0 && p.owner[2] == 1 && p.owner[3] == 1 && p.bytes[0 * 4 + 1] == 9 &&
+               p.pieces[1 * 4 + 2] == 1,
+           "split by source: largest first, ties in the order given, to the lightest client", err.message);
+    photon_split_plan_free(&p);
+    expect(photon_split_plan_make(&p, PHOTON_SPLIT_SOURCE, 5, texts, sizes, 4, 0, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "5 clients but only 4 files"),
+           "split by source: more clients than files is refused", err.message);
+    expect(photon_split_plan_make(&p, PHOTON_SPLIT_IID, 2, lines, line_sizes, 2, 6, &err) == PHOTON_OK &&
+               p.num_chunks > 2,
+           "split IID: plans", err.message);
+    for (k = 0; k < p.num_chunks; k++) {
+        const photon_split_chunk *c = &p.chunks[k];
+        ok &= c->begin == at && c->end > c->begin && c->client == (int)(k % 2);
+        at = c->end;
+    }
+    for (k = 0; k < 4; k++) bytes += p.bytes[k];
+    ok &= at == 34 && bytes == 34 && p.chunks[0].end == 8; /* "one\ntwo\n": the first line end at or after 5 */
+    expect(ok, "split IID: chunks tile the text, end at line ends and go to clients in turn", NULL);
+    expect(photon_split_write(&p, names, paths, lines, line_sizes, dir, &err) == PHOTON_OK,
+           "split: writes its directory", err.message);
+    {
+        char path[600];
+        snprintf(path, sizeof path, "%s/manifest.tsv", dir);
+        ok = photon_read_file(path, &data, &size, &err) == PHOTON_OK &&
+             strncmp((const char *)data, "client\tfile\tsource\tbytes\tchunks\nclient-0\tdata.txt\tin/a.txt\t", 57) == 0;
+        photon_free(data);
+        snprintf(path, sizeof path, "%s/client-1/data.txt", dir);
+        ok &= photon_read_file(path, &data, &size, &err) == PHOTON_OK && strncmp((const char *)data, "three\n", 6) == 0;
+        photon_free(data);
+    }
+    expect(ok, "split: the manifest and each client's text", err.message);
+    expect(photon_split_write(&p, names, paths, lines, line_sizes, dir, &err) == PHOTON_ERR_IO &&
+               strstr(err.message, "exists and is not empty"),
+           "split: a non-empty directory is refused", err.message);
+    photon_split_plan_free(&p);
+    expect(photon_split_plan_make(&p, PHOTON_SPLIT_IID, 20, lines, line_sizes, 2, 6, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "fewer than 20 clients"),
+           "split IID: fewer chunks than clients is refused", err.message);
+    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0;
+    expect(photon_split_plan_make(&p, PHOTON_SPLIT_SOURCE, 1, texts, sizes, 4, 0, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "empty"),
+           "split: empty input is refused", err.message);
+}
+
+/* Where a client picks up: fresh, resumed, or refused for other data. */
+static void test_client_state_resume(void) {
+    photon_config cfg = {256, 8, 1, 2, 8};
+    photon_model m;
+    photon_dataset ds, other;
+    photon_loader ld;
+    photon_client_state cs;
+    photon_error err;
+    const char *text = tmp_path("resume.txt"), *text2 = tmp_path("resume2.txt"), *state = tmp_path("resume.st"),
+               *paths[1];
+    int resumed = -1;
+    remove(state);
+    write_bytes(text, "the quick brown fox jumps over the lazy dog, again and again", 60);
+    write_bytes(text2, "another text entirely, of another length", 40);
+    photon_model_init(&m, &cfg, 1, NULL);
+    paths[0] = text;
+    photon_dataset_load(&ds, paths, 1, NULL);
+    paths[0] = text2;
+    photon_dataset_load(&other, paths, 1, NULL);
+    photon_loader_init(&ld, &ds, 1, 8, NULL);
+    expect(photon_client_state_resume(&cs, &m, &ds, &ld, state, &resumed, &err) == PHOTON_OK && resumed == 0 &&
+               cs.adamw.n == m.num_params && cs.adamw.t == 0 && ld.position == 0,
+           "resume: no state file is a fresh start", err.message);
+    ld.position = 24, ld.epoch = 1, m.step = 7, cs.adamw.t = 7;
+    photon_client_state_record(&cs, &m, &ds, &ld);
+    photon_client_state_save(&cs, &m.config, state, NULL);
+    photon_adamw_state_free(&cs.adamw);
+    ld.position = 0, ld.epoch = 0;
+    expect(photon_client_state_resume(&cs, &m, &ds, &ld, state, &resumed, &err) == PHOTON_OK && resumed == 1 &&
+               ld.position == 24 && ld.epoch == 1 && cs.step == 7 && cs.adamw.t == 7,
+           "resume: the loader goes on where the state stopped", err.message);
+    photon_adamw_state_reset(&cs.adamw);
+    expect(cs.adamw.t == 0 && cs.adamw.m[0] == 0.0f, "resume: a reset optimizer keeps no moments", NULL);
+    photon_adamw_state_free(&cs.adamw);
+    expect(photon_client_state_resume(&cs, &m, &other, &ld, state, &resumed, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "belongs to other data") && strstr(err.message, state),
+           "resume: a state of other data is refused, naming the file", err.message);
+    write_bytes(state, "junk", 4);
+    expect(photon_client_state_resume(&cs, &m, &ds, &ld, state, &resumed, &err) == PHOTON_ERR_FORMAT,
+           "resume: a state file that does not load is an error, not a fresh start", err.message);
+    expect(photon_client_id_valid("silo-3.eu_west") && !photon_client_id_valid("") &&
+               !photon_client_id_valid("a/b") && !photon_client_id_valid("has space") &&
+               !photon_client_id_valid("0123456789012345678901234567890123456789012345678901234567890123"),
+           "client ids: letters, digits, '.', '_', '-', 1 to 63 of them", NULL);
+    photon_dataset_free(&ds);
+    photon_dataset_free(&other);
+    photon_model_free(&m);
+}
+
+/* ======================================================================= */
 /* Federation                                                              */
 /* ======================================================================= */
 
@@ -1352,6 +1615,11 @@ static const check_test tests[] = {
     CHECK_TEST(safetensors_corrupt),
     CHECK_TEST(checkpoint),
     CHECK_TEST(client_state),
+    CHECK_TEST(matmul_naive),
+    CHECK_TEST(encoder_and_shards),
+    CHECK_TEST(files),
+    CHECK_TEST(split_plan),
+    CHECK_TEST(client_state_resume),
     CHECK_TEST(sha256),
     CHECK_TEST(outer_optimizers),
     CHECK_TEST(merge_weighting_and_order),
