@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-example test-layout all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -59,6 +59,14 @@ test-cxx:
 
 test-unit: bin/test_photon
 	./bin/test_photon
+
+# the sample program in photon.h's documentation, built with photon.h alone and run
+test-example: bin/photon-train bin/photon-eval bin/photon-merge bin/synthlang
+	bash tests/test_example.sh bin
+
+# photon.h's order (the spine, then the machinery), CONTENTS tags, and the docs' pointers
+test-layout:
+	bash tests/test_layout.sh
 
 test-tools: $(TOOLS)
 	bash tests/test_tools.sh bin
@@ -143,7 +151,7 @@ test-cuda:
 	    echo "test-cuda: skipped: $(NVCC) not found (the CUDA build is not checked)"; \
 	fi
 
-test: test-cxx test-unit test-portable test-tools test-federation test-synthlang test-bpe test-asan test-cuda-emu test-cuda
+test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-asan test-cuda-emu test-cuda
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
 bench: bin/photon-bench

@@ -81,6 +81,7 @@
        >>eval         evaluation and sampling
        >>safetensors  reading (validated) and writing
        >>checkpoint   checkpoints and client state
+       >>hf           Hugging Face GPT-2 folders: import and export
        >>delta        the pseudo-gradient as a file
        >>outer        outer optimizers and server state
        >>merge        one federated round on the aggregator
@@ -91,8 +92,7 @@
    EXAMPLE: one client round, then the merge
    ------------------------------------------
        photon_model m; photon_dataset ds; photon_loader ld; photon_client_state cs;
-       photon_error err; photon_delta_info info = {0}; photon_merge_result res;
-       photon_merge_options mo = {0};
+       photon_error err; photon_delta_info info; photon_merge_result res; photon_merge_options mo;
        photon_adamw_config hp = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
        photon_schedule lr = {1e-3f, 10, 1000, 0.1f};
        const char *data[] = {"client-0.txt"}, *deltas[] = {"delta-0.safetensors"};
@@ -102,12 +102,13 @@
        photon_dataset_load(&ds, data, 1, &err);                      // a photon_result:
        photon_loader_init(&ld, &ds, 8, 64, &err);                    // check each one
        photon_client_state_resume(&cs, &m, &ds, &ld, "state.safetensors", &resumed, &err);
-       base = malloc(m.num_params * sizeof *base);
+       base = (float *)malloc(m.num_params * sizeof *base);
        memcpy(base, m.params, m.num_params * sizeof *base);
        for (s = 0; s < 100; s++) {                                   // local steps
            photon_loader_next(&ld, in, tg);
            photon_train_step(&m, &cs.adamw, &hp, &lr, in, tg, 8, 64, NULL, &err);
        }
+       memset(&info, 0, sizeof info);
        photon_sha256_file("global.safetensors", info.base_sha256, &err);
        snprintf(info.client, sizeof info.client, "client-0");
        info.round = m.round + 1, info.local_steps = 100, info.tokens = 100 * 8 * 64;
@@ -115,12 +116,14 @@
        photon_client_state_record(&cs, &m, &ds, &ld);
        photon_client_state_save(&cs, &m.config, "state.safetensors", &err);  // stays
        // the aggregator, with every client's delta:
+       memset(&mo, 0, sizeof mo);
        photon_outer_defaults(&mo.outer, PHOTON_OUTER_FEDAVG);
        photon_merge("global.safetensors", deltas, 1, NULL, &mo, &res, &err);
        photon_merge_save(&res, "global-next.safetensors", &err);
        photon_merge_result_free(&res);
 
-   tests/test_photon.c builds and runs this program (test "header_example").
+   `make test-example` cuts this program out of the header, builds it with
+   photon.h alone and runs it on generated text (tests/test_example.sh).
 
    ERRORS
    ------
@@ -549,6 +552,49 @@ PHOTONDEF void photon_adamw_state_reset(photon_adamw_state *state);
 /* Writes the config.json with which transformers' GPT2LMHeadModel loads a
    photon checkpoint renamed to model.safetensors. */
 PHOTONDEF photon_result photon_write_hf_config(const photon_config *config, const char *path, photon_error *err);
+
+/* ---------------------------------------------------------------- >>hf */
+/* Hugging Face GPT-2 folders: a federation may start from an open model
+   and hand its result back as one. */
+
+typedef struct photon_hf_import_info {
+    photon_config config;
+    int num_files;       /* safetensors files read (more than one: a sharded checkpoint) */
+    int widened;         /* tensors stored as F16 or BF16, widened to F32 */
+    int prefixed;        /* names had transformers' "transformer." prefix */
+    int has_tokenizer;   /* vocab.json and merges.txt stand beside the model */
+    char tokenizer_dir[4096]; /* where they are (give it as --tokenizer) */
+} photon_hf_import_info;
+
+/* Reads a Hugging Face GPT-2 model and writes it as a photon checkpoint at
+   out_path (step 0, round 0; the source files and their SHA-256 in its
+   metadata). source is a folder with config.json and model.safetensors,
+   or with shards listed in model.safetensors.index.json; or one
+   .safetensors file (or an index .json) with config.json beside it.
+   Tensor names may carry transformers' "transformer." prefix or not; F16
+   and BF16 are widened to F32. What photon's model cannot represent is
+   refused naming the config key (another activation or epsilon,
+   scale_attn_by_inverse_layer_idx, a separate lm_head that differs from
+   wte, ...). Each file is read once, in order, and the parameters are held
+   once in memory. */
+PHOTONDEF photon_result photon_hf_import(const char *source, const char *out_path, photon_hf_import_info *info,
+                                         photon_error *err);
+
+/* A file to put in an exported folder (a tokenizer's). */
+typedef struct photon_hf_file {
+    const char *name;
+    const void *data;
+    size_t size;
+} photon_hf_file;
+
+/* Writes a checkpoint as a folder that transformers' from_pretrained loads:
+   config.json, model.safetensors (the checkpoint's own bytes), a README.md
+   model card from its metadata (rounds, clients, tokens, its source), and
+   the files given (photon_bpe_hf_export adds a tokenizer's), as a new
+   directory that appears complete or not at all. eos_token_id is the
+   end-of-text token (-1: the last id). */
+PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char *dir, const photon_hf_file *files,
+                                         int num_files, int eos_token_id, photon_error *err);
 
 /* ---------------------------------------------------------------- >>delta */
 /* A round of Photon, as files: every client trains from the same global
@@ -1012,6 +1058,7 @@ static photon_result photon__json_uint(photon__json *j, uint64_t *out);
 static photon_result photon__json_skip(photon__json *j, int depth);
 static photon_result photon__json_uint_array(photon__json *j, uint64_t *out, int max, int *count, const char *name,
                                              const char *field);
+static photon_result photon__json_scalar(photon__json *j, int *kind, double *num, char **str);
 
 /* >>utf8: the character at s[i] (0: not well-formed UTF-8) */
 static size_t photon__utf8_decode(const unsigned char *s, size_t n, size_t i, uint32_t *cp);
@@ -1136,17 +1183,18 @@ static size_t photon__num_params(const photon_config *c) {
     return (size_t)c->vocab_size * C + (size_t)c->n_ctx * C + (size_t)c->n_layer * photon__block_size(c->n_embd) + 2 * C;
 }
 
-/* Allocates parameters, gradients and the tensor table, all zero. */
-static photon_result photon__model_alloc(photon_model *m, const photon_config *config, photon_error *err) {
+/* Allocates parameters, gradients (if with_grads) and the tensor table, all zero. */
+static photon_result photon__model_alloc(photon_model *m, const photon_config *config, int with_grads,
+                                         photon_error *err) {
     photon_result r = photon_config_validate(config, err);
     if (r != PHOTON_OK) return r;
     memset(m, 0, sizeof *m);
     m->config = *config;
     m->num_params = photon__num_params(config);
     m->params = (float *)photon__calloc(m->num_params, sizeof(float));
-    m->grads = (float *)photon__calloc(m->num_params, sizeof(float));
+    m->grads = with_grads ? (float *)photon__calloc(m->num_params, sizeof(float)) : NULL;
     m->tensors = (photon_tensor_info *)photon__calloc((size_t)config->n_layer * 12 + 4, sizeof(photon_tensor_info));
-    if (!m->params || !m->grads || !m->tensors) {
+    if (!m->params || (with_grads && !m->grads) || !m->tensors) {
         photon_model_free(m);
         return photon__fail(err, PHOTON_ERR_MEMORY, "cannot allocate a model of %.0f parameters", (double)m->num_params);
     }
@@ -1156,7 +1204,7 @@ static photon_result photon__model_alloc(photon_model *m, const photon_config *c
 
 PHOTONDEF photon_result photon_model_init(photon_model *m, const photon_config *config, uint64_t seed,
                                           photon_error *err) {
-    photon_result r = photon__model_alloc(m, config, err);
+    photon_result r = photon__model_alloc(m, config, 1, err);
     uint64_t rng = seed;
     double residual_std = 0.02 / sqrt(2.0 * config->n_layer);
     int i;
@@ -3090,7 +3138,7 @@ PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *
     if (r != PHOTON_OK) return r;
     if ((r = photon__check_kind(&st, "checkpoint", err)) == PHOTON_OK &&
         (r = photon__read_config(&st, &config, err)) == PHOTON_OK &&
-        (r = photon__model_alloc(model, &config, err)) == PHOTON_OK) {
+        (r = photon__model_alloc(model, &config, 1, err)) == PHOTON_OK) {
         if ((r = photon__read_params(&st, model, model->params, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.step", &model->step, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.tokens_seen", &model->tokens_seen, err)) == PHOTON_OK &&
@@ -3218,35 +3266,586 @@ PHOTONDEF void photon_client_state_record(photon_client_state *s, const photon_m
     s->data_hash = ds->hash;
 }
 
+
+/* ======================================================================= */
+/* >>hf: Hugging Face GPT-2 folders, in and out                            */
+/* ======================================================================= */
+
+/* config.json, as far as photon reads it: the shape, and every setting
+   whose other values photon's model cannot represent. */
+typedef struct photon__hf_config {
+    photon_config c;
+    int have[5];                 /* vocab_size, n_positions, n_layer, n_head, n_embd */
+    int untied;                  /* tie_word_embeddings false */
+} photon__hf_config;
+
+/* Checks one config.json key against what photon's GPT-2 is; *num is the
+   value when it is a number, str when a string, flag when true/false. */
+static photon_result photon__hf_config_key(photon__hf_config *h, const char *path, const char *key, int kind,
+                                           double num, const char *str, photon_error *err) {
+    static const char *const shape[5] = {"vocab_size", "n_positions", "n_layer", "n_head", "n_embd"};
+    int *fields[5], k, flag = kind == 2 && num != 0.0;
+    fields[0] = &h->c.vocab_size, fields[1] = &h->c.n_ctx, fields[2] = &h->c.n_layer, fields[3] = &h->c.n_head;
+    fields[4] = &h->c.n_embd;
+    for (k = 0; k < 5; k++)
+        if (strcmp(key, shape[k]) == 0 || (k == 1 && strcmp(key, "n_ctx") == 0 && !h->have[1])) {
+            if (kind != 1 || num != floor(num) || num < 1 || num > 1e6)
+                return photon__fail(err, PHOTON_ERR_FORMAT, "%s: %s is not a positive integer", path, key);
+            *fields[k] = (int)num;
+            h->have[k] = strcmp(key, "n_ctx") != 0;
+            return PHOTON_OK;
+        }
+    if (strcmp(key, "model_type") == 0 && !(kind == 3 && strcmp(str, "gpt2") == 0))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: model_type '%.40s': photon reads GPT-2 models only", path,
+                            kind == 3 ? str : "?");
+    if (strcmp(key, "activation_function") == 0 &&
+        !(kind == 3 && (strcmp(str, "gelu_new") == 0 || strcmp(str, "gelu_pytorch_tanh") == 0)))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: activation_function '%.40s': photon's MLP is the tanh GELU "
+                            "(gelu_new)", path, kind == 3 ? str : "?");
+    if (strcmp(key, "layer_norm_epsilon") == 0 && !(kind == 1 && fabs(num - 1e-5) <= 1e-12))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: layer_norm_epsilon %g: photon's LayerNorm uses 1e-05", path,
+                            num);
+    if (strcmp(key, "n_inner") == 0 && kind != 0 && !(kind == 1 && h->have[4] && num == 4.0 * h->c.n_embd))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: n_inner %g: photon's MLP is 4 x n_embd wide (n_inner null)",
+                            path, num);
+    if ((strcmp(key, "scale_attn_by_inverse_layer_idx") == 0 || strcmp(key, "add_cross_attention") == 0) && flag)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: %s is true: photon's GPT-2 has no such attention", path, key);
+    if (strcmp(key, "scale_attn_weights") == 0 && kind == 2 && !flag)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: scale_attn_weights is false: photon scales attention by "
+                            "1/sqrt(head size)", path);
+    if (strcmp(key, "tie_word_embeddings") == 0 && kind == 2) h->untied = !flag;
+    return PHOTON_OK;
+}
+
+static photon_result photon__hf_read_config(const char *path, photon__hf_config *h, photon_error *err) {
+    unsigned char *data;
+    size_t size;
+    photon__json j;
+    photon_result r;
+    photon_error why;
+    int k;
+    memset(h, 0, sizeof *h);
+    if ((r = photon_read_file(path, &data, &size, err)) != PHOTON_OK) return r;
+    photon__json_init(&j, (const char *)data, size, path, err);
+    if (!photon__json_accept(&j, '{')) r = photon__json_error(&j, "expected a JSON object");
+    else if (!photon__json_accept(&j, '}')) {
+        do {
+            char *key = NULL, *str = NULL;
+            int kind = 4;
+            double num = 0.0;
+            if ((r = photon__json_string(&j, &key)) == PHOTON_OK)
+                r = photon__json_accept(&j, ':') ? photon__json_scalar(&j, &kind, &num, &str)
+                                                 : photon__json_error(&j, "expected ':'");
+            if (r == PHOTON_OK) r = photon__hf_config_key(h, path, key, kind, num, str, err);
+            PHOTON_FREE(key);
+            PHOTON_FREE(str);
+        } while (r == PHOTON_OK && photon__json_accept(&j, ','));
+        if (r == PHOTON_OK && !photon__json_accept(&j, '}')) r = photon__json_error(&j, "expected ',' or '}'");
+    }
+    PHOTON_FREE(data);
+    for (k = 0; r == PHOTON_OK && k < 5; k++)
+        if (!h->have[k]) {
+            static const char *const shape[5] = {"vocab_size", "n_positions", "n_layer", "n_head", "n_embd"};
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: has no %s", path, shape[k]);
+        }
+    if (r == PHOTON_OK && photon_config_validate(&h->c, &why) != PHOTON_OK)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: %s", path, why.message);
+    return r;
+}
+
+/* IEEE half and bfloat16 to float, exactly (every value of either is a float). */
+static float photon__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    float f;
+    if (e == 0 && m == 0) bits = sign;
+    else if (e == 0) { /* subnormal: m * 2^-24 */
+        f = (float)m * 5.9604644775390625e-08f;
+        return sign ? -f : f;
+    } else if (e == 31) bits = sign | 0x7f800000u | (m << 13);
+    else bits = sign | ((e + 112) << 23) | (m << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float photon__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* The safetensors files of a source, and config.json's path. */
+typedef struct photon__hf_source {
+    char config[4200];
+    int num_files;
+    char **files;
+    char **weight_map_names, **weight_map_files; /* the index's, if any */
+    int num_mapped;
+} photon__hf_source;
+
+static void photon__hf_source_free(photon__hf_source *s) {
+    int k;
+    for (k = 0; k < s->num_files; k++) PHOTON_FREE(s->files[k]);
+    for (k = 0; k < s->num_mapped; k++) PHOTON_FREE(s->weight_map_names[k]), PHOTON_FREE(s->weight_map_files[k]);
+    PHOTON_FREE(s->files);
+    PHOTON_FREE(s->weight_map_names);
+    PHOTON_FREE(s->weight_map_files);
+    memset(s, 0, sizeof *s);
+}
+
+static photon_result photon__hf_add_file(photon__hf_source *s, const char *path, photon_error *err) {
+    char **grown;
+    int k;
+    for (k = 0; k < s->num_files; k++)
+        if (strcmp(s->files[k], path) == 0) return PHOTON_OK;
+    grown = (char **)PHOTON_MALLOC((size_t)(s->num_files + 1) * sizeof(char *));
+    if (!grown) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    if (s->num_files) memcpy(grown, s->files, (size_t)s->num_files * sizeof(char *));
+    PHOTON_FREE(s->files);
+    s->files = grown;
+    if (!(s->files[s->num_files] = photon__strdup(path))) return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+    s->num_files++;
+    return PHOTON_OK;
+}
+
+/* model.safetensors.index.json: {"metadata": {...}, "weight_map": {name: file}};
+   the files are relative to the index's directory. */
+static photon_result photon__hf_read_index(photon__hf_source *s, const char *path, const char *dir, photon_error *err) {
+    unsigned char *data;
+    size_t size;
+    photon__json j;
+    photon_result r;
+    int have_map = 0;
+    if ((r = photon_read_file(path, &data, &size, err)) != PHOTON_OK) return r;
+    photon__json_init(&j, (const char *)data, size, path, err);
+    if (!photon__json_accept(&j, '{')) r = photon__json_error(&j, "expected a JSON object");
+    else if (!photon__json_accept(&j, '}')) {
+        do {
+            char *key = NULL;
+            if ((r = photon__json_string(&j, &key)) != PHOTON_OK) break;
+            if (!photon__json_accept(&j, ':')) r = photon__json_error(&j, "expected ':'");
+            else if (strcmp(key, "weight_map") != 0) r = photon__json_skip(&j, 1);
+            else if (!photon__json_accept(&j, '{')) r = photon__json_error(&j, "weight_map is not an object");
+            else if (have_map = 1, !photon__json_accept(&j, '}')) {
+                do {
+                    char *name = NULL, *file = NULL, full[4200];
+                    if ((r = photon__json_string(&j, &name)) == PHOTON_OK)
+                        r = photon__json_accept(&j, ':') ? photon__json_string(&j, &file)
+                                                         : photon__json_error(&j, "expected ':'");
+                    if (r == PHOTON_OK && (strchr(file, '/') || !file[0]))
+                        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: weight_map names the file '%.60s'; shards are "
+                                         "files beside the index", path, file);
+                    if (r == PHOTON_OK) {
+                        char **n2 = (char **)PHOTON_MALLOC((size_t)(s->num_mapped + 1) * sizeof(char *));
+                        char **f2 = (char **)PHOTON_MALLOC((size_t)(s->num_mapped + 1) * sizeof(char *));
+                        snprintf(full, sizeof full, "%s/%s", dir, file);
+                        if (!n2 || !f2) r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+                        else {
+                            if (s->num_mapped) memcpy(n2, s->weight_map_names, (size_t)s->num_mapped * sizeof(char *));
+                            if (s->num_mapped) memcpy(f2, s->weight_map_files, (size_t)s->num_mapped * sizeof(char *));
+                            PHOTON_FREE(s->weight_map_names), PHOTON_FREE(s->weight_map_files);
+                            s->weight_map_names = n2, s->weight_map_files = f2;
+                            n2[s->num_mapped] = name, f2[s->num_mapped] = photon__strdup(full);
+                            s->num_mapped++;
+                            name = NULL;
+                            r = f2[s->num_mapped - 1] ? photon__hf_add_file(s, full, err)
+                                                      : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+                        }
+                        if (!n2 || !f2) PHOTON_FREE(n2), PHOTON_FREE(f2);
+                    }
+                    PHOTON_FREE(name);
+                    PHOTON_FREE(file);
+                } while (r == PHOTON_OK && photon__json_accept(&j, ','));
+                if (r == PHOTON_OK && !photon__json_accept(&j, '}')) r = photon__json_error(&j, "expected ',' or '}'");
+            }
+            PHOTON_FREE(key);
+        } while (r == PHOTON_OK && photon__json_accept(&j, ','));
+        if (r == PHOTON_OK && !photon__json_accept(&j, '}')) r = photon__json_error(&j, "expected ',' or '}'");
+    }
+    PHOTON_FREE(data);
+    if (r == PHOTON_OK && (!have_map || s->num_files == 0))
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: has no weight_map of tensors to files", path);
+    return r;
+}
+
+/* Finds the files: a folder, a .safetensors file, or an index .json. */
+static photon_result photon__hf_find(photon__hf_source *s, const char *source, photon_error *err) {
+    char dir[4096], path[4200];
+    size_t n = strlen(source);
+    int is_dir = 0;
+    memset(s, 0, sizeof *s);
+#ifdef PHOTON__POSIX
+    {
+        struct stat info;
+        if (stat(source, &info) != 0)
+            return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", source, strerror(errno));
+        is_dir = S_ISDIR(info.st_mode);
+    }
+#endif
+    if (n >= sizeof dir) return photon__fail(err, PHOTON_ERR_ARGUMENT, "%.200s...: path too long", source);
+    if (is_dir) snprintf(dir, sizeof dir, "%s", source);
+    else {
+        const char *slash = strrchr(source, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - source) : 1, slash ? source : ".");
+    }
+    snprintf(s->config, sizeof s->config, "%s/config.json", dir);
+    if (!is_dir && n > 5 && strcmp(source + n - 5, ".json") == 0) return photon__hf_read_index(s, source, dir, err);
+    if (!is_dir) return photon__hf_add_file(s, source, err);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (photon__file_exists(path)) return photon__hf_read_index(s, path, dir, err);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!photon__file_exists(path))
+        return photon__fail(err, PHOTON_ERR_IO, "%s: holds neither model.safetensors nor model.safetensors.index.json "
+                            "(photon reads safetensors, not pytorch_model.bin)", source);
+    return photon__hf_add_file(s, path, err);
+}
+
+/* Where each photon tensor comes from: its source name, file and place. */
+typedef struct photon__hf_tensor {
+    const photon_st_tensor *t; /* in files[file], open */
+    int file, info;            /* info: index into the model's tensor table, -1 for lm_head */
+} photon__hf_tensor;
+
+/* Maps a source tensor name to the model's table: "transformer." or no
+   prefix; the attention-mask buffers older transformers saved are ignored
+   (-2); lm_head.weight is -1; anything else is unknown (-3). */
+static int photon__hf_match(const photon_model *m, const char *name, int *prefixed) {
+    const char *n = strncmp(name, "transformer.", 12) == 0 ? name + 12 : name;
+    size_t len = strlen(n);
+    int k;
+    if (strcmp(name, "lm_head.weight") == 0) return -1;
+    if ((len > 10 && strcmp(n + len - 10, ".attn.bias") == 0) || (len > 17 && strcmp(n + len - 17, ".attn.masked_bias") == 0))
+        return -2;
+    for (k = 0; k < m->num_tensors; k++)
+        if (strcmp(n, m->tensors[k].name) == 0) {
+            *prefixed = n != name;
+            return k;
+        }
+    return -3;
+}
+
+/* Copies (F32) or widens (F16, BF16) one tensor's bytes, read as a stream:
+   the raw bytes of a 2-byte tensor go to the upper half of its float span
+   and are widened front to back in place once complete (element i's float
+   is written after half i is read, and no later half lies below it). */
+static photon_result photon__hf_take(const photon_st_file *st, const photon_st_tensor *t, float *dst, uint64_t pos,
+                                     const unsigned char *chunk, size_t n, photon_error *err) {
+    uint64_t lo = pos > t->begin ? pos : t->begin, hi = pos + n < t->end ? pos + n : t->end, count, i;
+    int width = t->dtype == PHOTON_DTYPE_F32 ? 4 : 2;
+    unsigned char *bytes = (unsigned char *)dst;
+    if (lo >= hi) return PHOTON_OK;
+    count = (t->end - t->begin) / (uint64_t)width;
+    memcpy(bytes + (width == 4 ? 0 : 2 * count) + (lo - t->begin), chunk + (lo - pos), (size_t)(hi - lo));
+    if (hi != t->end) return PHOTON_OK;
+    for (i = 0; i < count; i++) {
+        if (width == 2) {
+            uint16_t h = (uint16_t)(bytes[2 * count + 2 * i] | bytes[2 * count + 2 * i + 1] << 8);
+            dst[i] = t->dtype == PHOTON_DTYPE_F16 ? photon__f16_to_f32(h) : photon__bf16_to_f32(h);
+        }
+        if (!photon__is_finite(dst[i]))
+            return photon__fail(err, PHOTON_ERR_NUMERIC, "%s: tensor '%s' holds %s at element %llu", st->path, t->name,
+                                dst[i] != dst[i] ? "NaN" : "Inf", (unsigned long long)i);
+    }
+    return PHOTON_OK;
+}
+
+/* Reads one safetensors file start to end once: its SHA-256, and every
+   tensor the model takes from it, in the order they lie in the file. */
+static photon_result photon__hf_stream(const photon_st_file *st, const photon__hf_tensor *want, int num_want,
+                                       float *const *dst, char hex[65], photon_error *err) {
+    FILE *f = (FILE *)st->handle;
+    unsigned char *chunk = (unsigned char *)PHOTON_MALLOC(1 << 20);
+    photon_sha256 sha;
+    uint64_t pos = 0;
+    size_t n;
+    int k;
+    photon_result r = chunk ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
+    photon_sha256_init(&sha);
+    if (r == PHOTON_OK && fseek(f, 0, SEEK_SET) != 0) r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", st->path);
+    while (r == PHOTON_OK && (n = fread(chunk, 1, 1 << 20, f)) > 0) {
+        photon_sha256_update(&sha, chunk, n);
+        for (k = 0; r == PHOTON_OK && k < num_want; k++) /* data offsets count from data_start */
+            if (pos + n > st->data_start)
+                r = photon__hf_take(st, want[k].t, dst[k], pos - (pos > st->data_start ? st->data_start : pos),
+                                    chunk + (pos < st->data_start ? st->data_start - pos : 0),
+                                    n - (size_t)(pos < st->data_start ? st->data_start - pos : 0), err);
+        pos += n;
+    }
+    if (r == PHOTON_OK && pos != st->file_size)
+        r = photon__fail(err, PHOTON_ERR_IO, "%s: read %llu of %llu bytes (changed while reading?)", st->path,
+                         (unsigned long long)pos, (unsigned long long)st->file_size);
+    PHOTON_FREE(chunk);
+    if (r == PHOTON_OK) photon_sha256_final(&sha, hex);
+    return r;
+}
+
+/* The tensors of one open file that the model takes, in file order; each
+   name may come from one file only. */
+static photon_result photon__hf_plan_file(const photon_model *m, const photon_st_file *st, int file, char *seen,
+                                          photon__hf_tensor *want, int *num_want, int *prefixed, photon_error *err) {
+    int i, k;
+    *num_want = 0;
+    for (i = 0; i < st->num_tensors; i++) {
+        const photon_st_tensor *t = &st->tensors[i];
+        int at = photon__hf_match(m, t->name, prefixed), ndim = at >= 0 ? m->tensors[at].ndim : 2;
+        uint64_t d0 = at >= 0 ? (uint64_t)m->tensors[at].shape[0] : (uint64_t)m->config.vocab_size;
+        uint64_t d1 = at >= 0 ? (uint64_t)m->tensors[at].shape[1] : (uint64_t)m->config.n_embd;
+        if (at == -2) continue;
+        if (at == -3) return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: unexpected tensor '%s' (not GPT-2's)", st->path, t->name);
+        if (seen[at + 1]++)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' appears in more than one file", st->path,
+                                t->name);
+        if (t->dtype != PHOTON_DTYPE_F32 && t->dtype != PHOTON_DTYPE_F16 && t->dtype != PHOTON_DTYPE_BF16)
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is %s; photon imports F32, F16 and BF16",
+                                st->path, t->name, photon__dtype_names[t->dtype]);
+        if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1))
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' has a shape other than config.json's "
+                                "[%llu%s%llu]", st->path, t->name, (unsigned long long)d0, ndim == 2 ? "," : "",
+                                ndim == 2 ? (unsigned long long)d1 : 0ull);
+        for (k = *num_want; k > 0 && want[k - 1].t->begin > t->begin; k--) want[k] = want[k - 1];
+        want[k].t = t, want[k].file = file, want[k].info = at;
+        (*num_want)++;
+    }
+    return PHOTON_OK;
+}
+
+static const char *photon__base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* The provenance keys: photon.source.K.file and .sha256, K from 0. */
+typedef struct photon__hf_provenance {
+    int n;
+    char keys[66][40], values[66][80];
+    const char *kp[66], *vp[66];
+} photon__hf_provenance;
+
+static void photon__hf_note(photon__hf_provenance *p, const char *key, const char *value) {
+    if (p->n >= 66) return;
+    snprintf(p->keys[p->n], sizeof p->keys[0], "%s", key);
+    snprintf(p->values[p->n], sizeof p->values[0], "%.79s", value);
+    p->kp[p->n] = p->keys[p->n], p->vp[p->n] = p->values[p->n];
+    p->n++;
+}
+
+/* Reads every file of the source into the model's parameters (lm_head, if
+   any, into *lm_head) and notes each file's hash. */
+static photon_result photon__hf_read_all(photon_model *m, const photon__hf_source *src, photon_hf_import_info *info,
+                                         float **lm_head, photon__hf_provenance *prov, photon_error *err) {
+    char *seen = (char *)photon__calloc((size_t)m->num_tensors + 1, 1);
+    photon__hf_tensor *want = NULL;
+    float **dst = NULL;
+    photon_result r = seen ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+    int f, k;
+    for (f = 0; r == PHOTON_OK && f < src->num_files; f++) {
+        photon_st_file st;
+        int num_want = 0;
+        char hex[65], key[40];
+        if ((r = photon_st_open(&st, src->files[f], err)) != PHOTON_OK) break;
+        want = (photon__hf_tensor *)photon__calloc((size_t)st.num_tensors + 1, sizeof *want);
+        dst = (float **)photon__calloc((size_t)st.num_tensors + 1, sizeof *dst);
+        if (!want || !dst) r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st.path);
+        if (r == PHOTON_OK) r = photon__hf_plan_file(m, &st, f, seen, want, &num_want, &info->prefixed, err);
+        for (k = 0; r == PHOTON_OK && k < num_want; k++) {
+            if (want[k].info >= 0) dst[k] = m->params + m->tensors[want[k].info].offset;
+            else if (!(dst[k] = *lm_head = (float *)photon__calloc((size_t)m->config.vocab_size * m->config.n_embd, 4)))
+                r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory for lm_head.weight", st.path);
+            if (want[k].t->dtype != PHOTON_DTYPE_F32) info->widened++;
+        }
+        if (r == PHOTON_OK) r = photon__hf_stream(&st, want, num_want, dst, hex, err);
+        if (r == PHOTON_OK) {
+            snprintf(key, sizeof key, "photon.source.%d.file", f);
+            photon__hf_note(prov, key, photon__base_name(src->files[f]));
+            snprintf(key, sizeof key, "photon.source.%d.sha256", f);
+            photon__hf_note(prov, key, hex);
+        }
+        PHOTON_FREE(want), PHOTON_FREE(dst);
+        want = NULL, dst = NULL;
+        photon_st_close(&st);
+    }
+    for (k = 0; r == PHOTON_OK && k < m->num_tensors; k++)
+        if (!seen[k + 1])
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: has no tensor %s (or transformer.%s)",
+                             src->num_files == 1 ? src->files[0] : "the source", m->tensors[k].name, m->tensors[k].name);
+    PHOTON_FREE(seen);
+    info->num_files = src->num_files;
+    return r;
+}
+
+PHOTONDEF photon_result photon_hf_import(const char *source, const char *out_path, photon_hf_import_info *info,
+                                         photon_error *err) {
+    photon__hf_source src;
+    photon__hf_config hc;
+    photon__hf_provenance prov;
+    photon_model m;
+    float *lm_head = NULL;
+    char hex[65], count[16], vocab[4200], merges[4300];
+    photon_result r;
+    memset(info, 0, sizeof *info);
+    memset(&m, 0, sizeof m);
+    prov.n = 0;
+    if ((r = photon__hf_find(&src, source, err)) != PHOTON_OK) {
+        photon__hf_source_free(&src);
+        return r;
+    }
+    if ((r = photon__hf_read_config(src.config, &hc, err)) == PHOTON_OK &&
+        (r = photon_sha256_file(src.config, hex, err)) == PHOTON_OK &&
+        (r = photon__model_alloc(&m, &hc.c, 0, err)) == PHOTON_OK) {
+        info->config = hc.c;
+        photon__hf_note(&prov, "photon.source", "huggingface");
+        photon__hf_note(&prov, "photon.source.config_sha256", hex);
+        snprintf(count, sizeof count, "%d", src.num_files);
+        photon__hf_note(&prov, "photon.source.files", count);
+        r = photon__hf_read_all(&m, &src, info, &lm_head, &prov, err);
+    }
+    if (r == PHOTON_OK && hc.untied && !lm_head)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tie_word_embeddings is false but there is no lm_head.weight",
+                         src.config);
+    if (r == PHOTON_OK && hc.untied && memcmp(lm_head, m.params, (size_t)hc.c.vocab_size * hc.c.n_embd * 4) != 0)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tie_word_embeddings is false and lm_head.weight differs from "
+                         "wte.weight: photon's output head is tied to the token embedding", src.config);
+    if (r == PHOTON_OK) r = photon__checkpoint_write(&m, out_path, prov.kp, prov.vp, prov.n, err);
+    snprintf(vocab, sizeof vocab, "%.4090s", src.config);
+    vocab[strlen(vocab) - strlen("config.json")] = '\0';
+    snprintf(info->tokenizer_dir, sizeof info->tokenizer_dir, "%.*s", vocab[0] ? (int)strlen(vocab) - 1 : 1,
+             vocab[0] ? vocab : ".");
+    snprintf(merges, sizeof merges, "%.4190smerges.txt", vocab);
+    snprintf(vocab + strlen(vocab), sizeof vocab - strlen(vocab), "vocab.json");
+    info->has_tokenizer = photon__file_exists(vocab) && photon__file_exists(merges);
+    PHOTON_FREE(lm_head);
+    photon_model_free(&m);
+    photon__hf_source_free(&src);
+    return r;
+}
+
+/* --- export --- */
+
+static void photon__hf_config_text(photon__text *t, const photon_config *c, int eos) {
+    char buf[1200];
+    snprintf(buf, sizeof buf,
+             "{\n"
+             "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+             "  \"model_type\": \"gpt2\",\n"
+             "  \"vocab_size\": %d,\n"
+             "  \"n_positions\": %d,\n"
+             "  \"n_ctx\": %d,\n"
+             "  \"n_embd\": %d,\n"
+             "  \"n_layer\": %d,\n"
+             "  \"n_head\": %d,\n"
+             "  \"n_inner\": null,\n"
+             "  \"activation_function\": \"gelu_new\",\n"
+             "  \"layer_norm_epsilon\": 1e-05,\n"
+             "  \"initializer_range\": 0.02,\n"
+             "  \"resid_pdrop\": 0.0,\n"
+             "  \"embd_pdrop\": 0.0,\n"
+             "  \"attn_pdrop\": 0.0,\n"
+             "  \"scale_attn_weights\": true,\n"
+             "  \"tie_word_embeddings\": true,\n"
+             "  \"bos_token_id\": %d,\n"
+             "  \"eos_token_id\": %d\n"
+             "}\n",
+             c->vocab_size, c->n_ctx, c->n_ctx, c->n_embd, c->n_layer, c->n_head, eos, eos);
+    photon__text_puts(t, buf);
+}
+
 PHOTONDEF photon_result photon_write_hf_config(const photon_config *c, const char *path, photon_error *err) {
-    photon__atomic out;
+    photon__text t = {NULL, 0, 0, 0};
     photon_result r = photon_config_validate(c, err);
     if (r != PHOTON_OK) return r;
-    if ((r = photon__atomic_open(&out, path, err)) != PHOTON_OK) return r;
-    fprintf(out.f,
-            "{\n"
-            "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
-            "  \"model_type\": \"gpt2\",\n"
-            "  \"vocab_size\": %d,\n"
-            "  \"n_positions\": %d,\n"
-            "  \"n_ctx\": %d,\n"
-            "  \"n_embd\": %d,\n"
-            "  \"n_layer\": %d,\n"
-            "  \"n_head\": %d,\n"
-            "  \"n_inner\": null,\n"
-            "  \"activation_function\": \"gelu_new\",\n"
-            "  \"layer_norm_epsilon\": 1e-05,\n"
-            "  \"initializer_range\": 0.02,\n"
-            "  \"resid_pdrop\": 0.0,\n"
-            "  \"embd_pdrop\": 0.0,\n"
-            "  \"attn_pdrop\": 0.0,\n"
-            "  \"scale_attn_weights\": true,\n"
-            "  \"tie_word_embeddings\": true,\n"
-            "  \"bos_token_id\": %d,\n"
-            "  \"eos_token_id\": %d\n"
-            "}\n",
-            c->vocab_size, c->n_ctx, c->n_ctx, c->n_embd, c->n_layer, c->n_head, c->vocab_size - 1, c->vocab_size - 1);
-    return photon__atomic_commit(&out, err);
+    photon__hf_config_text(&t, c, c->vocab_size - 1);
+    r = t.failed ? photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path) : photon_write_file(path, t.s, t.len, err);
+    PHOTON_FREE(t.s);
+    return r;
+}
+
+/* A model card from what the checkpoint says about itself. */
+static void photon__hf_card(photon__text *t, const photon_st_file *st, const photon_config *c) {
+    const char *keys[4] = {"photon.round", "photon.step", "photon.tokens_seen", "photon.clients"};
+    const char *labels[4] = {"federated rounds merged into it", "global optimizer steps", "tokens trained on",
+                             "clients in its last round"};
+    const char *v;
+    char line[600];
+    int k;
+    photon__text_puts(t, "---\nlibrary_name: transformers\ntags:\n- gpt2\n- photon\n- federated-learning\n---\n\n");
+    photon__text_puts(t, "# A GPT-2 model pre-trained with photon\n\n");
+    photon__text_puts(t, "Trained by federated averaging across silos with photon (federated pre-training in plain C, "
+                         "after Sani, Iacob et al., arXiv 2411.02908): every silo trained its own copy for many local "
+                         "steps and sent only the change of its weights.\n\n");
+    snprintf(line, sizeof line, "- shape: %d layers, %d heads, width %d, context %d, vocabulary %d\n", c->n_layer,
+             c->n_head, c->n_embd, c->n_ctx, c->vocab_size);
+    photon__text_puts(t, line);
+    for (k = 0; k < 4; k++)
+        if ((v = photon_st_meta(st, keys[k])) != NULL) {
+            snprintf(line, sizeof line, "- %s: %.80s\n", labels[k], v);
+            photon__text_puts(t, line);
+        }
+    for (k = 0; k < 1000; k++) {
+        char key[48];
+        const char *tok;
+        snprintf(key, sizeof key, "photon.delta.%d.client", k);
+        if (!(v = photon_st_meta(st, key))) break;
+        snprintf(key, sizeof key, "photon.delta.%d.tokens", k);
+        tok = photon_st_meta(st, key);
+        snprintf(line, sizeof line, "  - client %.63s: %s tokens\n", v, tok ? tok : "?");
+        photon__text_puts(t, line);
+    }
+    if ((v = photon_st_meta(st, "photon.source")) != NULL) {
+        const char *h = photon_st_meta(st, "photon.source.0.sha256");
+        snprintf(line, sizeof line, "- started from a %.40s model (first file's SHA-256 %.64s)\n", v, h ? h : "?");
+        photon__text_puts(t, line);
+    }
+    v = photon_st_meta(st, "photon.version");
+    snprintf(line, sizeof line, "\nWritten by photon %s (file format %s).\n", PHOTON_VERSION, v ? v : "?");
+    photon__text_puts(t, line);
+}
+
+PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char *dir, const photon_hf_file *files,
+                                         int num_files, int eos_token_id, photon_error *err) {
+    photon_st_file st;
+    photon_config c;
+    photon__text config = {NULL, 0, 0, 0}, card = {NULL, 0, 0, 0};
+    photon__staged_dir d;
+    unsigned char *chunk = NULL;
+    photon_result r = photon_st_open(&st, checkpoint_path, err);
+    int k;
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(&st, "checkpoint", err)) == PHOTON_OK && (r = photon__read_config(&st, &c, err)) == PHOTON_OK &&
+        (r = photon_output_dir_check(dir, err)) == PHOTON_OK) {
+        photon__hf_config_text(&config, &c, eos_token_id >= 0 && eos_token_id < c.vocab_size ? eos_token_id : c.vocab_size - 1);
+        photon__hf_card(&card, &st, &c);
+        chunk = (unsigned char *)PHOTON_MALLOC(1 << 20);
+        if (config.failed || card.failed || !chunk) r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", dir);
+    }
+    if (r == PHOTON_OK && (r = photon__staged_begin(&d, dir, err)) == PHOTON_OK) {
+        FILE *f = (FILE *)st.handle;
+        size_t n;
+        if ((r = photon__staged_open(&d, "config.json")) == PHOTON_OK && (r = photon__staged_write(&d, config.s, config.len)) == PHOTON_OK)
+            r = photon__staged_close(&d);
+        if (r == PHOTON_OK && (r = photon__staged_open(&d, "README.md")) == PHOTON_OK &&
+            (r = photon__staged_write(&d, card.s, card.len)) == PHOTON_OK)
+            r = photon__staged_close(&d);
+        if (r == PHOTON_OK && (r = photon__staged_open(&d, "model.safetensors")) == PHOTON_OK) { /* the checkpoint's bytes */
+            if (fseek(f, 0, SEEK_SET) != 0) r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", checkpoint_path);
+            while (r == PHOTON_OK && (n = fread(chunk, 1, 1 << 20, f)) > 0) r = photon__staged_write(&d, chunk, n);
+            if (r == PHOTON_OK && ferror(f)) r = photon__fail(err, PHOTON_ERR_IO, "%s: read failed", checkpoint_path);
+            if (r == PHOTON_OK) r = photon__staged_close(&d);
+        }
+        for (k = 0; r == PHOTON_OK && k < num_files; k++) {
+            if (strchr(files[k].name, '/') || !files[k].name[0])
+                r = photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: '%s' is not a plain file name", dir, files[k].name);
+            else if ((r = photon__staged_open(&d, files[k].name)) == PHOTON_OK &&
+                     (r = photon__staged_write(&d, files[k].data, files[k].size)) == PHOTON_OK)
+                r = photon__staged_close(&d);
+        }
+        if (r == PHOTON_OK) r = photon__staged_publish(&d);
+        else photon__staged_abort(&d);
+    }
+    PHOTON_FREE(chunk);
+    PHOTON_FREE(config.s);
+    PHOTON_FREE(card.s);
+    photon_st_close(&st);
+    return r;
 }
 
 /* ======================================================================= */
@@ -4987,6 +5586,31 @@ static photon_result photon__json_uint_array(photon__json *j, uint64_t *out, int
         if ((r = photon__json_uint(j, &out[(*count)++])) != PHOTON_OK) return r;
     } while (photon__json_accept(j, ','));
     return photon__json_accept(j, ']') ? PHOTON_OK : photon__json_error(j, "expected ',' or ']'");
+}
+
+/* One JSON value: kind 0 null, 1 number, 2 true/false (num 1/0), 3 string
+   (*str allocated), 4 anything else (skipped). */
+static photon_result photon__json_scalar(photon__json *j, int *kind, double *num, char **str) {
+    size_t start;
+    photon__json_ws(j);
+    *kind = 4, *num = 0.0, *str = NULL;
+    if (j->pos >= j->n) return photon__json_error(j, "unexpected end");
+    start = j->pos;
+    switch (j->s[j->pos]) {
+    case '"': *kind = 3; return photon__json_string(j, str);
+    case 't': case 'f': case 'n': {
+        photon_result r = photon__json_skip(j, 1);
+        *kind = j->s[start] == 'n' ? 0 : 2;
+        *num = j->s[start] == 't';
+        return r;
+    }
+    case '{': case '[': return photon__json_skip(j, 1);
+    default: {
+        photon_result r = photon__json_skip(j, 1);
+        if (r == PHOTON_OK) *kind = 1, *num = strtod(j->s + start, NULL);
+        return r;
+    }
+    }
 }
 
 /* ----------------------------------------------------------------------- */

@@ -154,6 +154,9 @@ PHOTONDEF const char *photon_bpe_unicode_version(void);
 /* The tokenizer as photon's data encoder (>>data in photon.h): bpe must
    outlive the encoder, and encodes on one thread at a time. */
 PHOTONDEF photon_encoder photon_bpe_encoder(photon_bpe *bpe);
+/* photon_hf_export with this tokenizer's files beside the model. */
+PHOTONDEF photon_result photon_bpe_hf_export(const photon_bpe *bpe, const char *checkpoint_path, const char *dir,
+                                             photon_error *err);
 /* photon_dataset_load_with through the tokenizer (NULL: bytes). */
 PHOTONDEF photon_result photon_dataset_load_bpe(photon_dataset *ds, const char *const *paths, int num_paths,
                                                 photon_bpe *bpe, photon_error *err);
@@ -1378,19 +1381,16 @@ static int photon__bpe_name_cmp(const void *x, const void *y) {
    sort_keys=True, ensure_ascii=False) + "\n". Keys sort by code point,
    which is the byte order of their UTF-8. merges.txt: "#version: 0.2", then
    one "left right" line per merge, each line ending in "\n". */
-PHOTONDEF photon_result photon_bpe_save(const photon_bpe *bpe, const char *vocab_path, const char *merges_path,
-                                        photon_error *err) {
+static photon_result photon__bpe_texts(const photon_bpe *bpe, photon__text *vocab, photon__text *merges,
+                                       const char *what, photon_error *err) {
     photon__bpe_charmap cm;
-    photon__text names = {NULL, 0, 0, 0}, vocab = {NULL, 0, 0, 0}, merges = {NULL, 0, 0, 0};
+    photon__text names = {NULL, 0, 0, 0};
     size_t *at = NULL;
     photon__bpe_name *order = NULL;
-    photon__atomic fv, fm;
     int i, V = bpe->vocab_size;
-    photon_result r;
-    memset(&fv, 0, sizeof fv);
-    memset(&fm, 0, sizeof fm);
+    photon_result r = PHOTON_OK;
     if (!bpe->token_start || V < 1)
-        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: the tokenizer to save is empty", vocab_path);
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: the tokenizer to save is empty", what);
     photon__bpe_charmap_init(&cm);
     at = (size_t *)PHOTON_MALLOC(((size_t)V + 1) * sizeof(size_t));
     order = (photon__bpe_name *)PHOTON_MALLOC((size_t)V * sizeof *order);
@@ -1409,33 +1409,51 @@ PHOTONDEF photon_result photon_bpe_save(const photon_bpe *bpe, const char *vocab
         order[i].id = i;
     }
     qsort(order, (size_t)V, sizeof *order, photon__bpe_name_cmp);
-    photon__text_puts(&vocab, "{\n");
+    photon__text_puts(vocab, "{\n");
     for (i = 0; i < V; i++) {
         size_t k, start = 0;
-        photon__text_puts(&vocab, "  \"");
+        photon__text_puts(vocab, "  \"");
         for (k = 0; k < order[i].n; k++) { /* '"' and '\\' are the only mapped characters JSON escapes */
             char c = order[i].s[k];
             if (c == '"' || c == '\\') {
-                photon__text_append(&vocab, order[i].s + start, k - start);
-                photon__text_append(&vocab, "\\", 1);
+                photon__text_append(vocab, order[i].s + start, k - start);
+                photon__text_append(vocab, "\\", 1);
                 start = k;
             }
         }
-        photon__text_append(&vocab, order[i].s + start, order[i].n - start);
-        photon__text_puts(&vocab, "\": ");
-        photon__text_u64(&vocab, (uint64_t)order[i].id);
-        photon__text_puts(&vocab, i + 1 < V ? ",\n" : "\n");
+        photon__text_append(vocab, order[i].s + start, order[i].n - start);
+        photon__text_puts(vocab, "\": ");
+        photon__text_u64(vocab, (uint64_t)order[i].id);
+        photon__text_puts(vocab, i + 1 < V ? ",\n" : "\n");
     }
-    photon__text_puts(&vocab, "}\n");
-    photon__text_puts(&merges, "#version: 0.2\n");
+    photon__text_puts(vocab, "}\n");
+    photon__text_puts(merges, "#version: 0.2\n");
     for (i = 0; i < bpe->num_merges; i++) {
         int a = bpe->merges[i].left, b = bpe->merges[i].right;
-        photon__text_append(&merges, names.s + at[a], at[a + 1] - at[a]);
-        photon__text_append(&merges, " ", 1);
-        photon__text_append(&merges, names.s + at[b], at[b + 1] - at[b]);
-        photon__text_append(&merges, "\n", 1);
+        photon__text_append(merges, names.s + at[a], at[a + 1] - at[a]);
+        photon__text_append(merges, " ", 1);
+        photon__text_append(merges, names.s + at[b], at[b + 1] - at[b]);
+        photon__text_append(merges, "\n", 1);
     }
-    if (vocab.failed || merges.failed) goto oom;
+    if (vocab->failed || merges->failed) goto oom;
+    goto out;
+oom:
+    r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate the text of the tokenizer files", what);
+out:
+    PHOTON_FREE(at);
+    PHOTON_FREE(order);
+    PHOTON_FREE(names.s);
+    return r;
+}
+
+PHOTONDEF photon_result photon_bpe_save(const photon_bpe *bpe, const char *vocab_path, const char *merges_path,
+                                        photon_error *err) {
+    photon__text vocab = {NULL, 0, 0, 0}, merges = {NULL, 0, 0, 0};
+    photon__atomic fv, fm;
+    photon_result r;
+    memset(&fv, 0, sizeof fv);
+    memset(&fm, 0, sizeof fm);
+    if ((r = photon__bpe_texts(bpe, &vocab, &merges, vocab_path, err)) != PHOTON_OK) goto out;
     /* both files are complete on disk before either is renamed into place */
     if ((r = photon__atomic_open(&fv, vocab_path, err)) != PHOTON_OK) goto out;
     if ((r = photon__atomic_open(&fm, merges_path, err)) != PHOTON_OK) {
@@ -1449,13 +1467,7 @@ PHOTONDEF photon_result photon_bpe_save(const photon_bpe *bpe, const char *vocab
         goto out;
     }
     r = photon__atomic_commit(&fm, err);
-    goto out;
-oom:
-    r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: cannot allocate the text of the tokenizer files", vocab_path);
 out:
-    PHOTON_FREE(at);
-    PHOTON_FREE(order);
-    PHOTON_FREE(names.s);
     PHOTON_FREE(vocab.s);
     PHOTON_FREE(merges.s);
     return r;
@@ -1838,6 +1850,32 @@ PHOTONDEF photon_result photon_dataset_load_bpe(photon_dataset *ds, const char *
     if (!bpe) return photon_dataset_load_with(ds, paths, num_paths, NULL, err);
     e = photon_bpe_encoder(bpe);
     return photon_dataset_load_with(ds, paths, num_paths, &e, err);
+}
+
+/* The folder's tokenizer: GPT-2's two files, and a tokenizer_config.json
+   with which transformers' AutoTokenizer loads them (GPT2Tokenizer, the
+   end-of-text token as bos, eos and unk when the vocabulary has one). */
+PHOTONDEF photon_result photon_bpe_hf_export(const photon_bpe *bpe, const char *checkpoint_path, const char *dir,
+                                             photon_error *err) {
+    photon__text vocab = {NULL, 0, 0, 0}, merges = {NULL, 0, 0, 0}, config = {NULL, 0, 0, 0};
+    photon_hf_file files[3];
+    photon_result r = photon__bpe_texts(bpe, &vocab, &merges, dir, err);
+    photon__text_puts(&config, "{\n  \"tokenizer_class\": \"GPT2Tokenizer\",\n  \"add_prefix_space\": false,\n");
+    if (bpe->eot_token >= 0)
+        photon__text_puts(&config, "  \"bos_token\": \"<|endoftext|>\",\n  \"eos_token\": \"<|endoftext|>\",\n"
+                                   "  \"unk_token\": \"<|endoftext|>\",\n");
+    photon__text_puts(&config, "  \"model_max_length\": 1000000000000000019884624838656\n}\n");
+    if (r == PHOTON_OK && config.failed) r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", dir);
+    if (r == PHOTON_OK) {
+        files[0].name = "vocab.json", files[0].data = vocab.s, files[0].size = vocab.len;
+        files[1].name = "merges.txt", files[1].data = merges.s, files[1].size = merges.len;
+        files[2].name = "tokenizer_config.json", files[2].data = config.s, files[2].size = config.len;
+        r = photon_hf_export(checkpoint_path, dir, files, 3, bpe->eot_token, err);
+    }
+    PHOTON_FREE(vocab.s);
+    PHOTON_FREE(merges.s);
+    PHOTON_FREE(config.s);
+    return r;
 }
 
 #ifdef __cplusplus
