@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-example test-layout all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-example test-layout test-hf all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -70,6 +70,10 @@ test-layout:
 
 test-tools: $(TOOLS)
 	bash tests/test_tools.sh bin
+
+# Hugging Face import and export (tests/test_hf.sh; against transformers where installed)
+test-hf: $(TOOLS)
+	bash tests/test_hf.sh bin
 
 test-federation: $(TOOLS)
 	bash tests/test_federation.sh bin
@@ -151,15 +155,16 @@ test-cuda:
 	    echo "test-cuda: skipped: $(NVCC) not found (the CUDA build is not checked)"; \
 	fi
 
-test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-asan test-cuda-emu test-cuda
+test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf test-asan test-cuda-emu test-cuda
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
-bench: bin/photon-bench
+bench: bin/photon-bench bin/photon-train bin/photon-eval bin/photon-data
 	./bin/photon-bench --peak
 	./bin/photon-bench --config small --steps 7
 	./bin/photon-bench --config gpt2 --steps 5
 	./bin/photon-bench --merge
 	bash bench/bench_bpe.sh
+	bash bench/bench_hf_import.sh bin
 
 demo: $(TOOLS)
 	bash examples/demo.sh

@@ -4259,6 +4259,18 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
     return r;
 }
 
+/* Where the lineage started (photon.source*: a Hugging Face import) goes on
+   from round to round. */
+static photon_result photon__merge_carry_provenance(photon_merge_result *res, const char *base_path, photon_error *err) {
+    photon_st_file st;
+    photon_result r = photon_st_open(&st, base_path, err);
+    int k;
+    for (k = 0; r == PHOTON_OK && k < st.num_meta; k++)
+        if (strncmp(st.meta_keys[k], "photon.source", 13) == 0) r = photon__audit(res, st.meta_keys[k], st.meta_values[k], err);
+    photon_st_close(&st);
+    return r;
+}
+
 /* sum += w * values, elementwise; each element on its own, so in parallel. */
 typedef struct photon__axpy_job {
     double *sum;
@@ -4398,7 +4410,9 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     res->model.tokens_seen += tokens;
     res->model.round += 1;
     res->state.round = res->model.round;
-    if ((r = photon__merge_audit(res, base_hash, state_hash, o, err)) != PHOTON_OK) goto fail;
+    if ((r = photon__merge_audit(res, base_hash, state_hash, o, err)) != PHOTON_OK ||
+        (r = photon__merge_carry_provenance(res, base_path, err)) != PHOTON_OK)
+        goto fail;
     PHOTON_FREE(sum);
     PHOTON_FREE(values);
     return PHOTON_OK;

@@ -15,6 +15,7 @@ static const char *usage =
     "       photon-data encode --tokenizer DIR|bytes --out SHARD [--val-frac F --val-out SHARD] FILE...\n"
     "       photon-data decode --tokenizer DIR|bytes SHARD\n"
     "       photon-data split --clients N --by iid|source --out DIR FILE...\n"
+    "       photon-data import --out CKPT [--json] SOURCE\n"
     "\n"
     "Prepares text for photon: a byte-level BPE tokenizer as GPT-2's, token shards,\n"
     "and a corpus split among federated clients.\n"
@@ -43,6 +44,17 @@ static const char *usage =
     "                   (largest first, to the client with the fewest bytes so far)\n"
     "  --chunk BYTES    chunk size for --by iid (default 65536)\n"
     "  --out DIR        must not exist or be empty; appears complete or not at all\n"
+    "\n"
+    "import             a Hugging Face GPT-2 model -> a photon checkpoint (step 0, round 0)\n"
+    "                   to start a federation from; SOURCE is a folder with config.json\n"
+    "                   and model.safetensors (or shards and model.safetensors.index.json),\n"
+    "                   or one .safetensors or index file with config.json beside it.\n"
+    "                   F16 and BF16 are widened to F32; names with or without the\n"
+    "                   \"transformer.\" prefix; what photon's GPT-2 cannot represent is\n"
+    "                   refused naming the config key. vocab.json and merges.txt in the\n"
+    "                   folder are checked, and usable as --tokenizer FOLDER\n"
+    "  --out CKPT       the photon checkpoint (the source files' SHA-256 in its metadata)\n"
+    "  --json           print what was imported as JSON on stdout\n"
     "\n"
     "  --quiet          no progress on stderr\n"
     "  --help, --version\n";
@@ -403,6 +415,66 @@ static int cmd_split(int argc, char **argv) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ import */
+
+static int cmd_import(int argc, char **argv) {
+    cli_args a;
+    const char *out = NULL, *source = NULL, *temp = NULL;
+    int json = 0;
+    photon_hf_import_info info;
+    photon_outputs outputs;
+    photon_error err;
+    photon_bpe bpe;
+    double start = cli_now();
+    a.argc = argc;
+    a.argv = argv;
+    a.i = 1;
+    while (cli_next(&a)) {
+        if (!a.flag[0] && !source) source = argv[a.i];
+        else if (!a.flag[0]) cli_usage_error("import takes one SOURCE, got '%s' too", argv[a.i]);
+        else if (cli_is(&a, "--out")) out = cli_value(&a);
+        else if (cli_is(&a, "--json")) { cli_no_value(&a); json = 1; }
+        else if (cli_is(&a, "--quiet")) { cli_no_value(&a); quiet = 1; }
+        else cli_usage_error("import: unknown option %s", a.flag);
+    }
+    if (!out) cli_usage_error("import needs --out CKPT");
+    if (!source) cli_usage_error("import needs a SOURCE folder or file");
+    photon_outputs_init(&outputs); /* the checkpoint appears only once its tokenizer has been checked too */
+    if (photon_outputs_add(&outputs, out, &temp, &err) != PHOTON_OK || photon_hf_import(source, temp, &info, &err) != PHOTON_OK) {
+        photon_outputs_abort(&outputs);
+        cli_fail(&err);
+    }
+    if (info.has_tokenizer) {
+        if (photon_bpe_load_dir(&bpe, info.tokenizer_dir, &err) != PHOTON_OK) {
+            photon_outputs_abort(&outputs);
+            cli_fail(&err);
+        }
+        if (bpe.vocab_size != info.config.vocab_size) {
+            photon_outputs_abort(&outputs);
+            cli_die("%s: the tokenizer has %d tokens, config.json a vocabulary of %d", info.tokenizer_dir,
+                    bpe.vocab_size, info.config.vocab_size);
+        }
+        photon_bpe_free(&bpe);
+    }
+    if (photon_outputs_commit(&outputs, &err) != PHOTON_OK) cli_fail(&err);
+    progress("wrote %s: %d layers, %d heads, width %d, context %d, vocabulary %d, from %d file%s%s in %.1f s", out,
+             info.config.n_layer, info.config.n_head, info.config.n_embd, info.config.n_ctx, info.config.vocab_size,
+             info.num_files, info.num_files == 1 ? "" : "s", info.widened ? " (widened to F32)" : "", cli_now() - start);
+    if (info.has_tokenizer) progress("the tokenizer in %s checks out: give it as --tokenizer %s", info.tokenizer_dir, info.tokenizer_dir);
+    if (json) {
+        printf("{\"out\":");
+        cli_json_string(stdout, out);
+        printf(",\"vocab_size\":%d,\"n_ctx\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"files\":%d,"
+               "\"widened_tensors\":%d,\"prefixed\":%s,\"tokenizer\":",
+               info.config.vocab_size, info.config.n_ctx, info.config.n_layer, info.config.n_head, info.config.n_embd,
+               info.num_files, info.widened, info.prefixed ? "true" : "false");
+        if (info.has_tokenizer) cli_json_string(stdout, info.tokenizer_dir);
+        else printf("null");
+        printf("}\n");
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
@@ -418,10 +490,11 @@ int main(int argc, char **argv) {
             return 0;
         }
     }
-    if (argc < 2) cli_usage_error("needs a command: train-tokenizer, encode, decode or split");
+    if (argc < 2) cli_usage_error("needs a command: train-tokenizer, encode, decode, split or import");
     if (strcmp(argv[1], "train-tokenizer") == 0) return cmd_train(argc, argv);
     if (strcmp(argv[1], "encode") == 0) return cmd_encode(argc, argv);
     if (strcmp(argv[1], "decode") == 0) return cmd_decode(argc, argv);
     if (strcmp(argv[1], "split") == 0) return cmd_split(argc, argv);
-    cli_usage_error("unknown command '%s' (train-tokenizer, encode, decode or split)", argv[1]);
+    if (strcmp(argv[1], "import") == 0) return cmd_import(argc, argv);
+    cli_usage_error("unknown command '%s' (train-tokenizer, encode, decode, split or import)", argv[1]);
 }

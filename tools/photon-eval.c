@@ -29,10 +29,15 @@ static const char *usage =
     "\n"
     "  --hf-config FILE     write the config.json with which transformers'\n"
     "                       GPT2LMHeadModel loads this checkpoint (as model.safetensors)\n"
+    "  --hf-export DIR      write a folder that transformers' from_pretrained loads as it\n"
+    "                       is: config.json, model.safetensors, a README.md model card\n"
+    "                       (rounds, clients, tokens) and, with --tokenizer, the tokenizer\n"
+    "                       (vocab.json, merges.txt, tokenizer_config.json for AutoTokenizer);\n"
+    "                       DIR must not exist or be empty, and appears complete or not at all\n"
     "  --help, --version\n";
 
 typedef struct eval_options {
-    const char *model_path, *hf_config, *prompt, *tokenizer;
+    const char *model_path, *hf_config, *hf_export, *prompt, *tokenizer;
     const char **data_paths;
     int num_data, json, have_seq;
     cli_device device;
@@ -83,6 +88,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
             o->tokenizer = cli_value(&a);
         } else if (cli_is(&a, "--hf-config")) {
             o->hf_config = cli_value(&a);
+        } else if (cli_is(&a, "--hf-export")) {
+            o->hf_export = cli_value(&a);
         } else if (a.flag[0] == '\0') {
             cli_usage_error("unexpected argument '%s'", argv[a.i]);
         } else {
@@ -90,8 +97,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         }
     }
     if (!o->model_path) cli_usage_error("--model is required");
-    if (o->num_data == 0 && o->sample == 0 && !o->hf_config)
-        cli_usage_error("nothing to do: give --data, --sample or --hf-config");
+    if (o->num_data == 0 && o->sample == 0 && !o->hf_config && !o->hf_export)
+        cli_usage_error("nothing to do: give --data, --sample, --hf-config or --hf-export");
     cli_device_resolve(&o->device);
 }
 
@@ -175,10 +182,18 @@ int main(int argc, char **argv) {
     cli_prog = "photon-eval";
     parse_args(&o, argc, argv);
     if (o.hf_config) cli_check_output(o.hf_config);
+    if (o.hf_export && photon_output_dir_check(o.hf_export, &err) != PHOTON_OK) cli_fail(&err);
     if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) cli_fail(&err);
     tok = cli_tokenizer(o.tokenizer, &bpe, &model.config, o.model_path);
     if (o.num_data > 0) evaluate(&o, &model, tok);
     if (o.sample > 0) sample(&o, &model, tok);
+    if (o.hf_export) {
+        photon_result r = tok ? photon_bpe_hf_export(tok, o.model_path, o.hf_export, &err)
+                              : photon_hf_export(o.model_path, o.hf_export, NULL, 0, -1, &err);
+        if (r != PHOTON_OK) cli_fail(&err);
+        fprintf(stderr, "%s: wrote %s (from_pretrained loads it)%s\n", cli_prog, o.hf_export,
+                tok ? ", with the tokenizer" : "");
+    }
     if (tok) photon_bpe_free(tok);
     if (o.hf_config) { /* last: a failure above writes nothing */
         if (photon_write_hf_config(&model.config, o.hf_config, &err) != PHOTON_OK) cli_fail(&err);
