@@ -111,7 +111,8 @@
        memset(&info, 0, sizeof info);
        photon_sha256_file("global.safetensors", info.base_sha256, &err);
        snprintf(info.client, sizeof info.client, "client-0");
-       info.round = m.round + 1, info.local_steps = 100, info.tokens = 100 * 8 * 64;
+       info.round = m.round + 1, info.local_steps = 100, info.batch = 8, info.seq = 64;
+       info.tokens = 100 * 8 * 64;                                   // steps x batch x seq
        photon_delta_save(&m, base, &info, deltas[0], &err);          // ships
        photon_client_state_record(&cs, &m, &ds, &ld);
        photon_client_state_save(&cs, &m.config, "state.safetensors", &err);  // stays
@@ -146,7 +147,7 @@
 #include <stdint.h>
 
 #define PHOTON_VERSION "0.1.0"
-#define PHOTON_FORMAT_VERSION 1 /* the photon.version written into files */
+#define PHOTON_FORMAT_VERSION 2 /* the photon.version written into files (2: payload hashes) */
 
 #ifndef PHOTONDEF
 #ifdef PHOTON_STATIC
@@ -236,6 +237,7 @@ typedef struct photon_model {
     uint64_t tokens_seen; /* tokens trained on by this model's lineage */
     uint64_t seed;        /* the seed the model was initialised with */
     uint64_t round;       /* federated rounds merged into it (0: none) */
+    char file_sha256[65]; /* SHA-256 of the file it was loaded from ("" if none), from the loading pass */
     /* activations of the last forward pass, allocated on first use */
     int max_B, max_T;     /* capacity of the buffers below */
     int B, T;             /* shape of the last forward pass */
@@ -461,7 +463,13 @@ typedef enum photon_dtype {
 } photon_dtype;
 
 #define PHOTON_ST_MAX_DIMS 8
-#define PHOTON_ST_MAX_HEADER 100000000u /* the reference reader's bound */
+/* Bounds of what photon reads, well above what it writes (a merge of
+   thousands of clients, models of up to 1000 layers, Hugging Face imports)
+   and below what could stall a reader: the reference reader allows a
+   100 MB header. */
+#define PHOTON_ST_MAX_HEADER (16u << 20)
+#define PHOTON_ST_MAX_TENSORS 65536
+#define PHOTON_ST_MAX_META 16384
 
 typedef struct photon_st_tensor {
     char *name;
@@ -480,6 +488,7 @@ typedef struct photon_st_file {
     photon_st_tensor *tensors;
     int num_meta;
     char **meta_keys, **meta_values;
+    int *tensor_order, *meta_order; /* indices sorted by name, for lookups */
     void *handle; /* the open FILE: tensors are read from the file validated */
 } photon_st_file;
 
@@ -490,7 +499,10 @@ PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, pho
 PHOTONDEF void photon_st_close(photon_st_file *st);
 PHOTONDEF const char *photon_st_meta(const photon_st_file *st, const char *key);
 PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const char *name);
-/* Reads an F32 tensor of exactly `count` elements; refuses NaN and Inf. */
+/* Reads an F32 tensor of exactly `count` elements; refuses NaN and Inf.
+   This random access does not check photon.data_sha256; photon's loaders
+   (checkpoints, deltas, client and server state) read the whole file once
+   and do. */
 PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
                                            size_t count, photon_error *err);
 
@@ -503,10 +515,15 @@ typedef struct photon_st_entry {
 } photon_st_entry;
 
 /* Writes tensors in the order given, with __metadata__ keys in the order
-   given, atomically (temporary file, fsync, rename). */
+   given and last photon.data_sha256, the SHA-256 of the data section (every
+   tensor's bytes, in order), atomically (temporary file, fsync, rename). */
 PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_entry *entries, int num_entries,
                                             const char *const *meta_keys, const char *const *meta_values,
                                             int num_meta, photon_error *err);
+/* Files of photon format 1 (before payload hashes) carry no
+   photon.data_sha256 and are refused, saying so, unless this is set
+   (process-wide, like photon_set_threads; the tools' --accept-unhashed). */
+PHOTONDEF void photon_accept_unhashed(int yes);
 
 /* ---------------------------------------------------------------- >>checkpoint */
 
@@ -607,9 +624,11 @@ typedef struct photon_delta_info {
     char base_sha256[65];  /* the checkpoint file the client started from */
     uint64_t round;        /* the round it contributes to: the base's round + 1 */
     char client[64];       /* the client's id: letters, digits, '.', '_', '-' */
-    uint64_t local_steps;  /* optimizer steps taken in this round */
-    uint64_t tokens;       /* tokens trained on in this round: the FedAvg weight */
+    uint64_t local_steps;  /* optimizer steps taken in this round (at least 1) */
+    uint64_t batch, seq;   /* each step's batch rows and sequence length (seq <= n_ctx) */
+    uint64_t tokens;       /* tokens trained on in this round, local_steps x batch x seq: the FedAvg weight */
     float loss;            /* the last local training loss */
+    char sha256[65];       /* set by photon_delta_load: the file's own SHA-256, from the loading pass */
 } photon_delta_info;
 
 /* Client ids: 1 to 63 letters, digits, '.', '_' or '-' (they name files
@@ -620,7 +639,10 @@ PHOTONDEF int photon_client_id_valid(const char *id);
 PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
                                           const photon_delta_info *info, const char *path, photon_error *err);
 /* Reads a delta written for a model of this config: its info and its values
-   (num_params floats into values; NaN and Inf are refused). */
+   (num_params floats into values; NaN and Inf are refused), in one pass
+   over the file that also checks its payload hash and hashes the file.
+   Nothing the delta says about itself goes unchecked: tokens must be
+   local_steps x batch x seq, and no counter may overflow. */
 PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
                                           float *values, photon_error *err);
 
@@ -653,6 +675,7 @@ typedef struct photon_server_state {
     size_t n;
     float *m, *v; /* NULL where the optimizer has none */
     uint64_t round; /* the round whose checkpoint it was written with */
+    char file_sha256[65]; /* SHA-256 of the file it was loaded from ("" if none) */
 } photon_server_state;
 
 PHOTONDEF photon_result photon_server_state_init(photon_server_state *s, photon_outer_kind kind, size_t n,
@@ -672,13 +695,15 @@ typedef struct photon_merge_options {
     photon_outer_config outer;
     int skip_bad;    /* skip invalid deltas instead of failing */
     int min_clients; /* fewest valid deltas a merge accepts */
+    uint64_t max_local_steps; /* refuse a delta of more local steps (0: no bound) */
+    uint64_t max_tokens;      /* refuse a delta of more tokens (0: no bound) */
 } photon_merge_options;
 
 /* One delta's fate in a merge. */
 typedef struct photon_merge_entry {
     const char *path;
     photon_delta_info info;
-    char sha256[65];
+    char sha256[65];       /* the file's SHA-256 ("unreadable" if it could not be read) */
     int accepted;
     double weight;         /* normalised: the accepted weights sum to 1 */
     char reason[512];      /* why it was refused, if it was */
@@ -2630,6 +2655,11 @@ static photon_result photon__st_parse_tensor(photon__json *j, photon_st_tensor *
     return PHOTON_OK;
 }
 
+/* Arrays that grow by doubling: a new allocation is needed when the count
+   reaches 0, 8, 16, 32, ... */
+static int photon__grows(int n) { return n == 0 || (n >= 8 && (n & (n - 1)) == 0); }
+static size_t photon__grown(int n) { return n == 0 ? 8 : 2 * (size_t)n; }
+
 static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *st) {
     photon_result r;
     photon__json_ws(j);
@@ -2657,14 +2687,19 @@ static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *
             PHOTON_FREE(key);
             return r;
         }
-        if (photon_st_meta(st, key)) {
-            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: __metadata__ key '%.60s' appears twice", j->path, key);
+        if (st->num_meta == PHOTON_ST_MAX_META) {
+            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: more than %d __metadata__ keys; photon writes fewer", j->path,
+                             PHOTON_ST_MAX_META);
             PHOTON_FREE(key);
             PHOTON_FREE(value);
             return r;
         }
-        keys = (char **)PHOTON_MALLOC((size_t)(st->num_meta + 1) * sizeof(char *));
-        values = (char **)PHOTON_MALLOC((size_t)(st->num_meta + 1) * sizeof(char *));
+        if (photon__grows(st->num_meta)) { /* capacity doubles: the header is read in linear time */
+            keys = (char **)PHOTON_MALLOC(photon__grown(st->num_meta) * sizeof(char *));
+            values = (char **)PHOTON_MALLOC(photon__grown(st->num_meta) * sizeof(char *));
+        } else {
+            keys = st->meta_keys, values = st->meta_values;
+        }
         if (!keys || !values) {
             PHOTON_FREE(keys);
             PHOTON_FREE(values);
@@ -2672,12 +2707,14 @@ static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *
             PHOTON_FREE(value);
             return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading __metadata__", j->path);
         }
-        if (st->num_meta) {
-            memcpy(keys, st->meta_keys, (size_t)st->num_meta * sizeof(char *));
-            memcpy(values, st->meta_values, (size_t)st->num_meta * sizeof(char *));
+        if (keys != st->meta_keys) {
+            if (st->num_meta) {
+                memcpy(keys, st->meta_keys, (size_t)st->num_meta * sizeof(char *));
+                memcpy(values, st->meta_values, (size_t)st->num_meta * sizeof(char *));
+            }
+            PHOTON_FREE(st->meta_keys);
+            PHOTON_FREE(st->meta_values);
         }
-        PHOTON_FREE(st->meta_keys);
-        PHOTON_FREE(st->meta_values);
         keys[st->num_meta] = key;
         values[st->num_meta] = value;
         st->meta_keys = keys;
@@ -2688,23 +2725,22 @@ static photon_result photon__st_parse_metadata(photon__json *j, photon_st_file *
 }
 
 static photon_result photon__st_add_tensor(photon_st_file *st, photon__json *j, char *name) {
-    photon_st_tensor *grown;
-    int i;
-    photon_result r;
-    for (i = 0; i < st->num_tensors; i++)
-        if (strcmp(st->tensors[i].name, name) == 0) {
-            r = photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: tensor name '%.60s' appears twice", j->path, name);
-            PHOTON_FREE(name);
-            return r;
-        }
-    grown = (photon_st_tensor *)photon__calloc((size_t)st->num_tensors + 1, sizeof(photon_st_tensor));
-    if (!grown) {
+    if (st->num_tensors == PHOTON_ST_MAX_TENSORS) {
         PHOTON_FREE(name);
-        return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading the header", j->path);
+        return photon__fail(j->err, PHOTON_ERR_FORMAT, "%s: more than %d tensors; photon writes fewer", j->path,
+                            PHOTON_ST_MAX_TENSORS);
     }
-    if (st->num_tensors) memcpy(grown, st->tensors, (size_t)st->num_tensors * sizeof(photon_st_tensor));
-    PHOTON_FREE(st->tensors);
-    st->tensors = grown;
+    if (photon__grows(st->num_tensors)) {
+        photon_st_tensor *grown = (photon_st_tensor *)photon__calloc(photon__grown(st->num_tensors), sizeof(photon_st_tensor));
+        if (!grown) {
+            PHOTON_FREE(name);
+            return photon__fail(j->err, PHOTON_ERR_MEMORY, "%s: out of memory reading the header", j->path);
+        }
+        if (st->num_tensors) memcpy(grown, st->tensors, (size_t)st->num_tensors * sizeof(photon_st_tensor));
+        PHOTON_FREE(st->tensors);
+        st->tensors = grown;
+    }
+    memset(&st->tensors[st->num_tensors], 0, sizeof st->tensors[0]);
     st->tensors[st->num_tensors].name = name;
     st->num_tensors++;
     return photon__st_parse_tensor(j, &st->tensors[st->num_tensors - 1]);
@@ -2740,6 +2776,53 @@ static photon_result photon__st_parse_header(photon_st_file *st, photon__json *j
     return PHOTON_OK;
 }
 
+/* Names sorted for lookup; a name twice is refused. */
+typedef struct photon__name_at {
+    const char *name;
+    int at;
+} photon__name_at;
+
+static int photon__name_at_cmp(const void *a, const void *b) {
+    int c = strcmp(((const photon__name_at *)a)->name, ((const photon__name_at *)b)->name);
+    return c ? c : ((const photon__name_at *)a)->at - ((const photon__name_at *)b)->at;
+}
+
+static photon_result photon__st_sort_names(const photon_st_file *st, char *const *names, size_t stride, int n,
+                                           int **order, const char *what, photon_error *err) {
+    photon__name_at *sorted = (photon__name_at *)photon__calloc((size_t)n + 1, sizeof *sorted);
+    int i;
+    *order = (int *)photon__calloc((size_t)n + 1, sizeof(int));
+    if (!sorted || !*order) {
+        PHOTON_FREE(sorted);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory reading the header", st->path);
+    }
+    for (i = 0; i < n; i++) {
+        sorted[i].name = *(char *const *)((const char *)names + (size_t)i * stride);
+        sorted[i].at = i;
+    }
+    qsort(sorted, (size_t)n, sizeof *sorted, photon__name_at_cmp);
+    for (i = 0; i < n; i++) {
+        (*order)[i] = sorted[i].at;
+        if (i > 0 && strcmp(sorted[i].name, sorted[i - 1].name) == 0) {
+            photon_result r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: %s '%.60s' appears twice", st->path, what,
+                                           sorted[i].name);
+            PHOTON_FREE(sorted);
+            return r;
+        }
+    }
+    PHOTON_FREE(sorted);
+    return PHOTON_OK;
+}
+
+static photon_result photon__st_index(photon_st_file *st, photon_error *err) {
+    photon_result r = photon__st_sort_names(st, st->num_tensors ? &st->tensors[0].name : NULL, sizeof(photon_st_tensor),
+                                            st->num_tensors, &st->tensor_order, "tensor name", err);
+    if (r == PHOTON_OK)
+        r = photon__st_sort_names(st, st->meta_keys, sizeof(char *), st->num_meta, &st->meta_order,
+                                  "__metadata__ key", err);
+    return r;
+}
+
 /* Each tensor's shape must account for exactly its byte span. */
 static photon_result photon__st_check_spans(const photon_st_file *st, photon_error *err) {
     int i, k;
@@ -2765,20 +2848,33 @@ static photon_result photon__st_check_spans(const photon_st_file *st, photon_err
 }
 
 /* Sorted by offset, the tensors must tile the data section exactly. */
+typedef struct photon__span_at {
+    uint64_t begin, end;
+    int at;
+} photon__span_at;
+
+static int photon__span_at_cmp(const void *a, const void *b) {
+    const photon__span_at *x = (const photon__span_at *)a, *y = (const photon__span_at *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return x->at - y->at;
+}
+
 static photon_result photon__st_check_layout(const photon_st_file *st, photon_error *err) {
     uint64_t data_size = st->file_size - st->data_start, expected = 0;
-    int *order = (int *)photon__calloc((size_t)st->num_tensors + 1, sizeof(int)), i, k;
+    photon__span_at *spans = (photon__span_at *)photon__calloc((size_t)st->num_tensors + 1, sizeof *spans);
+    int *order = (int *)photon__calloc((size_t)st->num_tensors + 1, sizeof(int)), i;
     photon_result r = PHOTON_OK;
-    if (!order) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory checking offsets", st->path);
-    for (i = 0; i < st->num_tensors; i++) { /* insertion sort by (begin, end) */
-        for (k = i; k > 0; k--) {
-            const photon_st_tensor *a = &st->tensors[order[k - 1]];
-            if (a->begin < st->tensors[i].begin || (a->begin == st->tensors[i].begin && a->end <= st->tensors[i].end))
-                break;
-            order[k] = order[k - 1];
-        }
-        order[k] = i;
+    if (!order || !spans) {
+        PHOTON_FREE(order);
+        PHOTON_FREE(spans);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory checking offsets", st->path);
     }
+    for (i = 0; i < st->num_tensors; i++)
+        spans[i].begin = st->tensors[i].begin, spans[i].end = st->tensors[i].end, spans[i].at = i;
+    qsort(spans, (size_t)st->num_tensors, sizeof *spans, photon__span_at_cmp);
+    for (i = 0; i < st->num_tensors; i++) order[i] = spans[i].at;
+    PHOTON_FREE(spans);
     for (i = 0; i < st->num_tensors && r == PHOTON_OK; i++) {
         const photon_st_tensor *t = &st->tensors[order[i]];
         if (t->begin < expected)
@@ -2851,7 +2947,8 @@ PHOTONDEF photon_result photon_st_open(photon_st_file *st, const char *path, pho
     photon__json_init(&j, header, (size_t)header_len, path, err);
     if (!photon__valid_utf8((const unsigned char *)header, (size_t)header_len))
         r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: header is not valid UTF-8", path);
-    else if ((r = photon__st_parse_header(st, &j)) == PHOTON_OK && (r = photon__st_check_spans(st, err)) == PHOTON_OK)
+    else if ((r = photon__st_parse_header(st, &j)) == PHOTON_OK && (r = photon__st_index(st, err)) == PHOTON_OK &&
+             (r = photon__st_check_spans(st, err)) == PHOTON_OK)
         r = photon__st_check_layout(st, err);
     PHOTON_FREE(header);
     if (r != PHOTON_OK) photon_st_close(st);
@@ -2869,22 +2966,34 @@ PHOTONDEF void photon_st_close(photon_st_file *st) {
     PHOTON_FREE(st->tensors);
     PHOTON_FREE(st->meta_keys);
     PHOTON_FREE(st->meta_values);
+    PHOTON_FREE(st->tensor_order);
+    PHOTON_FREE(st->meta_order);
     PHOTON_FREE(st->path);
     memset(st, 0, sizeof *st);
 }
 
+/* Binary search of the sorted names; -1 if absent. */
+static int photon__st_lookup(char *const *names, size_t stride, const int *order, int n, const char *name) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(*(char *const *)((const char *)names + (size_t)order[mid] * stride), name);
+        if (c == 0) return order[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
 PHOTONDEF const char *photon_st_meta(const photon_st_file *st, const char *key) {
-    int i;
-    for (i = 0; i < st->num_meta; i++)
-        if (strcmp(st->meta_keys[i], key) == 0) return st->meta_values[i];
-    return NULL;
+    int at = st->meta_order ? photon__st_lookup(st->meta_keys, sizeof(char *), st->meta_order, st->num_meta, key) : -1;
+    return at >= 0 ? st->meta_values[at] : NULL;
 }
 
 PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const char *name) {
-    int i;
-    for (i = 0; i < st->num_tensors; i++)
-        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
-    return NULL;
+    int at = st->tensor_order && st->num_tensors
+                 ? photon__st_lookup(&st->tensors[0].name, sizeof(photon_st_tensor), st->tensor_order, st->num_tensors, name)
+                 : -1;
+    return at >= 0 ? &st->tensors[at] : NULL;
 }
 
 PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
@@ -2907,6 +3016,115 @@ PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photo
     return PHOTON_OK;
 }
 
+/* IEEE half and bfloat16 to float, exactly (every value of either is a float). */
+static float photon__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    float f;
+    if (e == 0 && m == 0) bits = sign;
+    else if (e == 0) { /* subnormal: m * 2^-24 */
+        f = (float)m * 5.9604644775390625e-08f;
+        return sign ? -f : f;
+    } else if (e == 31) bits = sign | 0x7f800000u | (m << 13);
+    else bits = sign | ((e + 112) << 23) | (m << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float photon__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Copies (F32) or widens (F16, BF16) one tensor's bytes, read as a stream:
+   the raw bytes of a 2-byte tensor go to the upper half of its float span
+   and are widened front to back in place once complete (element i's float
+   is written after half i is read, and no later half lies below it). */
+static photon_result photon__st_take(const photon_st_file *st, const photon_st_tensor *t, float *dst, uint64_t pos,
+                                     const unsigned char *chunk, size_t n, photon_error *err) {
+    uint64_t lo = pos > t->begin ? pos : t->begin, hi = pos + n < t->end ? pos + n : t->end, count, i;
+    int width = t->dtype == PHOTON_DTYPE_F32 ? 4 : 2;
+    unsigned char *bytes = (unsigned char *)dst;
+    if (lo >= hi) return PHOTON_OK;
+    count = (t->end - t->begin) / (uint64_t)width;
+    memcpy(bytes + (width == 4 ? 0 : 2 * count) + (lo - t->begin), chunk + (lo - pos), (size_t)(hi - lo));
+    if (hi != t->end) return PHOTON_OK;
+    for (i = 0; i < count; i++) {
+        if (width == 2) {
+            uint16_t h = (uint16_t)(bytes[2 * count + 2 * i] | bytes[2 * count + 2 * i + 1] << 8);
+            dst[i] = t->dtype == PHOTON_DTYPE_F16 ? photon__f16_to_f32(h) : photon__bf16_to_f32(h);
+        }
+        if (!photon__is_finite(dst[i]))
+            return photon__fail(err, PHOTON_ERR_NUMERIC, "%s: tensor '%s' holds %s at element %llu", st->path, t->name,
+                                dst[i] != dst[i] ? "NaN" : "Inf", (unsigned long long)i);
+    }
+    return PHOTON_OK;
+}
+
+/* One tensor that photon__st_stream reads into dst. */
+typedef struct photon__st_sink {
+    const photon_st_tensor *t;
+    float *dst;
+} photon__st_sink;
+
+static int photon__sink_cmp(const void *a, const void *b) {
+    uint64_t x = ((const photon__st_sink *)a)->t->begin, y = ((const photon__st_sink *)b)->t->begin;
+    return x < y ? -1 : x > y;
+}
+
+static int photon__accept_unhashed_files;
+
+PHOTONDEF void photon_accept_unhashed(int yes) { photon__accept_unhashed_files = yes != 0; }
+
+/* Reads the file once, start to end, in 1 MiB chunks: the SHA-256 of the
+   whole file into file_hex (if not NULL; the merge's audit trail records
+   it), the SHA-256 of the data section, checked against the
+   photon.data_sha256 the writer recorded when check_payload is set, and the
+   bytes of each sink's tensor into its place (F32 as stored, F16 and BF16
+   widened), each checked finite once complete. */
+static photon_result photon__st_stream(const photon_st_file *st, photon__st_sink *sinks, int n, int check_payload,
+                                       char file_hex[65], photon_error *err) {
+    FILE *f = (FILE *)st->handle;
+    unsigned char *chunk = (unsigned char *)PHOTON_MALLOC(1 << 20);
+    const char *recorded = photon_st_meta(st, "photon.data_sha256");
+    photon_sha256 whole, payload;
+    char hex[65];
+    uint64_t pos = 0;
+    size_t got;
+    int k;
+    photon_result r = chunk ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
+    if (r == PHOTON_OK && check_payload && !recorded && !photon__accept_unhashed_files)
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: records no photon.data_sha256 (written before photon format 2?); "
+                         "refused unless unhashed files are accepted (--accept-unhashed)", st->path);
+    if (n > 1) qsort(sinks, (size_t)n, sizeof *sinks, photon__sink_cmp);
+    photon_sha256_init(&whole);
+    photon_sha256_init(&payload);
+    if (r == PHOTON_OK && fseek(f, 0, SEEK_SET) != 0) r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", st->path);
+    while (r == PHOTON_OK && pos < st->file_size && (got = fread(chunk, 1, 1 << 20, f)) > 0) {
+        size_t skip = pos < st->data_start ? (size_t)(st->data_start - pos < got ? st->data_start - pos : got) : 0;
+        uint64_t at = pos + skip - st->data_start; /* where the chunk's data part starts in the data section */
+        if (pos + got > st->file_size) got = (size_t)(st->file_size - pos); /* grown since it was opened */
+        photon_sha256_update(&whole, chunk, got);
+        if (got > skip) photon_sha256_update(&payload, chunk + skip, got - skip);
+        for (k = 0; r == PHOTON_OK && got > skip && k < n; k++)
+            r = photon__st_take(st, sinks[k].t, sinks[k].dst, at, chunk + skip, got - skip, err);
+        pos += got;
+    }
+    if (r == PHOTON_OK && pos != st->file_size)
+        r = photon__fail(err, PHOTON_ERR_IO, "%s: read %llu of %llu bytes (truncated while reading?)", st->path,
+                         (unsigned long long)pos, (unsigned long long)st->file_size);
+    PHOTON_FREE(chunk);
+    if (r != PHOTON_OK) return r;
+    photon_sha256_final(&payload, hex);
+    if (check_payload && recorded && strcmp(hex, recorded) != 0)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: its tensor data does not match the SHA-256 it records "
+                            "(photon.data_sha256 %.12s..., the data hashes to %.12s...): the file is corrupt or was "
+                            "changed", st->path, recorded, hex);
+    if (file_hex) photon_sha256_final(&whole, file_hex);
+    return PHOTON_OK;
+}
+
 /* ======================================================================= */
 /* >>safetensors: writing                                                  */
 /* ======================================================================= */
@@ -2916,26 +3134,34 @@ PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_en
                                             int num_meta, photon_error *err) {
     photon__text h = {NULL, 0, 0, 0};
     photon__atomic out;
+    photon_sha256 payload;
+    char payload_hex[65];
     uint64_t offset = 0, len;
     unsigned char len8[8];
     photon_result r;
     int i, k;
     if (!photon__little_endian()) return photon__fail(err, PHOTON_ERR_ARGUMENT, "photon needs a little-endian host");
-    photon__text_puts(&h, "{");
-    if (num_meta > 0) {
-        photon__text_puts(&h, "\"__metadata__\":{");
-        for (i = 0; i < num_meta; i++) {
-            if (i) photon__text_puts(&h, ",");
-            photon__text_json_string(&h, meta_keys[i]);
-            photon__text_puts(&h, ":");
-            photon__text_json_string(&h, meta_values[i]);
-        }
-        photon__text_puts(&h, "}");
+    photon_sha256_init(&payload); /* the data section, as it will be written */
+    for (i = 0; i < num_entries; i++) {
+        uint64_t n = 1;
+        for (k = 0; k < entries[i].ndim; k++) n *= entries[i].shape[k];
+        if (n) photon_sha256_update(&payload, entries[i].data, (size_t)n * 4);
     }
+    photon_sha256_final(&payload, payload_hex);
+    photon__text_puts(&h, "{\"__metadata__\":{");
+    for (i = 0; i < num_meta; i++) {
+        photon__text_json_string(&h, meta_keys[i]);
+        photon__text_puts(&h, ":");
+        photon__text_json_string(&h, meta_values[i]);
+        photon__text_puts(&h, ",");
+    }
+    photon__text_puts(&h, "\"photon.data_sha256\":");
+    photon__text_json_string(&h, payload_hex);
+    photon__text_puts(&h, "}");
     for (i = 0; i < num_entries; i++) {
         uint64_t bytes = 4;
         for (k = 0; k < entries[i].ndim; k++) bytes *= entries[i].shape[k];
-        if (i || num_meta > 0) photon__text_puts(&h, ",");
+        photon__text_puts(&h, ",");
         photon__text_json_string(&h, entries[i].name);
         photon__text_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
         for (k = 0; k < entries[i].ndim; k++) {
@@ -3002,7 +3228,10 @@ static photon_result photon__check_kind(const photon_st_file *st, const char *ki
     if (strcmp(k, kind) != 0)
         return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: is a photon %.40s, expected a %s", st->path, k, kind);
     if ((r = photon__parse_u64(st, "photon.version", &version, err)) != PHOTON_OK) return r;
-    if (version != PHOTON_FORMAT_VERSION)
+    if (version == 1 && !photon__accept_unhashed_files)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: format version 1, written before payload hashes: its data "
+                            "cannot be checked; refused unless unhashed files are accepted (--accept-unhashed)", st->path);
+    if (version != PHOTON_FORMAT_VERSION && version != 1)
         return photon__fail(err, PHOTON_ERR_FORMAT, "%s: format version %llu; this photon reads version %d", st->path,
                             (unsigned long long)version, PHOTON_FORMAT_VERSION);
     return PHOTON_OK;
@@ -3105,29 +3334,37 @@ PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const 
 }
 
 /* Reads every tensor of the model's table from st into dst (laid out as
-   m->params); no other tensors may be there. */
-static photon_result photon__read_params(const photon_st_file *st, const photon_model *m, float *dst,
+   m->params) in one pass over the file, checking its payload hash; no
+   other tensors may be there. file_hex (may be NULL) gets the file's hash. */
+static photon_result photon__read_params(const photon_st_file *st, const photon_model *m, float *dst, char file_hex[65],
                                          photon_error *err) {
+    photon__st_sink *sinks = (photon__st_sink *)photon__calloc((size_t)m->num_tensors + 1, sizeof *sinks);
+    photon_result r = sinks ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
     int i;
-    photon_result r;
-    for (i = 0; i < m->num_tensors; i++) {
+    for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
         const photon_tensor_info *info = &m->tensors[i];
         const photon_st_tensor *t = photon_st_find(st, info->name);
-        if (!t) return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is missing", st->path, info->name);
-        if (t->ndim != info->ndim || t->shape[0] != (uint64_t)info->shape[0] ||
-            (info->ndim == 2 && t->shape[1] != (uint64_t)info->shape[1]))
-            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' has a shape other than the config's [%d%s%d]",
-                                st->path, info->name, info->shape[0], info->ndim == 2 ? "," : "",
-                                info->ndim == 2 ? info->shape[1] : 0);
-        if ((r = photon_st_read_f32(st, t, dst + info->offset, info->size, err)) != PHOTON_OK) return r;
+        if (!t) r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is missing", st->path, info->name);
+        else if (t->ndim != info->ndim || t->shape[0] != (uint64_t)info->shape[0] ||
+                 (info->ndim == 2 && t->shape[1] != (uint64_t)info->shape[1]))
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' has a shape other than the config's [%d%s%d]",
+                             st->path, info->name, info->shape[0], info->ndim == 2 ? "," : "",
+                             info->ndim == 2 ? info->shape[1] : 0);
+        else if (t->dtype != PHOTON_DTYPE_F32)
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is %s; photon reads F32 only", st->path, t->name,
+                             photon__dtype_names[t->dtype]);
+        else
+            sinks[i].t = t, sinks[i].dst = dst + info->offset;
     }
-    for (i = 0; i < st->num_tensors; i++) {
+    /* names are unique and each of the model's is there: any other is extra */
+    for (i = 0; r == PHOTON_OK && st->num_tensors > m->num_tensors && i < st->num_tensors; i++) {
         int k, known = 0;
-        for (k = 0; k < m->num_tensors && !known; k++) known = strcmp(st->tensors[i].name, m->tensors[k].name) == 0;
-        if (!known)
-            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: unexpected tensor '%s'", st->path, st->tensors[i].name);
+        for (k = 0; k < m->num_tensors && !known; k++) known = sinks[k].t == &st->tensors[i];
+        if (!known) r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: unexpected tensor '%s'", st->path, st->tensors[i].name);
     }
-    return PHOTON_OK;
+    if (r == PHOTON_OK) r = photon__st_stream(st, sinks, m->num_tensors, 1, file_hex, err);
+    PHOTON_FREE(sinks);
+    return r;
 }
 
 PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *path, photon_error *err) {
@@ -3139,7 +3376,7 @@ PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *
     if ((r = photon__check_kind(&st, "checkpoint", err)) == PHOTON_OK &&
         (r = photon__read_config(&st, &config, err)) == PHOTON_OK &&
         (r = photon__model_alloc(model, &config, 1, err)) == PHOTON_OK) {
-        if ((r = photon__read_params(&st, model, model->params, err)) == PHOTON_OK &&
+        if ((r = photon__read_params(&st, model, model->params, model->file_sha256, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.step", &model->step, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.tokens_seen", &model->tokens_seen, err)) == PHOTON_OK &&
             (r = photon__parse_u64(&st, "photon.seed", &model->seed, err)) == PHOTON_OK)
@@ -3173,6 +3410,16 @@ PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, c
     return photon_st_write_f32(path, entries, 2, meta.keys, meta.values, meta.n, err);
 }
 
+/* One pass over a state file with up to two F32 tensors (a may be NULL). */
+static photon_result photon__stream_two(const photon_st_file *st, const photon_st_tensor *a, float *da,
+                                        const photon_st_tensor *b, float *db, char file_hex[65], photon_error *err) {
+    photon__st_sink sinks[2];
+    int n = 0;
+    if (a) sinks[n].t = a, sinks[n++].dst = da;
+    if (b) sinks[n].t = b, sinks[n++].dst = db;
+    return photon__st_stream(st, sinks, n, 1, file_hex, err);
+}
+
 PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
     photon_st_file st;
@@ -3204,9 +3451,10 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     else if (m->ndim != 1 || v->ndim != 1 || m->shape[0] != n || v->shape[0] != n)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be vectors of %zu values, one per parameter",
                          path, n);
+    else if (m->dtype != PHOTON_DTYPE_F32 || v->dtype != PHOTON_DTYPE_F32)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be F32", path);
     else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
-             (r = photon_st_read_f32(&st, m, s->adamw.m, n, err)) == PHOTON_OK &&
-             (r = photon_st_read_f32(&st, v, s->adamw.v, n, err)) == PHOTON_OK &&
+             (r = photon__stream_two(&st, m, s->adamw.m, v, s->adamw.v, NULL, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.step", &s->step, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.adamw_step", &s->adamw.t, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.data_position", &s->data_position, err)) == PHOTON_OK &&
@@ -3351,27 +3599,6 @@ static photon_result photon__hf_read_config(const char *path, photon__hf_config 
     if (r == PHOTON_OK && photon_config_validate(&h->c, &why) != PHOTON_OK)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: %s", path, why.message);
     return r;
-}
-
-/* IEEE half and bfloat16 to float, exactly (every value of either is a float). */
-static float photon__f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-    float f;
-    if (e == 0 && m == 0) bits = sign;
-    else if (e == 0) { /* subnormal: m * 2^-24 */
-        f = (float)m * 5.9604644775390625e-08f;
-        return sign ? -f : f;
-    } else if (e == 31) bits = sign | 0x7f800000u | (m << 13);
-    else bits = sign | ((e + 112) << 23) | (m << 13);
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float photon__bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }
 
 /* The safetensors files of a source, and config.json's path. */
@@ -3524,61 +3751,6 @@ static int photon__hf_match(const photon_model *m, const char *name, int *prefix
     return -3;
 }
 
-/* Copies (F32) or widens (F16, BF16) one tensor's bytes, read as a stream:
-   the raw bytes of a 2-byte tensor go to the upper half of its float span
-   and are widened front to back in place once complete (element i's float
-   is written after half i is read, and no later half lies below it). */
-static photon_result photon__hf_take(const photon_st_file *st, const photon_st_tensor *t, float *dst, uint64_t pos,
-                                     const unsigned char *chunk, size_t n, photon_error *err) {
-    uint64_t lo = pos > t->begin ? pos : t->begin, hi = pos + n < t->end ? pos + n : t->end, count, i;
-    int width = t->dtype == PHOTON_DTYPE_F32 ? 4 : 2;
-    unsigned char *bytes = (unsigned char *)dst;
-    if (lo >= hi) return PHOTON_OK;
-    count = (t->end - t->begin) / (uint64_t)width;
-    memcpy(bytes + (width == 4 ? 0 : 2 * count) + (lo - t->begin), chunk + (lo - pos), (size_t)(hi - lo));
-    if (hi != t->end) return PHOTON_OK;
-    for (i = 0; i < count; i++) {
-        if (width == 2) {
-            uint16_t h = (uint16_t)(bytes[2 * count + 2 * i] | bytes[2 * count + 2 * i + 1] << 8);
-            dst[i] = t->dtype == PHOTON_DTYPE_F16 ? photon__f16_to_f32(h) : photon__bf16_to_f32(h);
-        }
-        if (!photon__is_finite(dst[i]))
-            return photon__fail(err, PHOTON_ERR_NUMERIC, "%s: tensor '%s' holds %s at element %llu", st->path, t->name,
-                                dst[i] != dst[i] ? "NaN" : "Inf", (unsigned long long)i);
-    }
-    return PHOTON_OK;
-}
-
-/* Reads one safetensors file start to end once: its SHA-256, and every
-   tensor the model takes from it, in the order they lie in the file. */
-static photon_result photon__hf_stream(const photon_st_file *st, const photon__hf_tensor *want, int num_want,
-                                       float *const *dst, char hex[65], photon_error *err) {
-    FILE *f = (FILE *)st->handle;
-    unsigned char *chunk = (unsigned char *)PHOTON_MALLOC(1 << 20);
-    photon_sha256 sha;
-    uint64_t pos = 0;
-    size_t n;
-    int k;
-    photon_result r = chunk ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
-    photon_sha256_init(&sha);
-    if (r == PHOTON_OK && fseek(f, 0, SEEK_SET) != 0) r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", st->path);
-    while (r == PHOTON_OK && (n = fread(chunk, 1, 1 << 20, f)) > 0) {
-        photon_sha256_update(&sha, chunk, n);
-        for (k = 0; r == PHOTON_OK && k < num_want; k++) /* data offsets count from data_start */
-            if (pos + n > st->data_start)
-                r = photon__hf_take(st, want[k].t, dst[k], pos - (pos > st->data_start ? st->data_start : pos),
-                                    chunk + (pos < st->data_start ? st->data_start - pos : 0),
-                                    n - (size_t)(pos < st->data_start ? st->data_start - pos : 0), err);
-        pos += n;
-    }
-    if (r == PHOTON_OK && pos != st->file_size)
-        r = photon__fail(err, PHOTON_ERR_IO, "%s: read %llu of %llu bytes (changed while reading?)", st->path,
-                         (unsigned long long)pos, (unsigned long long)st->file_size);
-    PHOTON_FREE(chunk);
-    if (r == PHOTON_OK) photon_sha256_final(&sha, hex);
-    return r;
-}
-
 /* The tensors of one open file that the model takes, in file order; each
    name may come from one file only. */
 static photon_result photon__hf_plan_file(const photon_model *m, const photon_st_file *st, int file, char *seen,
@@ -3653,7 +3825,13 @@ static photon_result photon__hf_read_all(photon_model *m, const photon__hf_sourc
                 r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory for lm_head.weight", st.path);
             if (want[k].t->dtype != PHOTON_DTYPE_F32) info->widened++;
         }
-        if (r == PHOTON_OK) r = photon__hf_stream(&st, want, num_want, dst, hex, err);
+        if (r == PHOTON_OK) {
+            photon__st_sink *sinks = (photon__st_sink *)photon__calloc((size_t)num_want + 1, sizeof *sinks);
+            if (!sinks) r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st.path);
+            for (k = 0; sinks && k < num_want; k++) sinks[k].t = want[k].t, sinks[k].dst = dst[k];
+            if (r == PHOTON_OK) r = photon__st_stream(&st, sinks, num_want, 0, hex, err);
+            PHOTON_FREE(sinks);
+        }
         if (r == PHOTON_OK) {
             snprintf(key, sizeof key, "photon.source.%d.file", f);
             photon__hf_note(prov, key, photon__base_name(src->files[f]));
@@ -3878,6 +4056,15 @@ static photon_st_entry *photon__entries(const photon_model *m, const float *buff
     return e;
 }
 
+/* tokens = local_steps x batch x seq, every factor at least 1, the sequence
+   within the context, and no product that overflows: what a delta says it
+   trained on follows from how it trained. */
+static int photon__delta_counts_agree(const photon_delta_info *d, const photon_config *c) {
+    if (d->local_steps < 1 || d->batch < 1 || d->seq < 1 || d->seq > (uint64_t)c->n_ctx) return 0;
+    if (d->batch > UINT64_MAX / d->seq || d->local_steps > UINT64_MAX / (d->batch * d->seq)) return 0;
+    return d->tokens == d->local_steps * d->batch * d->seq;
+}
+
 PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
                                           const photon_delta_info *info, const char *path, photon_error *err) {
     float *delta;
@@ -3891,6 +4078,11 @@ PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float
                             info->client);
     if (!photon__valid_sha256(info->base_sha256))
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "base hash '%s' is not 64 lowercase hex digits", info->base_sha256);
+    if (!photon__delta_counts_agree(info, &model->config))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: %llu local steps of %llu x %llu tokens are not the %llu tokens "
+                            "the delta claims (or the sequence exceeds the context)", path,
+                            (unsigned long long)info->local_steps, (unsigned long long)info->batch,
+                            (unsigned long long)info->seq, (unsigned long long)info->tokens);
     delta = (float *)photon__calloc(model->num_params, sizeof(float));
     entries = photon__entries(model, delta);
     if (!delta || !entries) {
@@ -3905,6 +4097,8 @@ PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float
     photon__meta_u64(&meta, "photon.round", info->round);
     photon__meta_str(&meta, "photon.client", info->client);
     photon__meta_u64(&meta, "photon.local_steps", info->local_steps);
+    photon__meta_u64(&meta, "photon.batch", info->batch);
+    photon__meta_u64(&meta, "photon.seq", info->seq);
     photon__meta_u64(&meta, "photon.tokens", info->tokens);
     photon__meta_str(&meta, "photon.loss", loss);
     r = photon_st_write_f32(path, entries, model->num_tensors, meta.keys, meta.values, meta.n, err);
@@ -3926,6 +4120,19 @@ static photon_result photon__delta_open(const photon_model *model, const char *p
         (r = photon__parse_u64(st, "photon.local_steps", &info->local_steps, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.tokens", &info->tokens, err)) != PHOTON_OK)
         goto fail;
+    if (photon_st_meta(st, "photon.batch") || !photon__accept_unhashed_files) { /* format 1 deltas had neither */
+        if ((r = photon__parse_u64(st, "photon.batch", &info->batch, err)) != PHOTON_OK ||
+            (r = photon__parse_u64(st, "photon.seq", &info->seq, err)) != PHOTON_OK)
+            goto fail;
+        if (!photon__delta_counts_agree(info, &model->config)) {
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: claims %llu tokens, but %llu local steps of %llu x %llu tokens "
+                             "make %s", path, (unsigned long long)info->tokens, (unsigned long long)info->local_steps,
+                             (unsigned long long)info->batch, (unsigned long long)info->seq,
+                             info->seq > (uint64_t)model->config.n_ctx ? "a sequence longer than the context"
+                                                                        : "another number (or overflow)");
+            goto fail;
+        }
+    }
     if (memcmp(&c, &model->config, sizeof c) != 0) {
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: delta is for a model with vocab %d, ctx %d, %d layers, %d heads, "
                          "width %d, not this one", path, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
@@ -3968,7 +4175,7 @@ PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char 
     photon_st_file st;
     photon_result r = photon__delta_open(model, path, &st, info, err);
     if (r != PHOTON_OK) return r;
-    r = photon__read_params(&st, model, values, err);
+    r = photon__read_params(&st, model, values, info->sha256, err);
     photon_st_close(&st);
     return r;
 }
@@ -4102,13 +4309,15 @@ PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const p
                          expected, st.num_tensors);
         goto done;
     }
-    for (k = 0; k < expected && r == PHOTON_OK; k++) {
-        const photon_st_tensor *t = photon_st_find(&st, names[k]);
-        if (!t || t->ndim != 1 || t->shape[0] != s->n)
-            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor %s is missing or not a vector of %zu values", path,
-                             names[k], s->n);
-        else
-            r = photon_st_read_f32(&st, t, k == 0 ? s->m : s->v, s->n, err);
+    {
+        const photon_st_tensor *t[2] = {NULL, NULL};
+        for (k = 0; k < expected && r == PHOTON_OK; k++) {
+            t[k] = photon_st_find(&st, names[k]);
+            if (!t[k] || t[k]->ndim != 1 || t[k]->shape[0] != s->n || t[k]->dtype != PHOTON_DTYPE_F32)
+                r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor %s is missing or not an F32 vector of %zu values",
+                                 path, names[k], s->n);
+        }
+        if (r == PHOTON_OK) r = photon__stream_two(&st, t[0], s->m, t[1], s->v, s->file_sha256, err);
     }
     if (r == PHOTON_OK && s->v) {
         size_t i;
@@ -4165,20 +4374,30 @@ static photon_result photon__audit_u64(photon_merge_result *res, const char *key
 
 static int photon__entry_order(const photon_merge_entry *a, const photon_merge_entry *b) {
     int c = strcmp(a->info.client, b->info.client);
-    return c ? c : strcmp(a->sha256, b->sha256);
+    return c ? c : strcmp(a->path, b->path);
 }
 
 /* Pass 1: each delta's header, checked against the base. */
-static void photon__merge_inspect(photon_merge_result *res, const char *base_hash, photon_merge_entry *e) {
+/* Pass 1 reads only headers (photon_st_open refuses a FIFO, a device or a
+   directory before reading anything): the file hash comes with the values
+   in pass 2. */
+static void photon__merge_inspect(photon_merge_result *res, const char *base_hash, const photon_merge_options *o,
+                                  photon_merge_entry *e) {
     photon_st_file st;
     photon_error why;
-    if (photon_sha256_file(e->path, e->sha256, &why) != PHOTON_OK ||
-        photon__delta_open(&res->model, e->path, &st, &e->info, &why) != PHOTON_OK) {
+    snprintf(e->sha256, sizeof e->sha256, "unreadable");
+    if (photon__delta_open(&res->model, e->path, &st, &e->info, &why) != PHOTON_OK) {
         snprintf(e->reason, sizeof e->reason, "%s", why.message);
         return;
     }
     photon_st_close(&st);
-    if (strcmp(e->info.base_sha256, base_hash) != 0)
+    if (o->max_local_steps && e->info.local_steps > o->max_local_steps)
+        snprintf(e->reason, sizeof e->reason, "%s: %llu local steps, more than this round allows (%llu)", e->path,
+                 (unsigned long long)e->info.local_steps, (unsigned long long)o->max_local_steps);
+    else if (o->max_tokens && e->info.tokens > o->max_tokens)
+        snprintf(e->reason, sizeof e->reason, "%s: %llu tokens, more than this round allows (%llu)", e->path,
+                 (unsigned long long)e->info.tokens, (unsigned long long)o->max_tokens);
+    else if (strcmp(e->info.base_sha256, base_hash) != 0)
         snprintf(e->reason, sizeof e->reason, "%s: stale: trained from checkpoint %.12s..., the base is %.12s...",
                  e->path, e->info.base_sha256, base_hash);
     else if (e->info.round != res->model.round + 1)
@@ -4191,12 +4410,13 @@ static void photon__merge_inspect(photon_merge_result *res, const char *base_has
 typedef struct photon__inspect_job {
     photon_merge_result *res;
     const char *base_hash;
+    const photon_merge_options *o;
 } photon__inspect_job;
 
 static void photon__inspect_task(void *ctx, int task, int thread) {
     photon__inspect_job *j = (photon__inspect_job *)ctx;
     (void)thread;
-    photon__merge_inspect(j->res, j->base_hash, &j->res->entries[task]);
+    photon__merge_inspect(j->res, j->base_hash, j->o, &j->res->entries[task]);
 }
 
 /* Refuses every delta whose client id appears more than once. */
@@ -4305,6 +4525,7 @@ static double photon__merge_accumulate(photon_merge_result *res, const photon_me
             if (!o->skip_bad) return 0.0;
             continue;
         }
+        memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
         w = o->outer.uniform ? 1.0 : (double)e->info.tokens;
         {
             photon__axpy_job job;
@@ -4338,16 +4559,14 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     photon_result r;
     memset(res, 0, sizeof *res);
     if (num_deltas < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "no deltas to merge");
-    if ((r = photon_sha256_file(base_path, base_hash, err)) != PHOTON_OK ||
-        (r = photon_checkpoint_load(&res->model, base_path, err)) != PHOTON_OK)
-        return r;
+    if ((r = photon_checkpoint_load(&res->model, base_path, err)) != PHOTON_OK) return r;
+    memcpy(base_hash, res->model.file_sha256, sizeof base_hash); /* from the loading pass */
     n = res->model.num_params;
     PHOTON_FREE(res->model.grads); /* the merge needs no gradients */
     res->model.grads = NULL;
     if (server_state_path && photon__file_exists(server_state_path)) {
-        if ((r = photon_sha256_file(server_state_path, state_hash, err)) != PHOTON_OK ||
-            (r = photon_server_state_load(&res->state, &res->model.config, server_state_path, err)) != PHOTON_OK)
-            goto fail;
+        if ((r = photon_server_state_load(&res->state, &res->model.config, server_state_path, err)) != PHOTON_OK) goto fail;
+        memcpy(state_hash, res->state.file_sha256, sizeof state_hash);
         if (res->state.kind != o->outer.kind) {
             r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: server state is for outer optimizer %s, this merge uses %s",
                              server_state_path, photon_outer_name(res->state.kind), photon_outer_name(o->outer.kind));
@@ -4375,6 +4594,7 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
         photon__inspect_job job;
         job.res = res;
         job.base_hash = base_hash;
+        job.o = o;
         photon__parallel(num_deltas, photon__inspect_task, &job);
     }
     photon__merge_refuse_repeats(res);
@@ -4391,9 +4611,22 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
         if (res->entries[i].accepted) {
             res->accepted++;
             res->entries[i].weight /= total;
+            if (tokens > UINT64_MAX - res->entries[i].info.tokens) {
+                r = photon__fail(err, PHOTON_ERR_ARGUMENT, "the deltas' tokens add up past 2^64-1 (%s claims %llu)",
+                                 res->entries[i].path, (unsigned long long)res->entries[i].info.tokens);
+                goto fail;
+            }
             tokens += res->entries[i].info.tokens;
             if (res->entries[i].info.local_steps > max_steps) max_steps = res->entries[i].info.local_steps;
         }
+    if (res->model.step > UINT64_MAX - max_steps || res->model.tokens_seen > UINT64_MAX - tokens ||
+        res->model.round == UINT64_MAX) {
+        r = photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: the global step, token or round count would pass 2^64-1 "
+                         "(step %llu + %llu, tokens %llu + %llu)", base_path, (unsigned long long)res->model.step,
+                         (unsigned long long)max_steps, (unsigned long long)res->model.tokens_seen,
+                         (unsigned long long)tokens);
+        goto fail;
+    }
     if (res->accepted < (o->min_clients > 1 ? o->min_clients : 1)) {
         r = photon__fail(err, PHOTON_ERR_ARGUMENT, "only %d valid deltas of %d; the merge needs at least %d", res->accepted,
                          num_deltas, o->min_clients > 1 ? o->min_clients : 1);
@@ -4410,6 +4643,10 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     res->model.tokens_seen += tokens;
     res->model.round += 1;
     res->state.round = res->model.round;
+    for (i = 0; i < num_deltas; i++) /* a refused delta is named in the audit trail by its hash, if it has one */
+        if (!res->entries[i].accepted && strcmp(res->entries[i].sha256, "unreadable") == 0 &&
+            photon_sha256_file(res->entries[i].path, res->entries[i].sha256, NULL) != PHOTON_OK)
+            snprintf(res->entries[i].sha256, sizeof res->entries[i].sha256, "unreadable");
     if ((r = photon__merge_audit(res, base_hash, state_hash, o, err)) != PHOTON_OK ||
         (r = photon__merge_carry_provenance(res, base_path, err)) != PHOTON_OK)
         goto fail;
@@ -5022,17 +5259,32 @@ static photon_result photon__atomic_commit(photon__atomic *a, photon_error *err)
     return PHOTON_OK;
 }
 
-/* Opens a regular file for reading and tells its size. A directory or a
-   device is refused: fopen accepts them, but their "size" is meaningless. */
+/* Opens a regular file for reading and tells its size. A directory, a
+   device or a FIFO is refused before anything is read: fopen accepts them,
+   their "size" is meaningless, and a FIFO or /dev/zero would stall the
+   reader. On POSIX the file is opened without blocking and checked with
+   fstat, so a path swapped for a FIFO after a stat cannot stall it either. */
 static photon_result photon__open_regular(const char *path, FILE **out, long *size, photon_error *err) {
     FILE *f;
 #ifdef PHOTON__POSIX
     struct stat info;
-    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode))
-        return photon__fail(err, PHOTON_ERR_IO, "%s: not a regular file", path);
-#endif
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+        close(fd);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: not a regular file (%s)", path,
+                            S_ISDIR(info.st_mode) ? "a directory" : S_ISFIFO(info.st_mode) ? "a FIFO"
+                            : S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode) ? "a device" : "not a plain file");
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (!(f = fdopen(fd, "rb"))) {
+        close(fd);
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
+#else
     f = fopen(path, "rb");
     if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+#endif
     if (fseek(f, 0, SEEK_END) != 0 || (*size = ftell(f)) < 0 || *size == LONG_MAX || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
         return photon__fail(err, PHOTON_ERR_IO, "%s: cannot determine its size (not a regular file?)", path);
@@ -5793,8 +6045,10 @@ PHOTONDEF photon_result photon_sha256_file(const char *path, char hex[65], photo
     unsigned char buf[1 << 16];
     size_t n;
     photon_sha256 s;
-    FILE *f = fopen(path, "rb");
-    if (!f) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    long size;
+    photon_result r = photon__open_regular(path, &f, &size, err); /* a FIFO or a device is refused unread */
+    if (r != PHOTON_OK) return r;
     photon_sha256_init(&s);
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) photon_sha256_update(&s, buf, n);
     if (ferror(f)) {

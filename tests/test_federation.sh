@@ -112,7 +112,7 @@ cp s0.st s0-copy.st  # client 0's state after round 1: moments and data position
 if command -v python3 >/dev/null; then
     check "--reset-optimizer starts from zero AdamW moments" bash -c "
         python3 - s0-copy.st zeroed.st <<'PY'
-import json, struct, sys
+import hashlib, json, struct, sys
 raw = bytearray(open(sys.argv[1], 'rb').read())
 n = struct.unpack('<Q', raw[:8])[0]
 h = json.loads(raw[8:8 + n])
@@ -120,6 +120,7 @@ for k in ('adamw.m', 'adamw.v'):
     b, e = h[k]['data_offsets']
     raw[8 + n + b:8 + n + e] = bytes(e - b)
 h['__metadata__']['photon.adamw_step'] = '0'
+h['__metadata__']['photon.data_sha256'] = hashlib.sha256(raw[8 + n:]).hexdigest()  # the edit, re-hashed
 text = json.dumps(h, separators=(',', ':')).encode()
 text += b' ' * (-(8 + len(text)) % 8)
 open(sys.argv[2], 'wb').write(struct.pack('<Q', len(text)) + text + raw[8 + n:])

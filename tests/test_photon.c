@@ -825,9 +825,16 @@ static void test_checkpoint(void) {
     expect(load_variant(&m, bad, NULL, NULL, "delta", NULL, NULL, &err) == PHOTON_ERR_MISMATCH &&
                strstr(err.message, "expected a checkpoint"),
            "checkpoint: a file of another kind is refused", err.message);
-    expect(load_variant(&m, bad, NULL, NULL, "checkpoint", "2", NULL, &err) == PHOTON_ERR_FORMAT &&
-               strstr(err.message, "format version 2"),
+    expect(load_variant(&m, bad, NULL, NULL, "checkpoint", "3", NULL, &err) == PHOTON_ERR_FORMAT &&
+               strstr(err.message, "format version 3"),
            "checkpoint: a newer format version is refused", err.message);
+    expect(load_variant(&m, bad, NULL, NULL, "checkpoint", "1", NULL, &err) == PHOTON_ERR_FORMAT &&
+               strstr(err.message, "format version 1, written before payload hashes") && strstr(err.message, bad),
+           "checkpoint: format 1 (no payload hash) is refused, saying why", err.message);
+    photon_accept_unhashed(1);
+    expect(load_variant(&m, bad, NULL, NULL, "checkpoint", "1", NULL, &err) == PHOTON_OK,
+           "checkpoint: format 1 loads when unhashed files are accepted", err.message);
+    photon_accept_unhashed(0);
     expect(load_variant(&m, bad, NULL, NULL, "checkpoint", NULL, "7", &err) == PHOTON_ERR_FORMAT &&
                strstr(err.message, "invalid model config"),
            "checkpoint: an invalid config is refused", err.message);
@@ -1235,7 +1242,9 @@ static void fed_write_delta(fed_case *f, int k, const char *client, float *delta
     memcpy(info.base_sha256, f->base_hash, 65);
     info.round = f->base.round + 1;
     snprintf(info.client, sizeof info.client, "%s", client);
-    info.local_steps = 10 + (uint64_t)k;
+    info.local_steps = 10 * (uint64_t)(k + 1); /* divides every token count the tests use */
+    info.seq = 1;
+    info.batch = f->tokens[k] / info.local_steps;
     info.tokens = f->tokens[k];
     info.loss = 1.5f;
     snprintf(name, sizeof name, "delta%d.safetensors", k);
@@ -1300,7 +1309,7 @@ static void test_outer_optimizers(void) {
                     x[j] -= lr * m[j] / (sqrt(v[j]) + o.outer.tau);
                 }
             }
-            ok &= res.model.round == (uint64_t)round && res.model.step == f.base.step + 12 &&
+            ok &= res.model.round == (uint64_t)round && res.model.step == f.base.step + 30 &&
                   res.model.tokens_seen == f.base.tokens_seen + 6000;
             if (kind) photon_server_state_save(&res.state, &cfg, state, NULL);
             photon_model_free(&f.base);
@@ -1384,6 +1393,255 @@ static void test_merge_weighting_and_order(void) {
 }
 
 /* Every refusal names the delta; by default one bad delta fails the merge. */
+/* ======================================================================= */
+/* Integrity: payload hashes, checked counters, readers that cannot stall  */
+/* ======================================================================= */
+
+/* Flips one bit of byte `at` of the data section (after the header). */
+static void flip_data_byte(const char *path, uint64_t at) {
+    FILE *f = fopen(path, "r+b");
+    unsigned char len8[8], c;
+    uint64_t header = 0;
+    int k;
+    if (fread(len8, 1, 8, f) != 8) return;
+    for (k = 7; k >= 0; k--) header = header << 8 | len8[k];
+    fseek(f, (long)(8 + header + at), SEEK_SET);
+    c = (unsigned char)fgetc(f);
+    fseek(f, (long)(8 + header + at), SEEK_SET);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+}
+
+static uint64_t data_bytes(const char *path) {
+    photon_st_file st;
+    uint64_t n = 0;
+    if (photon_st_open(&st, path, NULL) == PHOTON_OK) n = st.file_size - st.data_start, photon_st_close(&st);
+    return n;
+}
+
+static void copy_file(const char *from, const char *to) {
+    unsigned char *data;
+    size_t size;
+    if (photon_read_file(from, &data, &size, NULL) == PHOTON_OK) photon_write_file(to, data, size, NULL), photon_free(data);
+}
+
+/* Each kind of file with one flipped bit at the start, middle and end of its
+   data is refused by its loader, naming the file and the hash. */
+static void test_payload_hashes(void) {
+    photon_config cfg = {16, 4, 1, 1, 4};
+    photon_model m, back, local;
+    photon_client_state cs, cs2;
+    photon_server_state ss, ss2;
+    photon_delta_info info;
+    photon_error err;
+    const char *ckpt = tmp_path("ph-ckpt.st"), *delta = tmp_path("ph-delta.st"), *state = tmp_path("ph-state.st"),
+               *server = tmp_path("ph-server.st"), *flipped = tmp_path("ph-flipped.st");
+    const char *paths[4], *kinds[4] = {"checkpoint", "delta", "client state", "server state"};
+    float *values;
+    int k, w, ok;
+    photon_model_init(&m, &cfg, 1, NULL);
+    photon_model_init(&local, &cfg, 2, NULL);
+    values = (float *)calloc(m.num_params, 4);
+    photon_checkpoint_save(&m, ckpt, NULL);
+    memset(&info, 0, sizeof info);
+    photon_sha256_file(ckpt, info.base_sha256, NULL);
+    snprintf(info.client, sizeof info.client, "c");
+    info.round = 1, info.local_steps = 2, info.batch = 3, info.seq = 4, info.tokens = 24;
+    photon_delta_save(&local, m.params, &info, delta, NULL);
+    memset(&cs, 0, sizeof cs);
+    photon_adamw_state_init(&cs.adamw, m.num_params, NULL);
+    photon_client_state_save(&cs, &cfg, state, NULL);
+    photon_server_state_init(&ss, PHOTON_OUTER_ADAM, m.num_params, 1e-3f, NULL);
+    photon_server_state_save(&ss, &cfg, server, NULL);
+    paths[0] = ckpt, paths[1] = delta, paths[2] = state, paths[3] = server;
+    expect(photon_checkpoint_load(&back, ckpt, &err) == PHOTON_OK && photon_sha256_file(ckpt, info.base_sha256, NULL) == PHOTON_OK &&
+               strcmp(back.file_sha256, info.base_sha256) == 0,
+           "payload: a checkpoint loads, and the loading pass gives the file's SHA-256", err.message);
+    photon_model_free(&back);
+    for (k = 0; k < 4; k++)
+        for (w = 0; w < 3; w++) {
+            uint64_t n = data_bytes(paths[k]), at = w == 0 ? 0 : w == 1 ? n / 2 : n - 1;
+            photon_result r;
+            char name[160];
+            copy_file(paths[k], flipped);
+            flip_data_byte(flipped, at);
+            r = k == 0 ? photon_checkpoint_load(&back, flipped, &err)
+                : k == 1 ? photon_delta_load(&m, flipped, &info, values, &err)
+                : k == 2 ? photon_client_state_load(&cs2, &cfg, flipped, &err)
+                         : photon_server_state_load(&ss2, &cfg, flipped, &err);
+            ok = r == PHOTON_ERR_FORMAT && strstr(err.message, flipped) && strstr(err.message, "photon.data_sha256");
+            snprintf(name, sizeof name, "payload: a %s with a bit flipped at the %s of its data is refused", kinds[k],
+                     w == 0 ? "start" : w == 1 ? "middle" : "end");
+            expect(ok, name, err.message);
+        }
+    photon_adamw_state_free(&cs.adamw);
+    photon_server_state_free(&ss);
+    free(values);
+    photon_model_free(&local);
+    photon_model_free(&m);
+}
+
+/* Writes a delta whose metadata says what the caller wants (the writer
+   refuses inconsistent counts, so the file is written through the
+   safetensors layer). */
+static void write_delta_claiming(const photon_model *base, const char *base_hash, const char *path, const char *steps,
+                                 const char *batch, const char *seq, const char *tokens, const char *client) {
+    photon_st_entry e[64];
+    photon__meta meta;
+    float *zero = (float *)calloc(base->num_params, 4);
+    int i;
+    memset(e, 0, sizeof e);
+    for (i = 0; i < base->num_tensors; i++) {
+        e[i].name = base->tensors[i].name;
+        e[i].ndim = base->tensors[i].ndim;
+        e[i].shape[0] = (uint64_t)base->tensors[i].shape[0];
+        e[i].shape[1] = (uint64_t)base->tensors[i].shape[1];
+        e[i].data = zero + base->tensors[i].offset;
+    }
+    photon__meta_header(&meta, "delta", &base->config);
+    photon__meta_str(&meta, "photon.base_sha256", base_hash);
+    photon__meta_u64(&meta, "photon.round", base->round + 1);
+    photon__meta_str(&meta, "photon.client", client);
+    photon__meta_str(&meta, "photon.local_steps", steps);
+    photon__meta_str(&meta, "photon.batch", batch);
+    photon__meta_str(&meta, "photon.seq", seq);
+    photon__meta_str(&meta, "photon.tokens", tokens);
+    photon__meta_str(&meta, "photon.loss", "1.5");
+    photon_st_write_f32(path, e, base->num_tensors, meta.keys, meta.values, meta.n, NULL);
+    free(zero);
+}
+
+/* Nothing a delta says about itself goes unchecked. */
+static void test_delta_counters(void) {
+    photon_config cfg = {16, 4, 1, 1, 4};
+    photon_model m;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    char hash[65];
+    const char *base = tmp_path("ctr-base.st"), *d = tmp_path("ctr-d.st"), *d2 = tmp_path("ctr-d2.st"), *paths[2];
+    photon_model_init(&m, &cfg, 1, NULL);
+    photon_checkpoint_save(&m, base, NULL);
+    photon_sha256_file(base, hash, NULL);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    paths[0] = d, paths[1] = d2;
+    write_delta_claiming(&m, hash, d, "10", "2", "4", "1000000000000000000", "big");
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "claims 1000000000000000000 tokens, but 10 local steps of 2 x 4"),
+           "counters: tokens that are not steps x batch x sequence are refused", err.message);
+    photon_merge_result_free(&res);
+    write_delta_claiming(&m, hash, d, "1", "1", "5", "5", "long");
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "longer than the context"),
+           "counters: a sequence longer than the model's context is refused", err.message);
+    photon_merge_result_free(&res);
+    write_delta_claiming(&m, hash, d, "4611686018427387904", "4", "1", "0", "wrap");
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "overflow"),
+           "counters: a product past 2^64-1 is refused, not wrapped", err.message);
+    photon_merge_result_free(&res);
+    write_delta_claiming(&m, hash, d, "4611686018427387904", "2", "1", "9223372036854775808", "half-a");
+    write_delta_claiming(&m, hash, d2, "4611686018427387904", "2", "1", "9223372036854775808", "half-b");
+    expect(photon_merge(base, paths, 2, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "2^64-1"),
+           "counters: tokens that add up past 2^64-1 are refused", err.message);
+    photon_merge_result_free(&res);
+    write_delta_claiming(&m, hash, d, "1000000", "1", "1", "1000000", "many-steps");
+    o.max_local_steps = 1000;
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "1000000 local steps, more than this round allows (1000)"),
+           "counters: local steps beyond the round's bound are refused", err.message);
+    photon_merge_result_free(&res);
+    o.max_local_steps = 0, o.max_tokens = 999;
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH &&
+               strstr(err.message, "more than this round allows (999)"),
+           "counters: tokens beyond the round's bound are refused", err.message);
+    photon_merge_result_free(&res);
+    o.max_tokens = 0;
+    m.step = UINT64_MAX - 5; /* a global clock at its edge */
+    photon_checkpoint_save(&m, base, NULL);
+    photon_sha256_file(base, hash, NULL);
+    write_delta_claiming(&m, hash, d, "10", "1", "1", "10", "late");
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "would pass 2^64-1"),
+           "counters: a global step that would pass 2^64-1 is refused", err.message);
+    photon_merge_result_free(&res);
+    {
+        photon_delta_info info;
+        memset(&info, 0, sizeof info);
+        memcpy(info.base_sha256, hash, 65);
+        snprintf(info.client, sizeof info.client, "w");
+        info.round = 1, info.local_steps = 2, info.batch = 2, info.seq = 2, info.tokens = 9;
+        expect(photon_delta_save(&m, m.params, &info, d, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "9 tokens"),
+               "counters: the writer refuses counts that disagree too", err.message);
+    }
+    m.params[3] = NAN;
+    photon_checkpoint_save(&m, base, NULL);
+    {
+        photon_model back;
+        expect(photon_checkpoint_load(&back, base, &err) == PHOTON_ERR_NUMERIC && strstr(err.message, "NaN") &&
+                   strstr(err.message, base),
+               "a checkpoint holding NaN is refused on load", err.message);
+    }
+    photon_model_free(&m);
+}
+
+/* What could stall a reader is refused before it is read. */
+static void test_readers_cannot_stall(void) {
+    photon_config cfg = {16, 4, 1, 1, 4};
+    photon_model m, back;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_st_file st;
+    photon_error err;
+    char hex[65], *header;
+    const char *fifo = tmp_path("stall.fifo"), *dir = tmp_path("stall.dir"), *base = tmp_path("stall-base.st");
+    const char *many = tmp_path("stall-many.st"), *paths[1];
+    size_t at, cap = 1100000;
+    int k;
+    FILE *f;
+    photon_model_init(&m, &cfg, 1, NULL);
+    photon_checkpoint_save(&m, base, NULL);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    remove(fifo);
+    mkfifo(fifo, 0600);
+    mkdir(dir, 0700);
+    expect(photon_checkpoint_load(&back, fifo, &err) == PHOTON_ERR_IO && strstr(err.message, "a FIFO"),
+           "stall: a FIFO given as a checkpoint is refused unread", err.message);
+    expect(photon_sha256_file(fifo, hex, &err) == PHOTON_ERR_IO && strstr(err.message, "a FIFO"),
+           "stall: hashing a FIFO is refused unread", err.message);
+    paths[0] = fifo;
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "a FIFO"),
+           "stall: a FIFO given to the merge as a delta is refused", err.message);
+    photon_merge_result_free(&res);
+    paths[0] = base;
+    expect(photon_merge(fifo, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_IO && strstr(err.message, "a FIFO"),
+           "stall: a FIFO given to the merge as its base is refused", err.message);
+    photon_merge_result_free(&res);
+    expect(photon_checkpoint_load(&back, "/dev/zero", &err) == PHOTON_ERR_IO && strstr(err.message, "a device"),
+           "stall: /dev/zero is refused unread", err.message);
+    expect(photon_checkpoint_load(&back, dir, &err) == PHOTON_ERR_IO && strstr(err.message, "a directory"),
+           "stall: a directory is refused", err.message);
+    /* a 1 MB header of tens of thousands of metadata keys */
+    header = (char *)malloc(cap + 64);
+    at = (size_t)snprintf(header, cap, "{\"__metadata__\":{");
+    for (k = 0; at < cap - 40; k++) at += (size_t)snprintf(header + at, cap - at, "%s\"k%d\":\"v\"", k ? "," : "", k);
+    at += (size_t)snprintf(header + at, cap + 64 - at, "}}");
+    f = fopen(many, "wb");
+    {
+        unsigned char len8[8];
+        for (k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)at >> (8 * k));
+        fwrite(len8, 1, 8, f);
+        fwrite(header, 1, at, f);
+    }
+    fclose(f);
+    expect(photon_st_open(&st, many, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "more than 16384 __metadata__ keys"),
+           "stall: a 1 MB header of many keys is refused at photon's bound", err.message);
+    free(header);
+    remove(fifo), remove(dir), remove(many);
+    photon_model_free(&m);
+}
+
 static void test_merge_refusals(void) {
     photon_config cfg = {12, 4, 1, 2, 4}, other = {12, 4, 1, 2, 8};
     fed_case f;
@@ -1438,7 +1696,7 @@ static void test_merge_refusals(void) {
         memcpy(bad.params, f.base.params, bad.num_params * 4);
         bad.params[5] = NAN;
         memcpy(info.base_sha256, f.base_hash, 65);
-        info.round = 1, info.local_steps = 1, info.tokens = 10;
+        info.round = 1, info.local_steps = 1, info.batch = 10, info.seq = 1, info.tokens = 10;
         snprintf(info.client, sizeof info.client, "nan-client");
         snprintf(nan_path, sizeof nan_path, "%s", tmp_path("nan.safetensors"));
         photon_delta_save(&bad, f.base.params, &info, nan_path, NULL);
@@ -1624,6 +1882,9 @@ static const check_test tests[] = {
     CHECK_TEST(outer_optimizers),
     CHECK_TEST(merge_weighting_and_order),
     CHECK_TEST(merge_refusals),
+    CHECK_TEST(payload_hashes),
+    CHECK_TEST(delta_counters),
+    CHECK_TEST(readers_cannot_stall),
     CHECK_TEST(golden_step),
     CHECK_TEST(thread_determinism),
 };

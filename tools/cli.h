@@ -23,6 +23,27 @@
 
 static const char *cli_prog = "photon";
 
+/* At exit: results that did not reach stdout (a full disk, a closed pipe)
+   are a failure, exit status 1, not a silent success. */
+static void cli_check_stdout(void) {
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s: cannot write the results to stdout: %s\n", cli_prog, strerror(errno ? errno : EIO));
+        _exit(1);
+    }
+}
+
+/* Names the tool in messages and checks stdout at exit. */
+static inline void cli_start(const char *prog) {
+    cli_prog = prog;
+    atexit(cli_check_stdout);
+}
+
+/* --accept-unhashed: read files of photon format 1, which carry no payload
+   hash (their data cannot be checked). */
+#define CLI_ACCEPT_UNHASHED_HELP                                                             \
+    "  --accept-unhashed    read files of photon format 1 (written before payload hashes;\n" \
+    "                       their data cannot be checked), which are refused otherwise\n"
+
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 1, 2), noreturn))
 #endif

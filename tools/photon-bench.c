@@ -205,7 +205,8 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
             photon_delta_info info;
             memset(&info, 0, sizeof info);
             memcpy(info.base_sha256, base_hash, sizeof base_hash);
-            info.round = 1, info.local_steps = 64, info.tokens = 64 * 256, info.loss = 3.0f;
+            info.round = 1, info.local_steps = 64, info.batch = 4, info.seq = 64, info.tokens = 64 * 4 * 64;
+            info.loss = 3.0f;
             snprintf(info.client, sizeof info.client, "bench-%d", k);
             for (i = 0; i < m.num_params; i++) m.params[i] = base_params[i] + 1e-3f * (photon_rand_uniform(&rng) - 0.5f);
             snprintf(paths[k], sizeof paths[k], "%s/photon-bench-delta-%d.safetensors", dir, k);
@@ -252,7 +253,7 @@ int main(int argc, char **argv) {
     int B = 4, T = 64, steps = 5, merge = 0, deltas = 8, json = 0, peak_only = 0;
     double peak_tflops = 0.0;
     cli_device dev;
-    cli_prog = "photon-bench";
+    cli_start("photon-bench");
     cli_device_init(&dev);
     dev.requested = 0; /* the CPU unless --device cuda */
     cli_begin(&a, argc, argv);

@@ -479,7 +479,7 @@ static int cmd_import(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     int k;
-    cli_prog = "photon-data";
+    cli_start("photon-data");
     for (k = 1; k < argc; k++) {
         if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0) {
             fputs(usage, stdout);

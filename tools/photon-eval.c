@@ -20,6 +20,7 @@ static const char *usage =
     "  --json               print results as JSON on stdout\n"
     "  --threads N          CPU threads for the heavy loops (default: one per core;\n"
     "                       results do not change)\n"
+    CLI_ACCEPT_UNHASHED_HELP
     CLI_DEVICE_HELP
     "\n"
     "  --sample N           generate N tokens after --prompt and print the text\n"
@@ -74,6 +75,9 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--accept-unhashed")) {
+            cli_no_value(&a);
+            photon_accept_unhashed(1);
         } else if (cli_is(&a, "--threads")) {
             photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (cli_is(&a, "--sample")) {
@@ -179,7 +183,7 @@ int main(int argc, char **argv) {
     photon_model model;
     photon_error err;
     photon_bpe bpe, *tok;
-    cli_prog = "photon-eval";
+    cli_start("photon-eval");
     parse_args(&o, argc, argv);
     if (o.hf_config) cli_check_output(o.hf_config);
     if (o.hf_export && photon_output_dir_check(o.hf_export, &err) != PHOTON_OK) cli_fail(&err);

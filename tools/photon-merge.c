@@ -12,8 +12,11 @@ static const char *usage =
     "       photon-merge --base GLOBAL --verify NEXT [options] DELTA...\n"
     "\n"
     "Merges client deltas (from photon-train --delta-out) into the next global\n"
-    "checkpoint. Deltas are checked against the base (hash, round, config, tensors),\n"
-    "for repeated client ids and for NaN/Inf, and merged in client-id order.\n"
+    "checkpoint. Every file is read once: its payload hash (photon.data_sha256) is\n"
+    "checked as it loads. Deltas are checked against the base (hash, round, config,\n"
+    "tensors), for repeated client ids, NaN/Inf, tokens that are not local steps x\n"
+    "batch x sequence, counters that would overflow, and the bounds below, and are\n"
+    "merged in client-id order.\n"
     "\n"
     "  --base GLOBAL        the checkpoint every client started this round from\n"
     "  --out NEXT           where to write the next global checkpoint\n"
@@ -29,8 +32,11 @@ static const char *usage =
     "  --server-state-out FILE  write the new server state here instead\n"
     "  --skip-bad           skip invalid deltas (listed on stderr) instead of failing\n"
     "  --min-clients K      fewest valid deltas to accept (default 1)\n"
+    "  --max-local-steps N  refuse a delta of more than N local steps (default: no bound)\n"
+    "  --max-tokens N       refuse a delta of more than N tokens (default: no bound)\n"
     "  --json               print a summary as JSON on stdout\n"
     "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
+    CLI_ACCEPT_UNHASHED_HELP
     "  --help, --version\n";
 
 typedef struct merge_options {
@@ -85,9 +91,16 @@ static void parse_args(merge_options *o, int argc, char **argv) {
             o->merge.skip_bad = 1;
         } else if (cli_is(&a, "--min-clients")) {
             o->merge.min_clients = (int)cli_int(&a, 1, 1 << 20);
+        } else if (cli_is(&a, "--max-local-steps")) {
+            o->merge.max_local_steps = (uint64_t)cli_int(&a, 1, LLONG_MAX);
+        } else if (cli_is(&a, "--max-tokens")) {
+            o->merge.max_tokens = (uint64_t)cli_int(&a, 1, LLONG_MAX);
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--accept-unhashed")) {
+            cli_no_value(&a);
+            photon_accept_unhashed(1);
         } else if (cli_is(&a, "--threads")) {
             photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (a.flag[0] == '\0') {
@@ -149,7 +162,7 @@ int main(int argc, char **argv) {
     photon_outputs outputs;
     const char *out_temp = NULL, *state_temp = NULL, *state_path;
     int i, verified = 0;
-    cli_prog = "photon-merge";
+    cli_start("photon-merge");
     parse_args(&o, argc, argv);
     state_path = o.state_out ? o.state_out : o.state_in;
     photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */

@@ -60,6 +60,7 @@ static const char *usage =
     "  --json               print a summary as JSON on stdout\n"
     "  --threads N          CPU threads for the heavy loops (default: one per core;\n"
     "                       results do not change)\n"
+    CLI_ACCEPT_UNHASHED_HELP
     CLI_DEVICE_HELP
     "  --help, --version\n";
 
@@ -173,6 +174,9 @@ static void parse_args(train_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--accept-unhashed")) {
+            cli_no_value(&a);
+            photon_accept_unhashed(1);
         } else if (cli_is(&a, "--threads")) {
             photon_set_threads((int)cli_int(&a, 1, 64));
         } else if (a.flag[0] == '\0') {
@@ -233,7 +237,7 @@ int main(int argc, char **argv) {
     const char *out_temp = NULL, *delta_temp = NULL, *state_temp = NULL;
     long long s;
     double start, elapsed, loss_sum = 0.0;
-    cli_prog = "photon-train";
+    cli_start("photon-train");
     parse_args(&o, argc, argv);
     memset(&state, 0, sizeof state);
     memset(&st, 0, sizeof st);
@@ -274,7 +278,7 @@ int main(int argc, char **argv) {
         cli_usage_error("--state needs --data: the state records the position in the data");
     }
     if (o.delta_path) { /* keep the global weights: the delta is taken against them */
-        if (photon_sha256_file(o.model_path, base_sha256, &err) != PHOTON_OK) cli_fail(&err);
+        memcpy(base_sha256, model.file_sha256, sizeof base_sha256); /* hashed as it was loaded */
         base_params = (float *)malloc(model.num_params * sizeof(float));
         if (!base_params) cli_die("out of memory");
         memcpy(base_params, model.params, model.num_params * sizeof(float));
@@ -314,6 +318,8 @@ int main(int argc, char **argv) {
             info.round = model.round + 1;
             snprintf(info.client, sizeof info.client, "%s", o.client_id);
             info.local_steps = (uint64_t)o.steps;
+            info.batch = (uint64_t)o.batch;
+            info.seq = (uint64_t)o.seq;
             info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
             info.loss = st.loss;
             r = photon_delta_save(&model, base_params, &info, delta_temp, &err);
