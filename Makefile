@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-example test-layout test-hf all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -70,6 +70,10 @@ test-layout:
 
 test-tools: $(TOOLS)
 	bash tests/test_tools.sh bin
+
+# integrity: payload hashes, checked counters, SSH-signed deltas, round records (tests/test_integrity.sh)
+test-integrity: $(TOOLS)
+	bash tests/test_integrity.sh bin
 
 # Hugging Face import and export (tests/test_hf.sh; against transformers where installed)
 test-hf: $(TOOLS)
@@ -156,7 +160,7 @@ test-cuda:
 	    echo "test-cuda: skipped: $(NVCC) not found (the CUDA build is not checked)"; \
 	fi
 
-test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf test-asan test-cuda-emu test-cuda
+test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf test-integrity test-asan test-cuda-emu test-cuda
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
 bench: bin/photon-bench bin/photon-train bin/photon-eval bin/photon-data

@@ -638,6 +638,11 @@ PHOTONDEF int photon_client_id_valid(const char *id);
 /* Writes base_params - model->params as a delta file. */
 PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
                                           const photon_delta_info *info, const char *path, photon_error *err);
+/* What a delta says about itself, from its header alone (its values are not
+   read; the config is the file's own): for tools that route or check
+   deltas before a merge, e.g. to verify a signature by the client id. */
+PHOTONDEF photon_result photon_delta_read_info(const char *path, photon_delta_info *info, photon_config *config,
+                                               photon_error *err);
 /* Reads a delta written for a model of this config: its info and its values
    (num_params floats into values; NaN and Inf are refused), in one pass
    over the file that also checks its payload hash and hashes the file.
@@ -4107,66 +4112,75 @@ PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float
     return r;
 }
 
-/* Reads a delta's header and metadata (not its values). */
-static photon_result photon__delta_open(const photon_model *model, const char *path, photon_st_file *st,
-                                        photon_delta_info *info, photon_error *err) {
-    photon_config c;
+/* What a delta's header says, each field checked; *c gets its config. */
+static photon_result photon__delta_header(photon_st_file *st, const char *path, photon_delta_info *info, photon_config *c,
+                                          photon_error *err) {
     const char *v;
-    photon_result r = photon_st_open(st, path, err);
+    photon_result r;
     memset(info, 0, sizeof *info);
-    if (r != PHOTON_OK) return r;
-    if ((r = photon__check_kind(st, "delta", err)) != PHOTON_OK || (r = photon__read_config(st, &c, err)) != PHOTON_OK ||
+    if ((r = photon__check_kind(st, "delta", err)) != PHOTON_OK || (r = photon__read_config(st, c, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.round", &info->round, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.local_steps", &info->local_steps, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.tokens", &info->tokens, err)) != PHOTON_OK)
-        goto fail;
+        return r;
     if (photon_st_meta(st, "photon.batch") || !photon__accept_unhashed_files) { /* format 1 deltas had neither */
         if ((r = photon__parse_u64(st, "photon.batch", &info->batch, err)) != PHOTON_OK ||
             (r = photon__parse_u64(st, "photon.seq", &info->seq, err)) != PHOTON_OK)
-            goto fail;
-        if (!photon__delta_counts_agree(info, &model->config)) {
+            return r;
+        if (!photon__delta_counts_agree(info, c)) {
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: claims %llu tokens, but %llu local steps of %llu x %llu tokens "
                              "make %s", path, (unsigned long long)info->tokens, (unsigned long long)info->local_steps,
                              (unsigned long long)info->batch, (unsigned long long)info->seq,
-                             info->seq > (uint64_t)model->config.n_ctx ? "a sequence longer than the context"
-                                                                        : "another number (or overflow)");
-            goto fail;
+                             info->seq > (uint64_t)c->n_ctx ? "a sequence longer than the context"
+                                                             : "another number (or overflow)");
+            return r;
         }
     }
-    if (memcmp(&c, &model->config, sizeof c) != 0) {
-        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: delta is for a model with vocab %d, ctx %d, %d layers, %d heads, "
-                         "width %d, not this one", path, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
-        goto fail;
-    }
     v = photon_st_meta(st, "photon.base_sha256");
-    if (!photon__valid_sha256(v)) {
-        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.base_sha256 is not 64 hex digits", path);
-        goto fail;
-    }
+    if (!photon__valid_sha256(v))
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.base_sha256 is not 64 hex digits", path);
     memcpy(info->base_sha256, v, 65);
     v = photon_st_meta(st, "photon.client");
-    if (!v || !photon_client_id_valid(v)) {
-        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.client is missing or not a valid client id", path);
-        goto fail;
-    }
+    if (!v || !photon_client_id_valid(v))
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.client is missing or not a valid client id",
+                            path);
     snprintf(info->client, sizeof info->client, "%s", v);
     v = photon_st_meta(st, "photon.loss");
     {
         char *end = NULL;
         double loss = v ? strtod(v, &end) : NAN;
-        if (!v || end == v || *end || !(loss - loss == 0.0)) {
-            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.loss is missing or not a finite number", path);
-            goto fail;
-        }
+        if (!v || end == v || *end || !(loss - loss == 0.0))
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.loss is missing or not a finite number",
+                                path);
         info->loss = (float)loss;
     }
-    if (info->tokens == 0) {
-        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
-        goto fail;
-    }
+    if (info->tokens == 0) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
     return PHOTON_OK;
-fail:
-    photon_st_close(st);
+}
+
+/* Reads a delta's header and metadata (not its values), for this model. */
+static photon_result photon__delta_open(const photon_model *model, const char *path, photon_st_file *st,
+                                        photon_delta_info *info, photon_error *err) {
+    photon_config c;
+    photon_result r = photon_st_open(st, path, err);
+    memset(info, 0, sizeof *info);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__delta_header(st, path, info, &c, err)) == PHOTON_OK && memcmp(&c, &model->config, sizeof c) != 0)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: delta is for a model with vocab %d, ctx %d, %d layers, %d heads, "
+                         "width %d, not this one", path, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
+    if (r != PHOTON_OK) photon_st_close(st);
+    return r;
+}
+
+PHOTONDEF photon_result photon_delta_read_info(const char *path, photon_delta_info *info, photon_config *config,
+                                               photon_error *err) {
+    photon_st_file st;
+    photon_config c;
+    photon_result r = photon_st_open(&st, path, err);
+    memset(info, 0, sizeof *info);
+    if (r != PHOTON_OK) return r;
+    r = photon__delta_header(&st, path, info, config ? config : &c, err);
+    photon_st_close(&st);
     return r;
 }
 

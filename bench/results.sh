@@ -338,11 +338,11 @@ one_run() {
             --jobs "$jobs" --batch $B --seq $T "${model[@]}" --lr "$lr" "${common[@]}" "${oflags[@]}"
         wall=$(now_minus "$t0")
         cp "$wdir/agg/log.tsv" "$rdir/"
-        cat "$wdir"/agg/round-*/merge.log >"$rdir/merge.log"
+        cat "$wdir"/agg/logs/round-*/merge.log >"$rdir/merge.log"
         cp "$wdir/agg/global-r$rounds.safetensors" "$rdir/model.safetensors"
         mkdir -p "$rdir/train-logs"
         for ((r = 1; r <= rounds; r++)); do
-            for f in "$wdir/agg/round-$r"/train-*.log; do cp "$f" "$rdir/train-logs/r$r-$(basename "$f")"; done
+            for f in "$wdir/agg/logs/round-$r"/train-*.log; do cp "$f" "$rdir/train-logs/r$r-$(basename "$f")"; done
         done
         tokens=$((rounds * k * steps * B * T))
         total=$(awk -F'\t' 'NR > 2 { s += $6 } END { printf "%d", s }' "$rdir/log.tsv")

@@ -12,8 +12,14 @@
 #      the client's AdamW state and data position in its state file, and
 #      writing a delta (global - local) - in parallel as cores allow;
 #   4. copy the deltas back with rsync;
-#   5. photon-merge them into the next global checkpoint, then photon-eval it
-#      on held-out data; one line per round goes to stdout and to log.tsv.
+#   5. with --allowed-signers, check each delta's SSH signature (made on the
+#      client with --sign-key) against the key registered for the client id
+#      inside it, refusing (and logging) any that fails;
+#   6. photon-merge them into the next global checkpoint (refusing a delta of
+#      more local steps than the round asked for), then photon-eval it on
+#      held-out data; one line per round goes to stdout and to log.tsv;
+#   7. keep the round's record (round-R/record.json, examples/round-record.sh),
+#      which examples/verify-round.sh re-checks from the kept files.
 #
 # Nothing but the checkpoint goes to a client and nothing but the delta
 # comes back: data, optimizer state and data position never leave it.
@@ -38,6 +44,14 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
   local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
                        --reset-optimizer (fresh AdamW moments every round)
   merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform --skip-bad
+  --sign-key FILE      each client signs its delta with this SSH private key (a path on
+                       the client, relative to its directory): ssh-keygen -Y sign,
+                       namespace photon-delta, giving delta.safetensors.sig
+  --allowed-signers F  an OpenSSH allowed_signers file whose principals are the client
+                       ids (c0-NAME, c1-NAME, ...: see the round logs): every delta must
+                       be signed by the key registered for the id written inside it;
+                       one that is not is refused with the reason (--skip-bad: the round
+                       goes on without it). Kept as AGG/allowed_signers
   --bin DIR            the photon tools here (default: bin/ beside this script)
   --remote-bin DIR     the photon tools on remote clients (default: PATH)
   --ssh CMD            the remote shell for rsync and remote training (default: ssh)
@@ -48,7 +62,7 @@ TXT
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" remote_bin="" ssh_cmd="ssh"
 agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
-model_flags=() train_flags=() merge_flags=() outer=fedavg tokenizer=""
+model_flags=() train_flags=() merge_flags=() outer=fedavg tokenizer="" sign_key="" allowed_signers="" skip_bad=0
 batch=8 seq=64
 
 die() { echo "federate.sh: $*" >&2; exit 2; }
@@ -71,7 +85,9 @@ while [ $# -gt 0 ]; do
     --reset-optimizer) train_flags+=("$1"); shift ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
-    --skip-bad) merge_flags+=("$1"); shift ;;
+    --skip-bad) merge_flags+=("$1"); skip_bad=1; shift ;;
+    --sign-key) sign_key=$2; shift 2 ;;
+    --allowed-signers) allowed_signers=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --remote-bin) remote_bin=$2; shift 2 ;;
     --ssh) ssh_cmd=$2; shift 2 ;;
@@ -89,6 +105,10 @@ for t in photon-train photon-merge photon-eval; do
     [ -x "$bin/$t" ] || die "$bin/$t not found: run make first"
 done
 command -v python3 >/dev/null || { echo "federate.sh: python3 is needed to read the tools' JSON" >&2; exit 1; }
+if [ -n "$allowed_signers" ]; then
+    [ -f "$allowed_signers" ] || die "--allowed-signers $allowed_signers: no such file"
+    command -v ssh-keygen >/dev/null || die "--allowed-signers needs ssh-keygen (OpenSSH)"
+fi
 mkdir -p "$agg"
 
 # --- helpers ---------------------------------------------------------------
@@ -150,6 +170,7 @@ photon() { # the photon tools on a client's machine
 # --- round 0: the initial global model ---------------------------------------
 
 [ ! -e "$agg/log.tsv" ] || die "$agg already holds a federation (log.tsv); give a new --agg"
+[ -z "$allowed_signers" ] || cp "$allowed_signers" "$agg/allowed_signers" # kept: the rounds' records refer to it
 global0="$agg/global-r0.safetensors"
 tok_flags=() client_tok=""
 if [ -n "$tokenizer" ]; then
@@ -172,7 +193,7 @@ printf '0\t0\t%.4f\t%.3f\t-\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print 
 for ((r = 1; r <= rounds; r++)); do
     start=$(date +%s.%N)
     prev="$agg/global-r$((r - 1)).safetensors" next="$agg/global-r$r.safetensors"
-    mkdir -p "$agg/round-$r"
+    mkdir -p "$agg/round-$r" "$agg/logs/round-$r"
     chosen=$(sample_clients "$r")
     moved=0
     # 2. the global checkpoint goes out
@@ -187,31 +208,52 @@ for ((r = 1; r <= rounds; r++)); do
         cmd="$(photon "$dir" photon-train) --model global.safetensors --data data/* --state state.safetensors \
 --steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} $client_tok \
 --delta-out delta.safetensors --client-id $id --log-every $steps"
-        run_in "$dir" "$cmd" 2>"$agg/round-$r/train-$id.log" &
+        if [ -n "$sign_key" ]; then
+            cmd="$cmd && rm -f delta.safetensors.sig && ssh-keygen -Y sign -q -f '$sign_key' -n photon-delta delta.safetensors"
+        else
+            cmd="$cmd && rm -f delta.safetensors.sig"
+        fi
+        run_in "$dir" "$cmd" 2>"$agg/logs/round-$r/train-$id.log" &
         pids+=($!)
         if [ ${#pids[@]} -ge "$jobs" ]; then wait "${pids[0]}" || failed=1; pids=("${pids[@]:1}"); fi
     done
     for p in "${pids[@]}"; do wait "$p" || failed=1; done
-    [ "$failed" = 0 ] || { echo "federate.sh: a client failed in round $r; see $agg/round-$r/train-*.log" >&2; exit 1; }
+    [ "$failed" = 0 ] || { echo "federate.sh: a client failed in round $r; see $agg/logs/round-$r/train-*.log" >&2; exit 1; }
     # 4. the deltas come back
     deltas=()
     for c in $chosen; do
         id=$(client_id "$c")
         copy "${clients[c]}/delta.safetensors" "$agg/round-$r/delta-$id.safetensors"
-        deltas+=("$agg/round-$r/delta-$id.safetensors")
+        if [ -n "$sign_key" ]; then copy "${clients[c]}/delta.safetensors.sig" "$agg/round-$r/delta-$id.safetensors.sig" 2>/dev/null || true; fi
         moved=$((moved + $(file_bytes "$agg/round-$r/delta-$id.safetensors")))
+        if [ -n "$allowed_signers" ] &&
+            ! BIN=$bin "$here/examples/delta-sig.sh" verify "$agg/allowed_signers" "$agg/round-$r/delta-$id.safetensors" \
+                >/dev/null 2>"$agg/logs/round-$r/signature-$id.log"; then
+            why=$(tail -n 1 "$agg/logs/round-$r/signature-$id.log")
+            if [ "$skip_bad" = 1 ]; then echo "federate.sh: round $r: $why; going on without it" >&2; continue; fi
+            echo "federate.sh: round $r: $why; the round stops (--skip-bad goes on without it)" >&2
+            exit 1
+        fi
+        deltas+=("$agg/round-$r/delta-$id.safetensors")
     done
+    [ ${#deltas[@]} -gt 0 ] || { echo "federate.sh: round $r: no delta passed its checks" >&2; exit 1; }
     # 5. merge and evaluate
     state_flags=()
     if [ "$outer" != fedavg ]; then
         state_flags=(--server-state "$agg/server-r$((r - 1)).safetensors" --server-state-out "$agg/server-r$r.safetensors")
     fi
-    if ! "$bin/photon-merge" --base "$prev" --out "$next" --outer "$outer" "${merge_flags[@]}" "${state_flags[@]}" \
-        "${deltas[@]}" 2>"$agg/round-$r/merge.log"; then
+    round_flags=(--outer "$outer" "${merge_flags[@]}" --max-local-steps "$steps")
+    if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" \
+        "${deltas[@]}" 2>"$agg/logs/round-$r/merge.log"; then
         echo "federate.sh: the merge of round $r failed:" >&2
-        cat "$agg/round-$r/merge.log" >&2
+        cat "$agg/logs/round-$r/merge.log" >&2
         exit 1
     fi
+    # 7. the record: what was merged, from what, how (recomputed by verify-round.sh)
+    printf '%s\n' "${round_flags[@]}" >"$agg/round-$r/merge-flags"
+    [ "$outer" = fedavg ] || printf '%s\n' --server-state "../server-r$((r - 1)).safetensors" >>"$agg/round-$r/merge-flags"
+    BIN=$bin "$here/examples/round-record.sh" "$agg" "$r" >"$agg/round-$r/record.json" ||
+        { echo "federate.sh: round $r: the merge does not reproduce from its record" >&2; exit 1; }
     "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
     loss=$(json "$agg/eval-r$r.json" loss)
     bpb=$(json "$agg/eval-r$r.json" bits_per_byte)

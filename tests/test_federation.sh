@@ -170,7 +170,8 @@ check "federate.sh: the held-out loss falls over the rounds" \
 check "federate.sh: the merged checkpoints verify" "$BIN/photon-merge" --base fed/agg/global-r1.safetensors \
     --verify fed/agg/global-r2.safetensors fed/agg/round-2/delta-*.safetensors
 check "federate.sh: data and client state never leave the clients" \
-    bash -c "! ls fed/agg/round-*/ | grep -v -e '^delta-' -e '^train-' -e '^merge.log$' -e '^fed' -e '^$'"
+    bash -c "! ls fed/agg/round-*/ | grep -v -e '^delta-' -e '^merge-flags$' -e '^record.json$' -e '^fed' -e '^$'"
+check "federate.sh: every round's record verifies, and the chain from round 0" "$ROOT/examples/verify-round.sh" fed/agg
 
 # host:path clients: rsync and commands go through a stand-in for ssh that runs them here
 cat >fakessh <<'SH'

@@ -10,6 +10,7 @@
 static const char *usage =
     "usage: photon-merge --base GLOBAL --out NEXT [options] DELTA...\n"
     "       photon-merge --base GLOBAL --verify NEXT [options] DELTA...\n"
+    "       photon-merge --inspect DELTA...\n"
     "\n"
     "Merges client deltas (from photon-train --delta-out) into the next global\n"
     "checkpoint. Every file is read once: its payload hash (photon.data_sha256) is\n"
@@ -21,6 +22,9 @@ static const char *usage =
     "  --base GLOBAL        the checkpoint every client started this round from\n"
     "  --out NEXT           where to write the next global checkpoint\n"
     "  --verify NEXT        recompute the merge and check NEXT is identical (writes nothing)\n"
+    "  --inspect            print what each delta says about itself (client, round, base,\n"
+    "                       steps, batch, sequence, tokens), one JSON object per line, from\n"
+    "                       its header alone: e.g. to check its signature by its client id\n"
     "  --outer NAME         fedavg (default), nesterov, adam or yogi\n"
     "  --outer-lr X         server learning rate (fedavg 1.0, nesterov 0.7, adam/yogi 0.01)\n"
     "  --momentum M         nesterov momentum (default 0.9)\n"
@@ -42,7 +46,7 @@ static const char *usage =
 typedef struct merge_options {
     const char *base, *out, *verify, *state_in, *state_out;
     const char **deltas;
-    int num_deltas, json;
+    int num_deltas, json, inspect;
     photon_merge_options merge;
 } merge_options;
 
@@ -98,6 +102,9 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--inspect")) {
+            cli_no_value(&a);
+            o->inspect = 1;
         } else if (cli_is(&a, "--accept-unhashed")) {
             cli_no_value(&a);
             photon_accept_unhashed(1);
@@ -119,6 +126,11 @@ static void parse_args(merge_options *o, int argc, char **argv) {
     if (beta1 >= 0) o->merge.outer.beta1 = beta1;
     if (beta2 >= 0) o->merge.outer.beta2 = beta2;
     if (tau >= 0) o->merge.outer.tau = tau;
+    if (o->inspect) {
+        if (o->num_deltas == 0) cli_usage_error("--inspect needs DELTA files");
+        if (o->base || o->out || o->verify) cli_usage_error("--inspect reads deltas alone: no --base, --out or --verify");
+        return;
+    }
     if (!o->base) cli_usage_error("--base is required");
     if (!o->out == !o->verify) cli_usage_error("give exactly one of --out and --verify");
     if (o->num_deltas == 0) cli_usage_error("no deltas given");
@@ -155,6 +167,28 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
     printf("]}\n");
 }
 
+/* One JSON line per delta: what its header says. */
+static int inspect(const merge_options *o) {
+    photon_delta_info info;
+    photon_config c;
+    photon_error err;
+    int i;
+    for (i = 0; i < o->num_deltas; i++) {
+        if (photon_delta_read_info(o->deltas[i], &info, &c, &err) != PHOTON_OK) cli_fail(&err);
+        printf("{\"path\":");
+        cli_json_string(stdout, o->deltas[i]);
+        printf(",\"client\":");
+        cli_json_string(stdout, info.client);
+        printf(",\"round\":%llu,\"base_sha256\":\"%s\",\"local_steps\":%llu,\"batch\":%llu,\"seq\":%llu,\"tokens\":%llu,"
+               "\"loss\":", (unsigned long long)info.round, info.base_sha256, (unsigned long long)info.local_steps,
+               (unsigned long long)info.batch, (unsigned long long)info.seq, (unsigned long long)info.tokens);
+        cli_json_number(stdout, info.loss);
+        printf(",\"config\":{\"vocab_size\":%d,\"n_ctx\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d}}\n",
+               c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     merge_options o;
     photon_merge_result res;
@@ -164,6 +198,7 @@ int main(int argc, char **argv) {
     int i, verified = 0;
     cli_start("photon-merge");
     parse_args(&o, argc, argv);
+    if (o.inspect) return inspect(&o);
     state_path = o.state_out ? o.state_out : o.state_in;
     photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */
     if ((o.out && photon_outputs_add(&outputs, o.out, &out_temp, &err) != PHOTON_OK) ||
