@@ -8,7 +8,7 @@ CFLAGS ?= $(OPT)
 WARN = -Wall -Wextra -Werror
 STD = -std=c99 -D_POSIX_C_SOURCE=200809L
 LDLIBS = -lm -pthread
-SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
