@@ -5071,10 +5071,12 @@ PHOTONDEF void photon_gemm(int M, int N, int K, const float *A, int lda, int tra
 /* e^x in float, written so that loops over it vectorise: x = n ln2 + r with
    |r| <= ln2/2, e^r by its Taylor series to r^7 (truncation below 1e-8
    relative), 2^n through the exponent bits. Inputs are clamped to [-87, 88],
-   where e^x stays a normal float. */
+   where e^x stays a normal float; NaN is returned as it is (the vector paths
+   clamp it, as MINPS/MAXPS do, so no lane converts NaN to an integer). */
 static float photon__expf(float x) {
     float n, r, p, scale;
     uint32_t bits;
+    if (x != x) return x; /* NaN stays NaN (and never reaches the float-to-int conversion below) */
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     n = floorf(x * 1.44269504088896341f + 0.5f);
     r = x - n * 0.693145751953125f;     /* ln 2, high bits: n * this is exact */
