@@ -2472,10 +2472,16 @@ PHOTONDEF photon_result photon_split_write(const photon_split_plan *p, const cha
     photon__staged_dir d;
     photon_result r;
     int k;
-    for (k = 0; k < p->num_sources; k++)
+    for (k = 0; k < p->num_sources; k++) {
+        int j;
         if (!names[k][0] || strchr(names[k], '/') || strpbrk(paths[k], "\t\n\r"))
             return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: a file name for a split has no '/', tab or line break",
                                 paths[k]);
+        for (j = 0; j < k; j++)
+            if (strcmp(names[j], names[k]) == 0)
+                return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s and %s: two sources named %s", paths[j], paths[k],
+                                    names[k]);
+    }
     if ((r = photon__staged_begin(&d, dir, err)) != PHOTON_OK) return r;
     r = photon__split_write_clients(p, &d, names, texts, sizes);
     if (r == PHOTON_OK) r = photon__split_write_manifest(p, &d, names, paths);
@@ -3530,6 +3536,7 @@ typedef struct photon__hf_config {
     photon_config c;
     int have[5];                 /* vocab_size, n_positions, n_layer, n_head, n_embd */
     int untied;                  /* tie_word_embeddings false */
+    double n_inner;              /* 0: null or absent */
 } photon__hf_config;
 
 /* Checks one config.json key against what photon's GPT-2 is; *num is the
@@ -3558,9 +3565,7 @@ static photon_result photon__hf_config_key(photon__hf_config *h, const char *pat
     if (strcmp(key, "layer_norm_epsilon") == 0 && !(kind == 1 && fabs(num - 1e-5) <= 1e-12))
         return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: layer_norm_epsilon %g: photon's LayerNorm uses 1e-05", path,
                             num);
-    if (strcmp(key, "n_inner") == 0 && kind != 0 && !(kind == 1 && h->have[4] && num == 4.0 * h->c.n_embd))
-        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: n_inner %g: photon's MLP is 4 x n_embd wide (n_inner null)",
-                            path, num);
+    if (strcmp(key, "n_inner") == 0 && kind != 0) h->n_inner = kind == 1 ? num : -1.0; /* checked once n_embd is known */
     if ((strcmp(key, "scale_attn_by_inverse_layer_idx") == 0 || strcmp(key, "add_cross_attention") == 0) && flag)
         return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: %s is true: photon's GPT-2 has no such attention", path, key);
     if (strcmp(key, "scale_attn_weights") == 0 && kind == 2 && !flag)
@@ -3570,7 +3575,7 @@ static photon_result photon__hf_config_key(photon__hf_config *h, const char *pat
     return PHOTON_OK;
 }
 
-static photon_result photon__hf_read_config(const char *path, photon__hf_config *h, photon_error *err) {
+static photon_result photon__hf_read_config(const char *path, photon__hf_config *h, char hex[65], photon_error *err) {
     unsigned char *data;
     size_t size;
     photon__json j;
@@ -3579,6 +3584,12 @@ static photon_result photon__hf_read_config(const char *path, photon__hf_config 
     int k;
     memset(h, 0, sizeof *h);
     if ((r = photon_read_file(path, &data, &size, err)) != PHOTON_OK) return r;
+    {   /* the hash of the very text that is parsed */
+        photon_sha256 sha;
+        photon_sha256_init(&sha);
+        photon_sha256_update(&sha, data, size);
+        photon_sha256_final(&sha, hex);
+    }
     photon__json_init(&j, (const char *)data, size, path, err);
     if (!photon__json_accept(&j, '{')) r = photon__json_error(&j, "expected a JSON object");
     else if (!photon__json_accept(&j, '}')) {
@@ -3601,12 +3612,18 @@ static photon_result photon__hf_read_config(const char *path, photon__hf_config 
             static const char *const shape[5] = {"vocab_size", "n_positions", "n_layer", "n_head", "n_embd"};
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: has no %s", path, shape[k]);
         }
+    if (r == PHOTON_OK && h->n_inner != 0.0 && h->n_inner != 4.0 * h->c.n_embd)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: n_inner %g: photon's MLP is 4 x n_embd wide (n_inner null)",
+                         path, h->n_inner);
     if (r == PHOTON_OK && photon_config_validate(&h->c, &why) != PHOTON_OK)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: %s", path, why.message);
     return r;
 }
 
-/* The safetensors files of a source, and config.json's path. */
+/* The safetensors files of a source (at most PHOTON__HF_MAX_FILES shards),
+   and config.json's path. */
+#define PHOTON__HF_MAX_FILES 1024
+
 typedef struct photon__hf_source {
     char config[4200];
     int num_files;
@@ -3630,6 +3647,9 @@ static photon_result photon__hf_add_file(photon__hf_source *s, const char *path,
     int k;
     for (k = 0; k < s->num_files; k++)
         if (strcmp(s->files[k], path) == 0) return PHOTON_OK;
+    if (s->num_files == PHOTON__HF_MAX_FILES)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: more than %d shards; photon imports at most that many", path,
+                            PHOTON__HF_MAX_FILES);
     grown = (char **)PHOTON_MALLOC((size_t)(s->num_files + 1) * sizeof(char *));
     if (!grown) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     if (s->num_files) memcpy(grown, s->files, (size_t)s->num_files * sizeof(char *));
@@ -3791,15 +3811,16 @@ static const char *photon__base_name(const char *path) {
     return s ? s + 1 : path;
 }
 
-/* The provenance keys: photon.source.K.file and .sha256, K from 0. */
+/* The provenance keys: photon.source.K.file and .sha256, K from 0: room
+   for three keys and two per file (PHOTON__HF_MAX_FILES). */
 typedef struct photon__hf_provenance {
     int n;
-    char keys[66][40], values[66][80];
-    const char *kp[66], *vp[66];
+    char keys[3 + 2 * PHOTON__HF_MAX_FILES][40], values[3 + 2 * PHOTON__HF_MAX_FILES][80];
+    const char *kp[3 + 2 * PHOTON__HF_MAX_FILES], *vp[3 + 2 * PHOTON__HF_MAX_FILES];
 } photon__hf_provenance;
 
 static void photon__hf_note(photon__hf_provenance *p, const char *key, const char *value) {
-    if (p->n >= 66) return;
+    if (p->n >= 3 + 2 * PHOTON__HF_MAX_FILES) return; /* photon__hf_find refuses more files */
     snprintf(p->keys[p->n], sizeof p->keys[0], "%s", key);
     snprintf(p->values[p->n], sizeof p->values[0], "%.79s", value);
     p->kp[p->n] = p->keys[p->n], p->vp[p->n] = p->values[p->n];
@@ -3860,27 +3881,27 @@ PHOTONDEF photon_result photon_hf_import(const char *source, const char *out_pat
                                          photon_error *err) {
     photon__hf_source src;
     photon__hf_config hc;
-    photon__hf_provenance prov;
+    photon__hf_provenance *prov = (photon__hf_provenance *)photon__calloc(1, sizeof *prov);
     photon_model m;
     float *lm_head = NULL;
     char hex[65], count[16], vocab[4200], merges[4300];
     photon_result r;
     memset(info, 0, sizeof *info);
     memset(&m, 0, sizeof m);
-    prov.n = 0;
+    if (!prov) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", source);
     if ((r = photon__hf_find(&src, source, err)) != PHOTON_OK) {
         photon__hf_source_free(&src);
+        PHOTON_FREE(prov);
         return r;
     }
-    if ((r = photon__hf_read_config(src.config, &hc, err)) == PHOTON_OK &&
-        (r = photon_sha256_file(src.config, hex, err)) == PHOTON_OK &&
+    if ((r = photon__hf_read_config(src.config, &hc, hex, err)) == PHOTON_OK &&
         (r = photon__model_alloc(&m, &hc.c, 0, err)) == PHOTON_OK) {
         info->config = hc.c;
-        photon__hf_note(&prov, "photon.source", "huggingface");
-        photon__hf_note(&prov, "photon.source.config_sha256", hex);
+        photon__hf_note(prov, "photon.source", "huggingface");
+        photon__hf_note(prov, "photon.source.config_sha256", hex);
         snprintf(count, sizeof count, "%d", src.num_files);
-        photon__hf_note(&prov, "photon.source.files", count);
-        r = photon__hf_read_all(&m, &src, info, &lm_head, &prov, err);
+        photon__hf_note(prov, "photon.source.files", count);
+        r = photon__hf_read_all(&m, &src, info, &lm_head, prov, err);
     }
     if (r == PHOTON_OK && hc.untied && !lm_head)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tie_word_embeddings is false but there is no lm_head.weight",
@@ -3888,7 +3909,7 @@ PHOTONDEF photon_result photon_hf_import(const char *source, const char *out_pat
     if (r == PHOTON_OK && hc.untied && memcmp(lm_head, m.params, (size_t)hc.c.vocab_size * hc.c.n_embd * 4) != 0)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tie_word_embeddings is false and lm_head.weight differs from "
                          "wte.weight: photon's output head is tied to the token embedding", src.config);
-    if (r == PHOTON_OK) r = photon__checkpoint_write(&m, out_path, prov.kp, prov.vp, prov.n, err);
+    if (r == PHOTON_OK) r = photon__checkpoint_write(&m, out_path, prov->kp, prov->vp, prov->n, err);
     snprintf(vocab, sizeof vocab, "%.4090s", src.config);
     vocab[strlen(vocab) - strlen("config.json")] = '\0';
     snprintf(info->tokenizer_dir, sizeof info->tokenizer_dir, "%.*s", vocab[0] ? (int)strlen(vocab) - 1 : 1,
@@ -3897,6 +3918,7 @@ PHOTONDEF photon_result photon_hf_import(const char *source, const char *out_pat
     snprintf(vocab + strlen(vocab), sizeof vocab - strlen(vocab), "vocab.json");
     info->has_tokenizer = photon__file_exists(vocab) && photon__file_exists(merges);
     PHOTON_FREE(lm_head);
+    PHOTON_FREE(prov);
     photon_model_free(&m);
     photon__hf_source_free(&src);
     return r;
@@ -4008,14 +4030,38 @@ PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char
         if (r == PHOTON_OK && (r = photon__staged_open(&d, "README.md")) == PHOTON_OK &&
             (r = photon__staged_write(&d, card.s, card.len)) == PHOTON_OK)
             r = photon__staged_close(&d);
-        if (r == PHOTON_OK && (r = photon__staged_open(&d, "model.safetensors")) == PHOTON_OK) { /* the checkpoint's bytes */
+        if (r == PHOTON_OK && (r = photon__staged_open(&d, "model.safetensors")) == PHOTON_OK) {
+            /* the checkpoint's bytes, exactly as opened, its payload hash checked on the way */
+            photon_sha256 payload;
+            const char *recorded = photon_st_meta(&st, "photon.data_sha256");
+            uint64_t pos = 0;
+            char hex[65];
+            photon_sha256_init(&payload);
             if (fseek(f, 0, SEEK_SET) != 0) r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", checkpoint_path);
-            while (r == PHOTON_OK && (n = fread(chunk, 1, 1 << 20, f)) > 0) r = photon__staged_write(&d, chunk, n);
-            if (r == PHOTON_OK && ferror(f)) r = photon__fail(err, PHOTON_ERR_IO, "%s: read failed", checkpoint_path);
+            while (r == PHOTON_OK && pos < st.file_size &&
+                   (n = fread(chunk, 1, st.file_size - pos < (1u << 20) ? (size_t)(st.file_size - pos) : (1u << 20), f)) > 0) {
+                size_t skip = pos < st.data_start ? (size_t)(st.data_start - pos < n ? st.data_start - pos : n) : 0;
+                photon_sha256_update(&payload, chunk + skip, n - skip);
+                r = photon__staged_write(&d, chunk, n);
+                pos += n;
+            }
+            photon_sha256_final(&payload, hex);
+            if (r == PHOTON_OK && pos != st.file_size)
+                r = photon__fail(err, PHOTON_ERR_IO, "%s: read %llu of %llu bytes (truncated while reading?)",
+                                 checkpoint_path, (unsigned long long)pos, (unsigned long long)st.file_size);
+            if (r == PHOTON_OK && recorded && strcmp(recorded, hex) != 0)
+                r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: its tensor data does not match the SHA-256 it records "
+                                 "(photon.data_sha256): the file is corrupt or was changed; nothing exported",
+                                 checkpoint_path);
+            if (r == PHOTON_OK && !recorded && !photon__accept_unhashed_files)
+                r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: records no photon.data_sha256", checkpoint_path);
             if (r == PHOTON_OK) r = photon__staged_close(&d);
         }
         for (k = 0; r == PHOTON_OK && k < num_files; k++) {
-            if (strchr(files[k].name, '/') || !files[k].name[0])
+            if (strcmp(files[k].name, "config.json") == 0 || strcmp(files[k].name, "model.safetensors") == 0 ||
+                strcmp(files[k].name, "README.md") == 0)
+                r = photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: '%s' is written by the export itself", dir, files[k].name);
+            else if (strchr(files[k].name, '/') || !files[k].name[0])
                 r = photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: '%s' is not a plain file name", dir, files[k].name);
             else if ((r = photon__staged_open(&d, files[k].name)) == PHOTON_OK &&
                      (r = photon__staged_write(&d, files[k].data, files[k].size)) == PHOTON_OK)
@@ -4123,7 +4169,7 @@ static photon_result photon__delta_header(photon_st_file *st, const char *path, 
         (r = photon__parse_u64(st, "photon.local_steps", &info->local_steps, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.tokens", &info->tokens, err)) != PHOTON_OK)
         return r;
-    if (photon_st_meta(st, "photon.batch") || !photon__accept_unhashed_files) { /* format 1 deltas had neither */
+    if (strcmp(photon_st_meta(st, "photon.version"), "1") != 0) { /* format 1 deltas had neither batch nor seq */
         if ((r = photon__parse_u64(st, "photon.batch", &info->batch, err)) != PHOTON_OK ||
             (r = photon__parse_u64(st, "photon.seq", &info->seq, err)) != PHOTON_OK)
             return r;
@@ -4540,6 +4586,15 @@ static double photon__merge_accumulate(photon_merge_result *res, const photon_me
             continue;
         }
         memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
+        if (strcmp(info.base_sha256, e->info.base_sha256) != 0 || strcmp(info.client, e->info.client) != 0 ||
+            info.round != e->info.round || info.local_steps != e->info.local_steps || info.batch != e->info.batch ||
+            info.seq != e->info.seq || info.tokens != e->info.tokens) { /* replaced between the two passes */
+            e->accepted = 0;
+            snprintf(e->reason, sizeof e->reason, "%s: changed while it was being merged (its header differs from the "
+                     "one checked)", e->path);
+            if (!o->skip_bad) return 0.0;
+            continue;
+        }
         w = o->outer.uniform ? 1.0 : (double)e->info.tokens;
         {
             photon__axpy_job job;
@@ -4604,7 +4659,7 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     }
     res->num_entries = num_deltas;
     for (i = 0; i < num_deltas; i++) res->entries[i].path = delta_paths[i];
-    {   /* hashing the deltas is most of this pass: one task per delta */
+    {   /* reading the deltas' headers: one task per delta */
         photon__inspect_job job;
         job.res = res;
         job.base_hash = base_hash;
@@ -4697,8 +4752,12 @@ PHOTONDEF photon_result photon_merge_verify(const photon_merge_result *res, cons
     char tmp[4096 + 32];
     photon_result r;
     *matches = 0;
-#ifdef PHOTON__POSIX
-    snprintf(tmp, sizeof tmp, "%.4096s.%ld.verify", path, (long)getpid());
+#ifdef PHOTON__POSIX /* in the temporary directory: an auditor may check a copy it cannot write beside */
+    {
+        const char *dir = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%.2000s/photon-%ld-%.1900s.verify", dir && *dir ? dir : "/tmp", (long)getpid(),
+                 photon__base_name(path));
+    }
 #else
     snprintf(tmp, sizeof tmp, "%.4096s.verify", path);
 #endif
@@ -5285,6 +5344,7 @@ static photon_result photon__open_regular(const char *path, FILE **out, long *si
 #ifdef PHOTON__POSIX
     struct stat info;
     int fd = open(path, O_RDONLY | O_NONBLOCK);
+    memset(&info, 0, sizeof info);
     if (fd < 0) return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
         close(fd);
@@ -5416,6 +5476,17 @@ PHOTONDEF photon_result photon_files_equal(const char *a, const char *b, int *eq
     return r;
 }
 
+/* Whether two paths name one existing file (hard links, "./x" and "x"). */
+static int photon__same_file(const char *a, const char *b) {
+#ifdef PHOTON__POSIX
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+#else
+    (void)a, (void)b;
+    return 0;
+#endif
+}
+
 PHOTONDEF photon_result photon_outputs_add(photon_outputs *o, const char *target, const char **temp, photon_error *err) {
     photon_result r;
     if (o->count == PHOTON_OUTPUTS_MAX)
@@ -5423,6 +5494,13 @@ PHOTONDEF photon_result photon_outputs_add(photon_outputs *o, const char *target
     if (strlen(target) >= sizeof o->target[0])
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "%.200s...: path too long", target);
     if ((r = photon_output_check(target, err)) != PHOTON_OK) return r;
+    {   /* two outputs of one group on one file would overwrite each other (and an input given as an output) */
+        int k;
+        for (k = 0; k < o->count; k++)
+            if (strcmp(o->target[k], target) == 0 || photon__same_file(o->target[k], target))
+                return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: named twice as an output (also as %s)", target,
+                                    o->target[k]);
+    }
 #ifdef PHOTON__POSIX
     snprintf(o->temp[o->count], sizeof o->temp[0], "%s.%ld.pending", target, (long)getpid());
 #else

@@ -53,10 +53,12 @@ verify)
         esac
     fi
     # 3. the signer is the client the delta names
-    info=$("$BIN/photon-merge" --inspect "$delta" 2>&1) || refuse "${info#photon-merge: }"
+    info=$("$BIN/photon-merge" --inspect "$delta" 2>"$delta.inspect.err") ||
+        { why=$(tail -n 1 "$delta.inspect.err"); rm -f "$delta.inspect.err"; refuse "${why#photon-merge: }"; }
+    rm -f "$delta.inspect.err"
     client=$(printf '%s' "$info" | python3 -c 'import json, sys; print(json.load(sys.stdin)["client"])') ||
         refuse "cannot read its client id"
-    if ! printf '%s\n' "$who" | grep -qx -- "$client"; then
+    if ! printf '%s\n' "$who" | grep -qxF -- "$client"; then # the id as it is: '.' is not a wildcard
         refuse "says it is from '$client' but is signed with the key of '$signer'"
     fi
     fingerprint=$(printf '%s' "$out" | grep -o 'SHA256:[A-Za-z0-9+/=]*' | head -1)

@@ -17,6 +17,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$here/bin}
 [ $# -eq 2 ] || { echo "usage: round-record.sh AGG ROUND" >&2; exit 2; }
 agg=$(cd "$1" && pwd) r=$2
+[[ "$r" =~ ^[1-9][0-9]*$ ]] || { echo "round-record.sh: the round is a number from 1, got '$r'" >&2; exit 2; }
 dir="$agg/round-$r"
 [ -d "$dir" ] || { echo "round-record.sh: $dir: no such round" >&2; exit 1; }
 sha() { if [ -f "$1" ]; then sha256sum "$1" | cut -c1-64; else echo null; fi; }

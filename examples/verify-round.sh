@@ -11,10 +11,18 @@ set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { echo "usage: verify-round.sh ROUND_DIR... | AGG" >&2; exit 2; }
 rounds=()
-if [ $# -eq 1 ] && [ -f "$1/global-r0.safetensors" ]; then # the whole chain
-    agg=$(cd "$1" && pwd) r=1
-    while [ -d "$agg/round-$r" ]; do rounds+=("$agg/round-$r"); r=$((r + 1)); done
-    [ ${#rounds[@]} -gt 0 ] || { echo "verify-round.sh: $agg holds no merged round" >&2; exit 1; }
+if [ $# -eq 1 ] && [ -f "$1/global-r0.safetensors" ]; then # the whole chain: 1 to the last, no gaps
+    agg=$(cd "$1" && pwd) last=0
+    for f in "$agg"/global-r*.safetensors "$agg"/round-*; do
+        n=${f##*/global-r} n=${n%.safetensors} n=${n##*/round-}
+        [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt "$last" ] && last=$n
+    done
+    [ "$last" -gt 0 ] || { echo "verify-round.sh: $agg holds no merged round" >&2; exit 1; }
+    for ((r = 1; r <= last; r++)); do
+        [ -f "$agg/global-r$r.safetensors" ] || { echo "verify-round.sh: the chain is broken: no global-r$r.safetensors" >&2; exit 1; }
+        [ -d "$agg/round-$r" ] || { echo "verify-round.sh: the chain is broken: no round-$r/ for global-r$r.safetensors" >&2; exit 1; }
+        rounds+=("$agg/round-$r")
+    done
 else
     rounds=("$@")
 fi

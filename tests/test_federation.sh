@@ -133,6 +133,31 @@ else
     skip "--reset-optimizer against zeroed moments: python3 not found"
 fi
 
+# --- heterogeneous silos: --time-budget trains what fits, and the merge weighs it by what it did ---
+if ! command -v python3 >/dev/null; then
+    skip "--time-budget: python3 is needed to read the tools' JSON"
+else
+check "train --time-budget: a slow silo stops when the next step would not fit" bash -c "
+    '$BIN/photon-train' --model g0.st --data data0.txt --steps 1000000 --batch 2 --seq 16 --time-budget 0.5 \
+        --state tb.st --delta-out tb.st.delta --client-id slow --json >tb.json 2>tb.err &&
+    python3 -c 'import json; d = json.load(open(\"tb.json\")); assert 1 <= d[\"steps\"] < 1000000 and d[\"tokens\"] == d[\"steps\"] * 32, d' &&
+    grep -q 'steps fit in the time budget of 0.5 s' tb.err"
+check "train --time-budget: at least one step, however short the budget" bash -c "
+    '$BIN/photon-train' --model g0.st --data data0.txt --steps 50 --batch 2 --seq 16 --time-budget 0.001 \
+        --delta-out tb1.st --client-id quick --json 2>/dev/null | python3 -c 'import json, sys; assert json.load(sys.stdin)[\"steps\"] == 1'"
+check "train --time-budget: the delta records the steps and tokens it did" bash -c "
+    '$BIN/photon-merge' --inspect tb.st.delta | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read()); t = json.load(open(\"tb.json\"))
+assert d[\"local_steps\"] == t[\"steps\"] and d[\"tokens\"] == t[\"tokens\"] == d[\"local_steps\"] * d[\"batch\"] * d[\"seq\"], (d, t)'"
+check "merge: silos that did different amounts of work are weighed by their tokens" bash -c "
+    '$BIN/photon-merge' --base g0.st --out tb-next.st --json tb.st.delta d1.st 2>/dev/null | python3 -c '
+import json, sys
+m = json.load(sys.stdin); w = {d[\"client\"]: (d[\"weight\"], d[\"tokens\"]) for d in m[\"deltas\"]}
+total = sum(t for _, t in w.values())
+assert all(abs(wt - t / total) < 1e-12 for wt, t in w.values()), w'"
+fi
+
 # --- the example scripts (they read the tools' JSON with python3) ---
 check "federate.sh: a usage error exits 2" expect_exit 2 "required" "$ROOT/examples/federate.sh" --agg x
 if ! command -v python3 >/dev/null; then

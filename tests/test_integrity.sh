@@ -139,6 +139,10 @@ check "a delta whose bytes changed after signing is refused" expect_exit 1 "its 
 cp da.st ns.st && ssh-keygen -Y sign -q -f key-a -n other-namespace ns.st
 check "a signature of the wrong namespace is refused" expect_exit 1 "another namespace, not photon-delta" \
     "$SIG" verify allowed_signers ns.st
+"$BIN/photon-train" --model g0.st --data data.txt --steps 1 --batch 2 --seq 16 --delta-out dot.st --client-id . 2>/dev/null
+"$SIG" sign key-a dot.st
+check "a client id is matched as it is: '.' is not a wildcard for 'a'" expect_exit 1 "says it is from '.' but is signed with the key of 'a'" \
+    "$SIG" verify allowed_signers dot.st
 echo garbage >bad.st.sig && cp da.st bad.st
 check "a malformed signature is refused" expect_exit 1 "malformed signature" "$SIG" verify allowed_signers bad.st
 
@@ -169,6 +173,14 @@ p = sys.argv[1]; raw = bytearray(open(p, "rb").read()); raw[len(raw) // 2] ^= 0x
     cp saved "$f"
 done
 check "verify-round.sh: restored, the federation verifies again" "$ROOT/examples/verify-round.sh" fed/agg
+mv fed/agg/round-2 fed/round-2-aside
+check "verify-round.sh: a missing round breaks the chain (rounds after it are not taken on trust)" expect_exit 1 \
+    "the chain is broken: no round-2/" "$ROOT/examples/verify-round.sh" fed/agg
+mv fed/round-2-aside fed/agg/round-2
+check "photon-train refuses one file named as two of its outputs, and leaves it as it was" bash -c "
+    cp fed/agg/global-r3.safetensors same.st && ! '$BIN/photon-train' --model same.st --data data.txt --steps 1 --batch 2 \
+        --seq 16 --out same.st --delta-out same.st --client-id a 2>err && grep -q 'named twice as an output' err &&
+    cmp -s same.st fed/agg/global-r3.safetensors"
 cp key-eve fed/c1/keys/id && cp key-eve.pub fed/c1/keys/id.pub
 check "federate.sh: a client signing with the wrong key is refused, and the round stops" expect_exit 1 \
     "refused: signed by a key that allowed_signers does not list" \

@@ -1049,6 +1049,10 @@ static void test_files(void) {
     expect(photon_read_file(a, &data, &size, NULL) == PHOTON_OK && size == 3 && !photon__file_exists(t1),
            "outputs: an abort leaves the target and removes the temporary", NULL);
     photon_free(data);
+    photon_outputs_add(&out, a, &t1, NULL);
+    expect(photon_outputs_add(&out, a, &t2, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "named twice as an output"),
+           "outputs: one file named twice in a group is refused (it would overwrite itself)", err.message);
+    photon_outputs_abort(&out);
     mkdir(dir, 0777);
     expect(photon_outputs_add(&out, dir, &t1, &err) == PHOTON_ERR_IO && strstr(err.message, "not a regular file"),
            "outputs: a target that is a directory is refused before any work", err.message);
@@ -1115,6 +1119,12 @@ static void test_split_plan(void) {
     expect(photon_split_write(&p, names, paths, lines, line_sizes, dir, &err) == PHOTON_ERR_IO &&
                strstr(err.message, "exists and is not empty"),
            "split: a non-empty directory is refused", err.message);
+    {
+        const char *same[2] = {"a.txt", "a.txt"};
+        expect(photon_split_write(&p, same, paths, lines, line_sizes, tmp_path("split-same"), &err) == PHOTON_ERR_ARGUMENT &&
+                   strstr(err.message, "two sources named a.txt"),
+               "split: two sources of one name are refused (one would overwrite the other)", err.message);
+    }
     photon_split_plan_free(&p);
     expect(photon_split_plan_make(&p, PHOTON_SPLIT_IID, 20, lines, line_sizes, 2, 6, &err) == PHOTON_ERR_ARGUMENT &&
                strstr(err.message, "fewer than 20 clients"),
@@ -1473,6 +1483,14 @@ static void test_payload_hashes(void) {
             snprintf(name, sizeof name, "payload: a %s with a bit flipped at the %s of its data is refused", kinds[k],
                      w == 0 ? "start" : w == 1 ? "middle" : "end");
             expect(ok, name, err.message);
+            if (k == 0) { /* the export copies the file's bytes: it checks them as it copies */
+                const char *dir = tmp_path("ph-export");
+                snprintf(name, sizeof name, "payload: a checkpoint flipped at the %s is not exported",
+                         w == 0 ? "start" : w == 1 ? "middle" : "end");
+                expect(photon_hf_export(flipped, dir, NULL, 0, -1, &err) == PHOTON_ERR_FORMAT &&
+                           strstr(err.message, "photon.data_sha256") && !photon__file_exists(dir),
+                       name, err.message);
+            }
         }
     photon_adamw_state_free(&cs.adamw);
     photon_server_state_free(&ss);
@@ -1503,8 +1521,8 @@ static void write_delta_claiming(const photon_model *base, const char *base_hash
     photon__meta_u64(&meta, "photon.round", base->round + 1);
     photon__meta_str(&meta, "photon.client", client);
     photon__meta_str(&meta, "photon.local_steps", steps);
-    photon__meta_str(&meta, "photon.batch", batch);
-    photon__meta_str(&meta, "photon.seq", seq);
+    if (batch) photon__meta_str(&meta, "photon.batch", batch); /* NULL: a delta without batch and seq */
+    if (seq) photon__meta_str(&meta, "photon.seq", seq);
     photon__meta_str(&meta, "photon.tokens", tokens);
     photon__meta_str(&meta, "photon.loss", "1.5");
     photon_st_write_f32(path, e, base->num_tensors, meta.keys, meta.values, meta.n, NULL);
@@ -1544,6 +1562,13 @@ static void test_delta_counters(void) {
     write_delta_claiming(&m, hash, d2, "4611686018427387904", "2", "1", "9223372036854775808", "half-b");
     expect(photon_merge(base, paths, 2, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "2^64-1"),
            "counters: tokens that add up past 2^64-1 are refused", err.message);
+    photon_merge_result_free(&res);
+    write_delta_claiming(&m, hash, d, "10", NULL, NULL, "1000000000", "stripped");
+    photon_accept_unhashed(1);
+    expect(photon_merge(base, paths, 1, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "lacks photon.batch"),
+           "counters: a format-2 delta without batch and sequence is refused, even when unhashed files are accepted",
+           err.message);
+    photon_accept_unhashed(0);
     photon_merge_result_free(&res);
     write_delta_claiming(&m, hash, d, "1000000", "1", "1", "1000000", "many-steps");
     o.max_local_steps = 1000;

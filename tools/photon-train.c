@@ -32,6 +32,11 @@ static const char *usage =
     "                       train-tokenizer) instead of bytes; --init then defaults\n"
     "                       --vocab to the tokenizer's size\n"
     "  --steps N            local optimizer steps (default 100; 0 writes the model as it is)\n"
+    "  --time-budget S      train as many steps as fit in S seconds: at least one, at most\n"
+    "                       --steps (a slow silo does less work; its delta records the steps\n"
+    "                       and tokens it did, and the merge weighs it by them). The step\n"
+    "                       count then depends on the machine; without it, training is\n"
+    "                       bit-for-bit deterministic\n"
     "  --batch B            rows per batch (default 8)\n"
     "  --seq T              tokens per row, at most the context length (default min(64, ctx))\n"
     "  --lr X               peak learning rate (default 1e-3)\n"
@@ -74,6 +79,7 @@ typedef struct train_options {
     const char **data_paths;
     int num_data;
     long long steps, batch, seq, warmup, total_steps;
+    double time_budget; /* seconds; 0: none */
     int have_seq, have_total, have_config;
     cli_device device;
     photon_adamw_config adamw;
@@ -105,6 +111,8 @@ static void parse_args(train_options *o, int argc, char **argv) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
         if (cli_device_flag(&a, &o->device)) {
             /* --device, --precision */
+        } else if (cli_is(&a, "--time-budget")) {
+            o->time_budget = cli_float(&a, 1e-3, 1e9);
         } else if (cli_is(&a, "--init")) {
             cli_no_value(&a);
             o->init = 1;
@@ -235,7 +243,7 @@ int main(int argc, char **argv) {
     char base_sha256[65];
     photon_outputs outputs;
     const char *out_temp = NULL, *delta_temp = NULL, *state_temp = NULL;
-    long long s;
+    long long s, done = 0;
     double start, elapsed, loss_sum = 0.0;
     cli_start("photon-train");
     parse_args(&o, argc, argv);
@@ -298,12 +306,20 @@ int main(int argc, char **argv) {
     if (o.steps > 0) gpu = cli_gpu_open(&o.device, &model, &state.adamw, (int)o.batch, (int)o.seq);
     start = cli_now();
     for (s = 1; s <= o.steps; s++) {
+        double used;
         photon_loader_next(&loader, inputs, targets);
         if (cli_train_step(gpu, &model, &state.adamw, &o.adamw, &schedule, inputs, targets, (int)o.batch, (int)o.seq,
                            &st, &err) != PHOTON_OK)
             cli_fail(&err);
         loss_sum += st.loss;
-        if (s % o.log_every == 0 || s == o.steps) log_step(&o, s, &model, &st, cli_now() - start);
+        done = s;
+        used = cli_now() - start;
+        if (s % o.log_every == 0 || s == o.steps) log_step(&o, s, &model, &st, used);
+        if (o.time_budget > 0 && s < o.steps && used + used / (double)s > o.time_budget) { /* the next would not fit */
+            fprintf(stderr, "%s: %lld of %lld steps fit in the time budget of %g s\n", cli_prog, done, o.steps,
+                    o.time_budget);
+            break;
+        }
     }
     cli_gpu_close(gpu, &model, &state.adamw); /* the weights and moments come back to the host */
     elapsed = cli_now() - start;
@@ -317,10 +333,10 @@ int main(int argc, char **argv) {
             memcpy(info.base_sha256, base_sha256, sizeof base_sha256);
             info.round = model.round + 1;
             snprintf(info.client, sizeof info.client, "%s", o.client_id);
-            info.local_steps = (uint64_t)o.steps;
+            info.local_steps = (uint64_t)done;
             info.batch = (uint64_t)o.batch;
             info.seq = (uint64_t)o.seq;
-            info.tokens = (uint64_t)(o.steps * o.batch * o.seq);
+            info.tokens = (uint64_t)(done * o.batch * o.seq);
             info.loss = st.loss;
             r = photon_delta_save(&model, base_params, &info, delta_temp, &err);
         }
@@ -344,13 +360,13 @@ int main(int argc, char **argv) {
         printf(",\"delta\":");
         if (o.delta_path) cli_json_string(stdout, o.delta_path);
         else printf("null");
-        printf(",\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", o.steps,
-               (unsigned long long)model.step, (unsigned long long)model.tokens_seen, o.steps * o.batch * o.seq);
-        cli_json_number(stdout, o.steps ? st.loss : NAN);
+        printf(",\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", done,
+               (unsigned long long)model.step, (unsigned long long)model.tokens_seen, done * o.batch * o.seq);
+        cli_json_number(stdout, done ? st.loss : NAN);
         printf(",\"mean_loss\":");
-        cli_json_number(stdout, o.steps ? loss_sum / (double)o.steps : NAN);
+        cli_json_number(stdout, done ? loss_sum / (double)done : NAN);
         printf(",\"seconds\":%.3f,\"tokens_per_second\":", elapsed);
-        cli_json_number(stdout, elapsed > 0 ? (double)(o.steps * o.batch * o.seq) / elapsed : NAN);
+        cli_json_number(stdout, elapsed > 0 ? (double)(done * o.batch * o.seq) / elapsed : NAN);
         printf(",\"data_epoch\":%llu,\"data_position\":%llu,\"device\":\"%s\"}\n", (unsigned long long)loader.epoch,
                (unsigned long long)loader.position, o.device.use_cuda ? "cuda" : "cpu");
     }
