@@ -1,0 +1,11 @@
+/* fuzz_tokenizer_merges.c - libFuzzer harness: the input as merges.txt with
+   a fixed valid vocab.json (the tokenizer of fuzz_common.h); a tokenizer
+   that loads encodes and decodes a fixed text. */
+#define PHOTON_IMPLEMENTATION
+#include "../../photon_bpe.h"
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fuzz_tokenizer_half(0, data, size);
+    return 0;
+}
