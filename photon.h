@@ -959,21 +959,26 @@ PHOTONDEF const char *photon_result_string(photon_result code) {
 #define PHOTON__PRINTF(f, a)
 #endif
 
-/* Records an error (if the caller asked for one) and returns its code. */
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__GNUC__) || defined(__clang__) /* for a readable definition kept beside a fast one */
 #define PHOTON__MAYBE_UNUSED __attribute__((unused))
 #else
 #define PHOTON__MAYBE_UNUSED
 #endif
 
+/* Records an error (if the caller asked for one) and returns its code. The
+   message stays one line whatever it quotes: a control character from a
+   file (a newline inside a token, a name) becomes a space. */
 static photon_result photon__fail(photon_error *err, photon_result code, const char *fmt, ...) PHOTON__PRINTF(3, 4);
 static photon_result photon__fail(photon_error *err, photon_result code, const char *fmt, ...) {
     if (err) {
         va_list ap;
+        char *c;
         err->code = code;
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        for (c = err->message; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = ' ';
     }
     return code;
 }

@@ -1059,6 +1059,9 @@ static void test_files(void) {
     expect(photon_read_file(dir, &data, &size, &err) == PHOTON_ERR_IO && strstr(err.message, "not a regular file") &&
                strstr(err.message, dir),
            "files: reading a directory is refused, naming it", err.message);
+    expect(photon_read_file("no\nsuch\tfile", &data, &size, &err) == PHOTON_ERR_IO && !strchr(err.message, '\n') &&
+               !strchr(err.message, '\t') && strstr(err.message, "no such file"),
+           "errors: a message stays one line whatever it quotes", err.message);
     expect(photon_output_check("/nonexistent-dir/x", &err) == PHOTON_ERR_IO && strstr(err.message, "cannot create"),
            "files: an output in a directory that does not exist is refused early", err.message);
     photon_write_file(b, "new", 3, NULL);
