@@ -171,6 +171,9 @@ bench: bin/photon-bench bin/photon-train bin/photon-eval bin/photon-data
 	bash bench/bench_bpe.sh
 	bash bench/bench_hf_import.sh bin
 
+# libFuzzer harnesses for every reader of untrusted files: make fuzz, fuzz-ci, fuzz-crashes (tests/fuzz/fuzz.mk)
+include tests/fuzz/fuzz.mk
+
 demo: $(TOOLS)
 	bash examples/demo.sh
 

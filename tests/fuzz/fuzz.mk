@@ -11,6 +11,11 @@
 #   make fuzz-smoke   the same for FUZZ_SMOKE_SECONDS (default 3) each;
 #                     skipped, with the reason, where clang cannot link
 #                     -fsanitize=fuzzer
+#   make fuzz-crashes every input the fuzzers once crashed on
+#                     (tests/fuzz/crashes/HARNESS-WHAT), through its harness:
+#                     the bugs stay fixed
+#   make fuzz-ci      what .ci/run runs: fuzz-crashes, then each harness for
+#                     FUZZ_CI_SECONDS (default 30); skipped like fuzz-smoke
 #
 # FUZZ_ARGS adds libFuzzer flags (e.g. FUZZ_ARGS=-jobs=2); FUZZ_ONLY="shard
 # delta" runs some harnesses only. FUZZ_KNOWN=1 lets the run go on past the
@@ -38,7 +43,7 @@ FUZZ_ONLY ?= $(FUZZ_NAMES)
 FUZZ_BINS = $(FUZZ_NAMES:%=bin/fuzz/fuzz_%)
 FUZZ_DEPS = photon.h photon_bpe.h tests/fuzz/fuzz_common.h tests/fuzz/fuzz.mk
 
-.PHONY: fuzz-build fuzz fuzz-smoke
+.PHONY: fuzz-build fuzz fuzz-smoke fuzz-crashes fuzz-ci
 
 fuzz-build: $(FUZZ_BINS) bin/fuzz/make_seeds
 
@@ -86,3 +91,29 @@ fuzz-smoke:
 	fi; \
 	rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
 	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_KNOWN=1
+
+# Each reproducer, named HARNESS-WHAT, through its harness once.
+fuzz-crashes: fuzz-build
+	@for c in tests/fuzz/crashes/*; do \
+	    [ -f "$$c" ] || continue; n=`basename $$c`; n=$${n%%-*}; \
+	    case "$$n" in tokenizer) n=tokenizer_vocab ;; client) n=client_state ;; server) n=server_state ;; esac; \
+	    if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ./bin/fuzz/fuzz_$$n "$$c" >/tmp/photon-fuzz-crash.log 2>&1; then \
+	        grep -E 'ERROR|SUMMARY|runtime error|^fuzz: ' /tmp/photon-fuzz-crash.log | head -5; \
+	        echo "fuzz-crashes: $$c crashes fuzz_$$n again"; exit 1; \
+	    fi; \
+	    echo "fuzz-crashes: $$c: fixed (fuzz_$$n runs it clean)"; \
+	done
+
+FUZZ_CI_SECONDS ?= 30
+fuzz-ci:
+	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+	    >/tmp/photon-fuzz-probe-$$$$.c; \
+	if ! $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c \
+	        >/dev/null 2>&1; then \
+	    rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
+	    echo "fuzz-ci: skipped: $(FUZZ_CC) -fsanitize=fuzzer does not link here (no clang with libFuzzer)"; \
+	    exit 0; \
+	fi; \
+	rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
+	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz-crashes && \
+	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)

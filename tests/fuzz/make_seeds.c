@@ -84,7 +84,9 @@ static void deltas(void) {
         snprintf(info.client, sizeof info.client, "%s", clients[k]);
         info.round = base.round + 1;
         info.local_steps = 10 + (uint64_t)k;
-        info.tokens = 1000 * (uint64_t)(k + 1);
+        info.batch = 1 + (uint64_t)k;
+        info.seq = (uint64_t)fuzz_config.n_ctx; /* tokens = steps x batch x seq, as every delta now records */
+        info.tokens = info.local_steps * info.batch * info.seq;
         info.loss = 2.5f + (float)k;
         snprintf(name, sizeof name, "delta-%d.safetensors", k);
         check(photon_delta_save(&local, base.params, &info, seed_path("delta", name), &err), "photon_delta_save", &err);
