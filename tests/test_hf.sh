@@ -109,6 +109,15 @@ for c in a b; do
         --delta-out d$c.st --client-id $c 2>/dev/null
 done
 check "a round from the imported model merges" "$BIN/photon-merge" --base f32.st --out g1.st da.st db.st
+cp -r hf/f32 hf/with-tok && cp tok/vocab.json tok/merges.txt hf/with-tok/
+check "import: a folder's vocab.json and merges.txt are checked and named as the tokenizer" bash -c \
+    "'$BIN/photon-data' import hf/with-tok --out wt.st --json 2>err | grep -q '\"tokenizer\":\"hf/with-tok\"' &&
+     grep -q 'give it as --tokenizer hf/with-tok' err"
+"$BIN/photon-data" train-tokenizer --vocab 280 --out tok280 text.txt --quiet
+cp -r hf/f32 hf/bad-tok && cp tok280/vocab.json tok280/merges.txt hf/bad-tok/
+check "import: a tokenizer of another vocabulary size is refused, and nothing written" bash -c \
+    "! '$BIN/photon-data' import hf/bad-tok --out bt.st 2>err && grep -q 'the tokenizer has 280 tokens, config.json a vocabulary of 300' err &&
+     [ ! -e bt.st ]"
 check "export: a folder with the tokenizer" "$BIN/photon-eval" --model g1.st --tokenizer tok --hf-export exported
 check "export: config, weights, card and tokenizer files" bash -c \
     "cd exported && ls config.json model.safetensors README.md vocab.json merges.txt tokenizer_config.json >/dev/null &&
