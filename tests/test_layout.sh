@@ -11,17 +11,21 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 scratch layout
 H=$ROOT/photon.h
 
-# every top-level function definition: "LINE NAME" (a declaration that ends
-# in "{" rather than ";", its name the identifier before the first "(")
-awk '
-    /^(static|PHOTONDEF|PHOTON__MAYBE_UNUSED) / && !sig { sig = $0; start = NR }
-    sig && NR > start { sig = sig " " $0 }
-    sig && /[;{][[:space:]]*$/ {
-        if (sig ~ /\{[[:space:]]*$/ && sig ~ /\(/) {
-            name = sig; sub(/\(.*/, "", name); n = split(name, w, /[ *]+/); print start, w[n]
-        }
-        sig = ""
-    }' "$H" >"$W/defs"
+# definitions FILE: every top-level function definition, "LINE NAME" (a
+# declaration that ends in "{" rather than ";", its name the identifier
+# before the first "(")
+definitions() {
+    awk '
+        /^(static|PHOTONDEF|PHOTON__MAYBE_UNUSED) / && !sig { sig = $0; start = NR }
+        sig && NR > start { sig = sig " " $0 }
+        sig && /[;{][[:space:]]*$/ {
+            if (sig ~ /\{[[:space:]]*$/ && sig ~ /\(/) {
+                name = sig; sub(/\(.*/, "", name); n = split(name, w, /[ *]+/); print start, w[n]
+            }
+            sig = ""
+        }' "$1"
+}
+definitions "$H" >"$W/defs"
 # the implementation's banners: "LINE TAG"
 grep -n '^/\* >>[a-z0-9_]*:' "$H" | sed 's/^\([0-9]*\):\/\* >>\([a-z0-9_]*\):.*/\1 \2/' >"$W/banners"
 line_of() { awk -v t="$1" '$2 == t { print $1; exit }' "$W/banners"; }
@@ -72,15 +76,7 @@ algorithm_refs() {
     done
     [ -z "$missing" ] || { echo "docs/ALGORITHM.md names functions photon.h does not define:$missing" >&2; return 1; }
 }
-awk '
-    /^(static|PHOTONDEF|PHOTON__MAYBE_UNUSED) / && !sig { sig = $0; start = NR }
-    sig && NR > start { sig = sig " " $0 }
-    sig && /[;{][[:space:]]*$/ {
-        if (sig ~ /\{[[:space:]]*$/ && sig ~ /\(/) {
-            name = sig; sub(/\(.*/, "", name); n = split(name, w, /[ *]+/); print start, w[n]
-        }
-        sig = ""
-    }' "$ROOT/photon_bpe.h" >>"$W/defs"
+definitions "$ROOT/photon_bpe.h" >>"$W/defs"
 check "docs/ALGORITHM.md: every function it names is defined" algorithm_refs
 
 readme_layout() {

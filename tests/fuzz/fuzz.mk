@@ -45,6 +45,21 @@ FUZZ_DEPS = photon.h photon_bpe.h tests/fuzz/fuzz_common.h tests/fuzz/fuzz.mk
 
 .PHONY: fuzz-build fuzz fuzz-smoke fuzz-crashes fuzz-ci
 
+# $(call fuzz_if_libfuzzer,TARGET,COMMAND): COMMAND where clang links
+# -fsanitize=fuzzer, else one line saying why TARGET is skipped.
+define fuzz_if_libfuzzer
+	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+	    >/tmp/photon-fuzz-probe-$$$$.c; \
+	if ! $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c \
+	        >/dev/null 2>&1; then \
+	    rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
+	    echo "$(1): skipped: $(FUZZ_CC) -fsanitize=fuzzer does not link here (no clang with libFuzzer)"; \
+	    exit 0; \
+	fi; \
+	rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
+	$(2)
+endef
+
 fuzz-build: $(FUZZ_BINS) bin/fuzz/make_seeds
 
 bin/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
@@ -81,16 +96,8 @@ fuzz: fuzz-build
 	$(call fuzz_run,$(FUZZ_SECONDS))
 
 fuzz-smoke:
-	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
-	    >/tmp/photon-fuzz-probe-$$$$.c; \
-	if ! $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c \
-	        >/dev/null 2>&1; then \
-	    rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
-	    echo "fuzz-smoke: skipped: $(FUZZ_CC) -fsanitize=fuzzer does not link here (no clang with libFuzzer)"; \
-	    exit 0; \
-	fi; \
-	rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
-	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_KNOWN=1
+	$(call fuzz_if_libfuzzer,fuzz-smoke,$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz \
+	    FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_KNOWN=1)
 
 # Each reproducer, named HARNESS-WHAT, through its harness once.
 fuzz-crashes: fuzz-build
@@ -106,14 +113,5 @@ fuzz-crashes: fuzz-build
 
 FUZZ_CI_SECONDS ?= 30
 fuzz-ci:
-	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
-	    >/tmp/photon-fuzz-probe-$$$$.c; \
-	if ! $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c \
-	        >/dev/null 2>&1; then \
-	    rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
-	    echo "fuzz-ci: skipped: $(FUZZ_CC) -fsanitize=fuzzer does not link here (no clang with libFuzzer)"; \
-	    exit 0; \
-	fi; \
-	rm -f /tmp/photon-fuzz-probe-$$$$ /tmp/photon-fuzz-probe-$$$$.c; \
-	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz-crashes && \
-	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+	$(call fuzz_if_libfuzzer,fuzz-ci,$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz-crashes && \
+	    $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS))
