@@ -1,7 +1,8 @@
 /* fuzz_delta.c - libFuzzer harness: the input as a delta, read as
    photon-merge reads it: photon_merge of the input into a fixed base
    checkpoint (the tiny model of fuzz_common.h, written once), FedAvg, no
-   server state, skip_bad 0; then photon_delta_load of it directly. */
+   server state, skip_bad 0; then photon_delta_load of it directly. Each
+   input as it is and with its payload hash made right (fuzz_each_payload). */
 #define PHOTON_IMPLEMENTATION
 #include "../../photon_bpe.h"
 #include "fuzz_common.h"
@@ -9,7 +10,7 @@
 static photon_model base;
 static float *values;
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+static void one(const uint8_t *data, size_t size) {
     const char *base_path = fuzz_path("base.safetensors"), *delta;
     photon_merge_options o;
     photon_merge_result res;
@@ -39,5 +40,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     photon_merge_result_free(&res);
     r = photon_delta_load(&base, delta, &info, values, &err);
     fuzz_check_refusal(r, &err);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fuzz_each_payload(data, size, one);
     return 0;
 }
