@@ -83,12 +83,12 @@ define fuzz_run
 	    if ! $(FUZZ_ENV) ./bin/fuzz/fuzz_$$n -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	            -artifact_prefix=$(FUZZ_OUT)/artifacts/$$n- $(FUZZ_ARGS) \
 	            $(FUZZ_OUT)/$$n $(FUZZ_OUT)/seeds/$$n >$(FUZZ_OUT)/$$n.log 2>&1; then \
-	        grep -E '^==[0-9]+==ERROR|SUMMARY|runtime error|^fuzz: ' $(FUZZ_OUT)/$$n.log | head -5; \
+	        grep -a -E '^==[0-9]+==ERROR|SUMMARY|runtime error|^fuzz: ' $(FUZZ_OUT)/$$n.log | head -5; \
 	        unit=`sed -n 's/.*Test unit written to //p' $(FUZZ_OUT)/$$n.log | tail -1`; \
 	        echo "fuzz: $$n FAILED; reproduce with: $(FUZZ_ENV) ./bin/fuzz/fuzz_$$n $${unit:-(no unit written; see the log)}"; \
 	        exit 1; \
 	    fi; \
-	    grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_OUT)/$$n.log | tail -1; \
+	    grep -a -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_OUT)/$$n.log | tail -1; \
 	done
 endef
 
@@ -105,7 +105,7 @@ fuzz-crashes: fuzz-build
 	    [ -f "$$c" ] || continue; n=`basename $$c`; n=$${n%%-*}; \
 	    case "$$n" in tokenizer) n=tokenizer_vocab ;; client) n=client_state ;; server) n=server_state ;; esac; \
 	    if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ./bin/fuzz/fuzz_$$n "$$c" >/tmp/photon-fuzz-crash.log 2>&1; then \
-	        grep -E 'ERROR|SUMMARY|runtime error|^fuzz: ' /tmp/photon-fuzz-crash.log | head -5; \
+	        grep -a -E 'ERROR|SUMMARY|runtime error|^fuzz: ' /tmp/photon-fuzz-crash.log | head -5; \
 	        echo "fuzz-crashes: $$c crashes fuzz_$$n again"; exit 1; \
 	    fi; \
 	    echo "fuzz-crashes: $$c: fixed (fuzz_$$n runs it clean)"; \
