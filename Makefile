@@ -160,7 +160,13 @@ test-cuda:
 	    echo "test-cuda: skipped: $(NVCC) not found (the CUDA build is not checked)"; \
 	fi
 
-test: test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf test-integrity test-asan test-cuda-emu test-cuda
+# every suite, then their summed "N passed, N failed" lines (tests/total.sh)
+SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf \
+         test-integrity test-asan test-cuda-emu test-cuda
+test:
+	@mkdir -p out
+	@{ $(MAKE) --no-print-directory $(SUITES) 2>&1; echo $$? >out/test.status; } | tee out/test.log
+	@bash tests/total.sh out/test.log "$$(cat out/test.status)" && exit "$$(cat out/test.status)"
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way
 bench: bin/photon-bench bin/photon-train bin/photon-eval bin/photon-data

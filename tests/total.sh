@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# total.sh LOG STATUS: the last lines of `make test`: the sum of every
+# suite's "N passed, N failed[, N skipped]" line in LOG, and the verdict
+# from STATUS (make's exit status). Every suite ends with that line (the C
+# tests through tests/check.h, the shell tests through tests/lib.sh), so a
+# suite that ran nothing shows as 0 passed, and a build that failed before
+# any suite shows as no suites.
+set -u
+[ $# -eq 2 ] || { echo "usage: total.sh LOG STATUS" >&2; exit 2; }
+awk -v status="$2" '
+/^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$/ {
+    suites++; passed += $1; failed += $3; if (NF >= 6) skipped += $5
+}
+/^skip - / { skips++ }
+END {
+    printf "make test: %d suites, %d passed, %d failed, %d skipped\n", suites, passed, failed, skipped
+    if (status != 0) print "make test: FAILED (exit status " status ")"
+    else if (suites == 0 || passed == 0) { print "make test: FAILED (no test ran)"; exit 1 }
+    else print "make test: all passed"
+}' "$1"
