@@ -10,6 +10,7 @@
 static const char *usage =
     "usage: photon-merge --base GLOBAL --out NEXT [options] DELTA...\n"
     "       photon-merge --base GLOBAL --verify NEXT [options] DELTA...\n"
+    "       photon-merge --base GLOBAL --check [bounds] DELTA...\n"
     "       photon-merge --inspect DELTA...\n"
     "\n"
     "Merges client deltas (from photon-train --delta-out) into the next global\n"
@@ -22,6 +23,12 @@ static const char *usage =
     "  --base GLOBAL        the checkpoint every client started this round from\n"
     "  --out NEXT           where to write the next global checkpoint\n"
     "  --verify NEXT        recompute the merge and check NEXT is identical (writes nothing)\n"
+    "  --check              check each delta as the merge would (payload hash, base,\n"
+    "                       round, counters, NaN/Inf, the bounds below) and print one JSON\n"
+    "                       object per delta: accepted, or the reason it is refused; writes\n"
+    "                       nothing; exit 0 if every delta is valid, else 1. Costs one\n"
+    "                       read of the base and of each delta (an aggregator judges each\n"
+    "                       delivery as it arrives)\n"
     "  --inspect            print what each delta says about itself (client, round, base,\n"
     "                       steps, batch, sequence, tokens), one JSON object per line, from\n"
     "                       its header alone: e.g. to check its signature by its client id\n"
@@ -46,7 +53,7 @@ static const char *usage =
 typedef struct merge_options {
     const char *base, *out, *verify, *state_in, *state_out;
     const char **deltas;
-    int num_deltas, json, inspect;
+    int num_deltas, json, inspect, check;
     photon_merge_options merge;
 } merge_options;
 
@@ -102,6 +109,9 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
+        } else if (cli_is(&a, "--check")) {
+            cli_no_value(&a);
+            o->check = 1;
         } else if (cli_is(&a, "--inspect")) {
             cli_no_value(&a);
             o->inspect = 1;
@@ -132,7 +142,15 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         return;
     }
     if (!o->base) cli_usage_error("--base is required");
-    if (!o->out == !o->verify) cli_usage_error("give exactly one of --out and --verify");
+    if (o->check) {
+        if (o->out || o->verify || o->state_in) cli_usage_error("--check writes nothing: no --out, --verify or --server-state");
+        if (o->num_deltas == 0) cli_usage_error("--check needs DELTA files");
+        o->merge.skip_bad = 1; /* every delta gets its verdict */
+        o->merge.min_clients = 1;
+        photon_outer_defaults(&o->merge.outer, PHOTON_OUTER_FEDAVG); /* the checks do not depend on the outer step */
+        return;
+    }
+    if (!o->out == !o->verify) cli_usage_error("give exactly one of --out, --verify and --check");
     if (o->num_deltas == 0) cli_usage_error("no deltas given");
     if (o->state_out && !o->state_in) cli_usage_error("--server-state-out goes with --server-state");
     if (kind == PHOTON_OUTER_FEDAVG && o->state_in) cli_usage_error("fedavg keeps no server state; drop --server-state");
@@ -189,6 +207,35 @@ static int inspect(const merge_options *o) {
     return 0;
 }
 
+/* One JSON line per delta: whether the merge would take it, and if not why. */
+static int check(const merge_options *o) {
+    photon_merge_result res;
+    photon_error err;
+    int i, all = 1;
+    photon_result r = photon_merge(o->base, o->deltas, o->num_deltas, NULL, &o->merge, &res, &err);
+    if (r != PHOTON_OK && res.num_entries == 0) cli_fail(&err); /* the base itself, or memory: no delta was judged */
+    for (i = 0; i < res.num_entries; i++) {
+        const photon_merge_entry *e = &res.entries[i];
+        /* valid alone, yet the merge failed (its outer step overflowed): the merge's reason is its reason */
+        int accepted = e->accepted && r == PHOTON_OK;
+        const char *reason = e->accepted ? (r == PHOTON_OK ? "" : err.message) : e->reason;
+        printf("{\"path\":");
+        cli_json_string(stdout, e->path);
+        printf(",\"client\":");
+        cli_json_string(stdout, e->info.client);
+        printf(",\"accepted\":%s,\"tokens\":%llu,\"local_steps\":%llu,\"reason\":", accepted ? "true" : "false",
+               (unsigned long long)e->info.tokens, (unsigned long long)e->info.local_steps);
+        cli_json_string(stdout, reason);
+        printf("}\n");
+        if (!accepted) {
+            fprintf(stderr, "%s: refused %s%s%s\n", cli_prog, e->accepted ? e->path : "", e->accepted ? ": " : "", reason);
+            all = 0;
+        }
+    }
+    photon_merge_result_free(&res);
+    return all ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     merge_options o;
     photon_merge_result res;
@@ -199,6 +246,7 @@ int main(int argc, char **argv) {
     cli_start("photon-merge");
     parse_args(&o, argc, argv);
     if (o.inspect) return inspect(&o);
+    if (o.check) return check(&o);
     state_path = o.state_out ? o.state_out : o.state_in;
     photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */
     if ((o.out && photon_outputs_add(&outputs, o.out, &out_temp, &err) != PHOTON_OK) ||
