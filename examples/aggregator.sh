@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# aggregator.sh - the aggregator of a federation of independent parties
+# (docs/PROTOCOL.md). It meets the clients only through the exchange
+# directory: it publishes each round there (the global checkpoint and
+# round-N/round.json), judges the signed deltas the clients upload into the
+# round's inbox, merges those that pass at quorum, and publishes the next
+# round. It needs no access to any client, and no client failure stops it.
+#
+# Its own files stay in --work, in the layout of examples/federate.sh
+# (global-rN.safetensors, round-N/ with the merged deltas, merge-flags and
+# record.json), so examples/verify-round.sh re-checks the whole chain.
+# Killed at any moment and started again with the same command, it goes on
+# where it stopped: a round is merged once, and nothing published changes.
+set -euo pipefail
+
+usage() {
+    cat <<'TXT'
+usage: examples/aggregator.sh --exchange DIR|HOST:PATH --allowed-signers FILE [options]
+
+  --exchange DIR|HOST:PATH  the exchange directory every party reaches with rsync
+  --allowed-signers FILE    the members: an OpenSSH allowed_signers file whose
+                            principals are the client ids (namespace photon-delta)
+  --work DIR                the aggregator's own files (default: aggregator)
+  --rounds R                federated rounds (default 4)
+  --min-clients K           fewest valid deltas a round merges (default 1)
+  --deadline SECONDS        how long a round waits for every member (default 600); at
+                            the deadline it merges if it holds K valid deltas, else it
+                            keeps waiting and says so
+  --poll SECONDS            how often the inbox is read (default 2)
+  --val FILE...             held-out data each new global model is evaluated on
+  model (round 0):          --vocab N --ctx N --layers N --heads N --width N --seed N
+  local training:           --local-steps S (default 64) --batch B --seq T --lr X --warmup N
+                            --min-lr-frac X --weight-decay X --reset-optimizer
+  merge:                    --outer NAME --outer-lr X --momentum M --weighting tokens|uniform
+  --bin DIR                 the photon tools (default: bin/ beside this script)
+  --ssh CMD                 the remote shell rsync uses for HOST:PATH (default: ssh)
+  -h, --help
+
+Prints one line per round on stdout (tab-separated: round, merged, refused,
+held-out loss, bytes in, bytes out, seconds, and each refusal's reason);
+progress on stderr. The settings that define the federation are kept in
+WORK/federation.json: a restart with other ones is refused (--min-clients,
+--deadline, --poll and --val may change; they apply from the next round
+published).
+TXT
+}
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin="$here/bin" EX="" EX_SSH=ssh work=aggregator rounds=4 min_clients=1 deadline=600 poll=2 signers=""
+val=() model_flags=() train_flags=() merge_flags=() outer=fedavg seed=1 steps=64 batch=8 seq=64
+die() { echo "aggregator.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --exchange) EX=$2; shift 2 ;;
+    --allowed-signers) signers=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --min-clients) min_clients=$2; shift 2 ;;
+    --deadline) deadline=$2; shift 2 ;;
+    --poll) poll=$2; shift 2 ;;
+    --val) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do val+=("$1"); shift; done ;;
+    --vocab | --ctx | --layers | --heads | --width) model_flags+=("$1" "$2"); shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --local-steps) steps=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --seq) seq=$2; shift 2 ;;
+    --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
+    --reset-optimizer) train_flags+=("$1"); shift ;;
+    --outer) outer=$2; shift 2 ;;
+    --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    --ssh) EX_SSH=$2; shift 2 ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+    [ $# -ge 0 ] || die "a value is missing"
+done
+[ -n "$EX" ] || die "--exchange is required"
+[ -n "$signers" ] || die "--allowed-signers is required: every delta must be signed by its member"
+[ -f "$signers" ] || die "--allowed-signers $signers: no such file"
+for n in "$rounds" "$min_clients" "$deadline" "$steps" "$batch" "$seq" "$seed"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "expected a whole number, got '$n'"
+done
+[[ "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--poll expects seconds, got '$poll'"
+[ "$rounds" -ge 1 ] && [ "$min_clients" -ge 1 ] && [ "$steps" -ge 1 ] || die "--rounds, --min-clients and --local-steps are at least 1"
+for t in photon-train photon-merge photon-eval; do [ -x "$bin/$t" ] || die "$bin/$t not found: run make first"; done
+for t in rsync python3 ssh-keygen sha256sum; do command -v "$t" >/dev/null || { echo "aggregator.sh: $t is needed" >&2; exit 1; }; done
+# shellcheck source=exchange.sh
+source "$here/examples/exchange.sh"
+mapfile -t members < <(awk '!/^[[:space:]]*(#|$)/ {print $1}' "$signers" | tr ',' '\n' | sort -u)
+[ ${#members[@]} -gt 0 ] || die "$signers lists no member"
+for m in "${members[@]}"; do ex_id_valid "$m" || die "$signers: '$m' is not a client id (letters, digits, . _ -)"; done
+[ "$min_clients" -le ${#members[@]} ] || die "--min-clients $min_clients is more than the ${#members[@]} members of $signers"
+
+log() { echo "aggregator.sh: $*" >&2; }
+now() { date +%s; }
+json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
+mkdir -p "$work/logs"
+work=$(cd "$work" && pwd)
+total_steps=$((rounds * steps))
+train_args=(--steps "$steps" --batch "$batch" --seq "$seq" --total-steps "$total_steps" "${train_flags[@]}")
+round_flags=(--outer "$outer" "${merge_flags[@]}" --max-local-steps "$steps" --skip-bad)
+
+# --- the federation's settings: fixed at the start, checked at each restart --
+
+settings() {
+    python3 - "$EX" "$rounds" "$seed" "$(ex_sha256 "$signers")" "${#model_flags[@]}" "${model_flags[@]}" \
+        "${#train_args[@]}" "${train_args[@]}" "${#round_flags[@]}" "${round_flags[@]}" "${members[@]}" <<'PY'
+import json, sys
+a = sys.argv[1:]
+out = {"exchange": a[0], "rounds": int(a[1]), "seed": int(a[2]), "allowed_signers_sha256": a[3]}
+i = 4
+for key in ("model_flags", "train_args", "merge_flags"):
+    n = int(a[i]); out[key] = a[i + 1:i + 1 + n]; i += 1 + n
+out["members"] = a[i:]
+print(json.dumps(out, indent=1, sort_keys=True))
+PY
+}
+
+check_settings() {
+    local kept=$work/federation.json
+    if [ ! -f "$kept" ]; then
+        settings >"$kept.tmp" && mv "$kept.tmp" "$kept"
+        return
+    fi
+    python3 - "$kept" <(settings) <<'PY' || exit 2
+import json, sys
+kept, now = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for k in sorted(set(kept) | set(now)):
+    if kept.get(k) != now.get(k):
+        print(f"aggregator.sh: {sys.argv[1]} was started with {k} {kept.get(k)}, this command gives {now.get(k)};"
+              " a federation keeps its settings (start a new one in a new --work and --exchange)", file=sys.stderr)
+        sys.exit(1)
+PY
+}
+
+# --- publishing ------------------------------------------------------------
+
+# publish_round R: round R opens: its base checkpoint, the record of the
+# round before, then round-R/round.json (what a client waits for) and its
+# empty inbox. The round.json is written once, with the deadline it keeps.
+publish_round() {
+    local r=$1 base=global-r$(($1 - 1)).safetensors tree
+    if [ ! -f "$work/round-$r/round.json" ]; then
+        mkdir -p "$work/round-$r"
+        python3 - "$r" "$base" "$(ex_sha256 "$work/$base")" "$(now)" "$deadline" "$min_clients" "$rounds" \
+            "${#members[@]}" "${members[@]}" "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
+import json, sys
+a = sys.argv[1:]
+n = int(a[7])
+print(json.dumps({
+    "format": "photon-round", "version": 1, "round": int(a[0]), "rounds": int(a[6]),
+    "base": a[1], "base_sha256": a[2], "published_unix": int(a[3]), "deadline_unix": int(a[3]) + int(a[4]),
+    "min_clients": int(a[5]), "members": a[8:8 + n], "train_args": a[8 + n:]}, indent=1, sort_keys=True))
+PY
+        mv "$work/round-$r/round.json.tmp" "$work/round-$r/round.json"
+    fi
+    tree=$(mktemp -d "$work/.publish.XXXXXX")
+    ln "$work/$base" "$tree/$base" 2>/dev/null || cp "$work/$base" "$tree/$base"
+    if [ "$r" -gt 1 ]; then mkdir -p "$tree/round-$((r - 1))" && cp "$work/round-$((r - 1))/record.json" "$tree/round-$((r - 1))/"; fi
+    until ex_publish "$tree"; do log "publishing round $r's base on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+    rm -rf "$tree"
+    tree=$(mktemp -d "$work/.publish.XXXXXX")
+    mkdir -p "$tree/round-$r/inbox"
+    cp "$work/round-$r/round.json" "$tree/round-$r/"
+    until ex_publish "$tree"; do log "publishing round $r on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+    rm -rf "$tree"
+}
+
+# publish_final: the last round's checkpoint and record, then final.json
+publish_final() {
+    local last=global-r$rounds.safetensors tree
+    tree=$(mktemp -d "$work/.publish.XXXXXX")
+    ln "$work/$last" "$tree/$last" 2>/dev/null || cp "$work/$last" "$tree/$last"
+    mkdir -p "$tree/round-$rounds" && cp "$work/round-$rounds/record.json" "$tree/round-$rounds/"
+    until ex_publish "$tree"; do log "publishing the final model on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+    rm -rf "$tree"
+    if [ ! -f "$work/final.json" ]; then
+        printf '{"format": "photon-final", "rounds": %d, "final": "%s", "final_sha256": "%s"}\n' \
+            "$rounds" "$last" "$(ex_sha256 "$work/$last")" >"$work/final.json.tmp"
+        mv "$work/final.json.tmp" "$work/final.json"
+    fi
+    tree=$(mktemp -d "$work/.publish.XXXXXX")
+    cp "$work/final.json" "$tree/"
+    until ex_publish "$tree"; do log "publishing final.json on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+    rm -rf "$tree"
+}
+
+# --- judging the deliveries --------------------------------------------------
+
+declare -A verdict reason judged kind
+# judge R ID: a member's delivery in the round's inbox mirror, checked as
+# the merge will check it: the signature of the key its id is registered
+# with (examples/delta-sig.sh), the id it was delivered under, then
+# photon-merge --check against the round's base.
+judge() {
+    local r=$1 id=$2 inbox=$work/round-$r/inbox delta out signer
+    delta=$inbox/$id.safetensors
+    judged[$id]=$(delivery_sha "$r" "$id")
+    kind[$id]=signature
+    if ! signer=$(BIN=$bin "$here/examples/delta-sig.sh" verify "$work/allowed_signers" "$delta" 2>"$work/logs/judge.err"); then
+        out=$(tail -n 1 "$work/logs/judge.err")
+        verdict[$id]=refused reason[$id]=${out##*refused: }
+        return
+    fi
+    signer=${signer%% *}
+    if [ "$signer" != "$id" ]; then
+        verdict[$id]=refused kind[$id]=name reason[$id]="delivered as '$id' but it is the delta of '$signer'"
+        return
+    fi
+    kind[$id]=merge
+    if out=$("$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" --check --max-local-steps "$steps" \
+        "$delta" 2>/dev/null); then
+        verdict[$id]=accepted reason[$id]=""
+    else
+        verdict[$id]=refused
+        reason[$id]=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["reason"])' <<<"$out" 2>/dev/null ||
+            echo "photon-merge cannot check it")
+        reason[$id]=${reason[$id]#"$delta: "}
+    fi
+}
+
+# delivery_sha R ID: what identifies a delivery: the hashes of the delta and of its signature
+delivery_sha() {
+    local f=$work/round-$1/inbox/$2.safetensors
+    echo "$(ex_sha256 "$f")-$([ -f "$f.sig" ] && ex_sha256 "$f.sig")"
+}
+
+# fetch_inbox R: the round's inbox on the exchange, mirrored (names that
+# start with '.' are uploads still under way); prints the ids delivered
+fetch_inbox() {
+    local r=$1 f id
+    mkdir -p "$work/round-$r/inbox"
+    ex_rsync -a --exclude='.*' "$EX/round-$r/inbox/" "$work/round-$r/inbox/" 2>/dev/null ||
+        log "round $r: cannot read the inbox on $EX (trying again)"
+    for f in "$work/round-$r/inbox"/*.safetensors; do
+        [ -e "$f" ] || continue
+        id=${f##*/} id=${id%.safetensors}
+        echo "$id"
+    done
+}
+
+accepted_count() {
+    local id n=0
+    for id in "${!verdict[@]}"; do [ "${verdict[$id]}" = accepted ] && n=$((n + 1)); done
+    echo "$n"
+}
+
+# collect R: waits until every member has delivered a valid delta, or the
+# deadline has passed with at least the round's minimum
+collect() {
+    local r=$1 dl k id said_wait=0 n sha
+    dl=$(json "$work/round-$r/round.json" deadline_unix)
+    k=$(json "$work/round-$r/round.json" min_clients)
+    verdict=() reason=() judged=() kind=()
+    declare -A noted=()
+    while true; do
+        for id in $(fetch_inbox "$r"); do
+            if ! ex_id_valid "$id"; then # not a name photon-merge could record
+                [ -n "${noted[$id]:-}" ] || { noted[$id]=1; log "round $r: '$id.safetensors' in the inbox is not named by a client id; ignored"; }
+                continue
+            fi
+            [ "${verdict[$id]:-}" = accepted ] && continue # a valid delivery is final
+            sha=$(delivery_sha "$r" "$id")
+            [ "${judged[$id]:-}" = "$sha" ] && continue
+            judge "$r" "$id"
+            if [ "${verdict[$id]}" = accepted ]; then log "round $r: $id delivered a valid delta"
+            else log "round $r: $id's delta is refused: ${reason[$id]}"; fi
+        done
+        n=$(accepted_count) # members only: a signature verifies only with a member's key
+        [ "$n" -eq ${#members[@]} ] && return
+        if [ "$(now)" -ge "$dl" ]; then
+            [ "$n" -ge "$k" ] && return
+            if [ $said_wait = 0 ]; then
+                log "round $r: the deadline has passed with $n valid delta(s); $k needed, waiting for more"
+                said_wait=1
+            fi
+        fi
+        sleep "$poll"
+    done
+}
+
+# --- merging -----------------------------------------------------------------
+
+# merge R: the judged deliveries become round-R/delta-ID.safetensors (with
+# their signatures), merged into global-rR; the round's record follows
+merge_round() {
+    local r=$1 id cands=() state_flags=() dir=$work/round-$r k
+    k=$(json "$dir/round.json" min_clients)
+    rm -f "$dir"/delta-*
+    for id in $(printf '%s\n' "${!verdict[@]}" | sort); do
+        [ "${kind[$id]}" = name ] && continue # not under its own name: it stays in inbox/, out of the record
+        cp "$dir/inbox/$id.safetensors" "$dir/delta-$id.safetensors"
+        [ -f "$dir/inbox/$id.safetensors.sig" ] && cp "$dir/inbox/$id.safetensors.sig" "$dir/delta-$id.safetensors.sig"
+        [ "$(ex_sha256 "$dir/delta-$id.safetensors")" = "${judged[$id]%%-*}" ] || { log "round $r: $id's delta changed while it was judged"; exit 1; }
+        [ "${kind[$id]}" = signature ] || cands+=("$dir/delta-$id.safetensors")
+    done
+    if [ "$outer" != fedavg ]; then
+        state_flags=(--server-state "$work/server-r$((r - 1)).safetensors" --server-state-out "$work/server-r$r.safetensors")
+    fi
+    { printf '%s\n' "${round_flags[@]}" --min-clients "$k"
+      [ "$outer" = fedavg ] || printf '%s\n' --server-state "../server-r$((r - 1)).safetensors"; } >"$dir/merge-flags"
+    mkdir -p "$dir/logs"
+    "$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" --out "$work/global-r$r.safetensors" \
+        "${round_flags[@]}" --min-clients "$k" "${state_flags[@]}" --json "${cands[@]}" >"$dir/merge.json" 2>"$dir/logs/merge.log" ||
+        { log "round $r: the merge failed: $(tail -n 1 "$dir/logs/merge.log")"; exit 1; }
+    BIN=$bin "$here/examples/round-record.sh" "$work" "$r" >"$dir/record.json.tmp" ||
+        { log "round $r: the merge does not reproduce from its record"; exit 1; }
+    mv "$dir/record.json.tmp" "$dir/record.json"
+}
+
+# the round's line: on stdout, and once in WORK/log.tsv
+report_round() {
+    local r=$1 dir=$work/round-$1 loss="-" merged refused reasons secs bytes_in=0 bytes_out f
+    if [ ${#val[@]} -gt 0 ]; then
+        if [ ! -s "$work/eval-r$r.json" ]; then
+            if "$bin/photon-eval" --model "$work/global-r$r.safetensors" --data "${val[@]}" --seq "$seq" --json \
+                >"$work/eval-r$r.json.tmp" 2>"$work/logs/eval-r$r.log"; then
+                mv "$work/eval-r$r.json.tmp" "$work/eval-r$r.json"
+            else
+                log "round $r: the evaluation failed: $(tail -n 1 "$work/logs/eval-r$r.log")"
+            fi
+        fi
+        [ ! -s "$work/eval-r$r.json" ] ||
+            loss=$(python3 -c 'import json, sys; print("%.4f" % json.load(open(sys.argv[1]))["loss"])' "$work/eval-r$r.json")
+    fi
+    for f in "$dir"/inbox/*; do [ -f "$f" ] && bytes_in=$((bytes_in + $(ex_bytes "$f"))); done
+    bytes_out=$(( $(ex_bytes "$work/global-r$r.safetensors") + $(ex_bytes "$dir/record.json") ))
+    read -r merged refused reasons < <(python3 - "$dir/record.json" "$dir/inbox" "${members[@]}" <<'PY'
+import json, os, sys
+rec = json.load(open(sys.argv[1]))
+merged = [d for d in rec["deltas"] if d["accepted"]]
+refused = [d for d in rec["deltas"] if not d["accepted"]]
+recorded = {d["file"][len("delta-"):-len(".safetensors")] for d in rec["deltas"]}
+reasons = ["%s: %s" % (d["file"][len("delta-"):-len(".safetensors")], d["reason"]) for d in refused]
+for f in sorted(os.listdir(sys.argv[2])):  # delivered under another member's name: not in the record
+    if f.endswith(".safetensors") and f[:-len(".safetensors")] not in recorded and f[:-len(".safetensors")] in sys.argv[3:]:
+        reasons.append("%s: delivered under another member's name" % f[:-len(".safetensors")])
+print(len(merged), len(reasons), "; ".join(reasons).replace("\t", " ").replace("\n", " ") or "-")
+PY
+)
+    secs=$(( $(now) - $(json "$dir/round.json" published_unix) ))
+    line=$(printf '%d\t%d\t%d\t%s\t%d\t%d\t%d\t%s' "$r" "$merged" "$refused" "$loss" "$bytes_in" "$bytes_out" "$secs" "$reasons")
+    echo "$line"
+    grep -q "^$r	" "$work/log.tsv" 2>/dev/null || echo "$line" >>"$work/log.tsv"
+}
+
+# --- the federation ----------------------------------------------------------
+
+header=$'round\tmerged\trefused\teval_loss\tbytes_in\tbytes_out\tseconds\treasons'
+if [ ! -f "$work/federation.json" ]; then
+    ex_meta "$work/.exchange"
+    [ "$(ex_latest_round "$work/.exchange")" = 0 ] && [ ! -f "$work/.exchange/final.json" ] ||
+        die "$EX already holds a federation; its aggregator keeps its files elsewhere (give that --work)"
+    rm -rf "$work/.exchange"
+fi
+check_settings
+cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$work/allowed_signers"
+if [ ! -f "$work/global-r0.safetensors" ]; then
+    "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$work/global-r0.safetensors" 2>/dev/null
+fi
+echo "$header"
+[ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
+
+last=0 # the last round merged with its record; a merge cut short is done again
+while [ -f "$work/global-r$((last + 1)).safetensors" ] && [ -f "$work/round-$((last + 1))/record.json" ]; do last=$((last + 1)); done
+[ "$last" -le "$rounds" ] || die "$work holds $last rounds, more than --rounds $rounds"
+if [ -f "$work/global-r$((last + 1)).safetensors" ]; then
+    log "round $((last + 1)): its merge was cut short; merging it again"
+    rm -f "$work/global-r$((last + 1)).safetensors" "$work/server-r$((last + 1)).safetensors"
+fi
+[ "$last" -eq 0 ] || report_round "$last" >/dev/null # its line, if a kill came before it
+for ((r = last + 1; r <= rounds; r++)); do
+    publish_round "$r"
+    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of ${#members[@]} members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
+    collect "$r"
+    merge_round "$r"
+    report_round "$r"
+done
+publish_final
+log "the federation is complete: $work/global-r$rounds.safetensors ($rounds rounds)"

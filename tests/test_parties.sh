@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# test_parties.sh BINDIR - a federation of independent parties: an
+# aggregator (examples/aggregator.sh) and three clients (examples/client.sh)
+# as separate processes that meet only through a local exchange directory,
+# four rounds, with the faults the protocol must survive:
+#
+#   round 1  only c1 runs at first: the deadline passes below the minimum and
+#            the aggregator keeps waiting (and is killed -9 while it waits,
+#            and restarted); then c2 and c3 start and the round merges
+#   round 2  c2 is killed -9 while it trains: the round merges at the deadline
+#            with c1 and c3
+#   round 3  c2, restarted, rejoins; a member's tampered delta and a delta
+#            signed by an unknown key are refused; the aggregator is killed
+#            -9 after its merge wrote the checkpoint and before the round's
+#            record, and restarted: it merges the round again
+#   round 4  a member's truncated delivery (signed as it is) is refused
+#
+# Then: every round passes examples/verify-round.sh, the final checkpoint
+# equals the merge chain recomputed from the accepted deltas alone, the
+# refused deltas were never merged, the exchange holds no client's data or
+# state, and what was published is what the aggregator kept.
+set -u
+BIN=$(cd "${1:-bin}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tests/lib.sh"
+scratch parties
+for tool in rsync ssh-keygen python3 setsid; do
+    command -v "$tool" >/dev/null || { skip "test_parties: $tool is not installed"; summary; exit; }
+done
+cd "$W" || exit 2
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null; done; rm -rf "$W"' EXIT
+
+# the members' keys; m4 is a member whose deliveries go wrong; intruder's key is not registered
+for id in c1 c2 c3 m4 intruder; do ssh-keygen -q -t ed25519 -N '' -C "$id" -f "key-$id"; done
+for id in c1 c2 c3 m4; do echo "$id namespaces=\"photon-delta\" $(cut -d' ' -f1,2 "key-$id.pub")"; done >allowed_signers
+for c in 1 2 3; do "$BIN/synthlang" --seed 5 --dialect "$c" --words 48 --bytes 60000 --out "data-c$c.txt" 2>/dev/null; done
+"$BIN/synthlang" --seed 5 --dialect 0 --words 48 --bytes 8000 --sample-seed 77 --out val.txt 2>/dev/null
+mkdir exchange
+
+# the aggregator's tools: photon-merge holds still after writing its output
+# while slow-merge exists (the moment a kill leaves a checkpoint without its record)
+mkdir tools
+for t in photon-train photon-eval photon-data; do ln -s "$BIN/$t" "tools/$t"; done
+cat >tools/photon-merge <<EOF
+#!/usr/bin/env bash
+"$BIN/photon-merge" "\$@"; rc=\$?
+case " \$* " in *" --out "*) if [ -e "$W/slow-merge" ]; then touch "$W/merging"; sleep 60; fi ;; esac
+exit \$rc
+EOF
+chmod +x tools/photon-merge
+
+agg_cmd=("$ROOT/examples/aggregator.sh" --exchange exchange --work agg --allowed-signers allowed_signers
+    --rounds 4 --min-clients 2 --deadline 8 --poll 0.3 --layers 3 --heads 4 --width 192 --ctx 64
+    --local-steps 8 --batch 4 --seq 64 --lr 2e-3 --val val.txt --bin "$W/tools")
+start_agg() { setsid "${agg_cmd[@]}" >>agg.out 2>>agg.err & agg=$!; pids+=("$agg"); }
+start_client() { # start_client ID: a member, in its own process group
+    setsid "$ROOT/examples/client.sh" --exchange exchange --id "$1" --key "key-$1" --data "data-$1.txt" \
+        --work "client-$1" --poll 0.3 --threads 1 --bin "$BIN" >>"$1.out" 2>>"$1.err" &
+    eval "pid_$1=\$!"
+    pids+=($!)
+}
+# wait_for SECONDS CMD...: until CMD holds, or fails after SECONDS
+wait_for() {
+    local limit=$(($(date +%s) + $1))
+    shift
+    until "$@"; do [ "$(date +%s)" -lt "$limit" ] || return 1; sleep 0.02; done
+}
+opened() { [ -f "exchange/round-$1/round.json" ]; }
+# deliver R FILE ID: FILE and FILE.sig into round R's inbox as ID's, each complete under its name
+deliver() {
+    local f
+    for f in "$2.sig:$3.safetensors.sig" "$2:$3.safetensors"; do
+        cp "${f%%:*}" "exchange/round-$1/inbox/.${f#*:}.part" && mv "exchange/round-$1/inbox/.${f#*:}.part" "exchange/round-$1/inbox/${f#*:}"
+    done
+}
+kill_group() { kill -9 -- "-$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+# need DESC CMD...: a check the rest of the federation depends on: if it
+# fails, the suite stops there (the parties are killed on exit)
+need() { check "$@" || { [ "$failed" = 0 ] || { summary "(stopped at the first failed step)"; exit 1; }; }; }
+
+# --- round 1: below the minimum at the deadline, the aggregator waits ------
+start_agg
+start_client c1
+need "round 1 is published with its base checkpoint" wait_for 30 opened 1
+need "at the deadline with 1 valid delta of the 2 needed, the aggregator keeps waiting and says so" \
+    wait_for 30 grep -q "round 1: the deadline has passed with 1 valid delta(s); 2 needed, waiting" agg.err
+kill_group "$agg"
+check "the aggregator, killed -9 while it waits, is restarted with the same command" true
+start_agg
+start_client c2
+start_client c3
+
+# --- round 2: c2 is killed while it trains ---------------------------------
+need "round 1 merges once c2 and c3 deliver" wait_for 60 opened 2
+training_c2() { grep -q "c2: round 2: training" c2.err && pgrep -f -- "--client-id c2" >/dev/null; }
+if wait_for 30 training_c2; then
+    kill_group "$pid_c2"
+    pass "c2 is killed -9 while photon-train runs in round 2"
+else
+    fail "c2 is killed -9 while photon-train runs in round 2" "c2 never trained round 2"
+fi
+
+# --- round 3: c2 rejoins; bad deliveries; the aggregator dies in its merge --
+need "round 2 merges at the deadline without c2" wait_for 60 opened 3
+touch slow-merge
+start_client c2
+base3=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-3/round.json"))["base"])')
+# m4 trains honestly, signs, and its delta is changed after the signature
+"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out m4.st --client-id m4 2>/dev/null
+ssh-keygen -Y sign -q -f key-m4 -n photon-delta m4.st
+printf '\x55' | dd of=m4.st bs=1 seek=$(($(wc -c <m4.st) - 100)) conv=notrunc 2>/dev/null
+deliver 3 m4.st m4
+# a delta made by someone whose key the federation does not list
+"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out in.st --client-id intruder 2>/dev/null
+ssh-keygen -Y sign -q -f key-intruder -n photon-delta in.st
+deliver 3 in.st intruder
+if wait_for 60 test -e merging; then
+    kill_group "$agg"
+    pass "the aggregator is killed -9 in round 3 between its merge and the round's record"
+else
+    fail "the aggregator is killed -9 in round 3 between its merge and the round's record" "the merge never ran"
+fi
+need "the kill left round 3's checkpoint without its record" \
+    bash -c "test -f agg/global-r3.safetensors && ! test -f agg/round-3/record.json && ! test -f exchange/round-4/round.json"
+rm -f slow-merge
+start_agg
+
+# --- round 4: a truncated delivery ------------------------------------------
+need "restarted, the aggregator merges round 3 again and opens round 4" wait_for 60 opened 4
+base4=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-4/round.json"))["base"])')
+"$BIN/photon-train" --model "$base4" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out m4b.st --client-id m4 2>/dev/null
+head -c $(($(wc -c <m4b.st) / 2)) m4b.st >m4t.st
+ssh-keygen -Y sign -q -f key-m4 -n photon-delta m4t.st
+deliver 4 m4t.st m4
+need "the federation ends after round 4" wait_for 90 test -f exchange/final.json
+# ends NAME PID: the party says it is done, and exits 0
+ends() {
+    local status
+    case $1 in agg) wait_for 30 grep -q 'the federation is complete' agg.err ;; *) wait_for 30 grep -q 'the federation has ended' "$1.err" ;; esac ||
+        { kill -9 -- "-$2" 2>/dev/null; echo "$1 did not end" >&2; return 1; }
+    wait "$2"
+    status=$?
+    [ "$status" = 0 ] || { echo "$1 exited $status" >&2; return 1; }
+}
+for c in c1 c2 c3; do
+    eval "p=\$pid_$c"
+    check "client $c ends after the last round, exit 0" ends "$c" "$p"
+done
+check "the aggregator ends with the federation, exit 0" ends agg "$agg"
+
+# --- what the rounds kept ----------------------------------------------------
+check "every round passes verify-round.sh (signatures, merges, records, the chain)" \
+    env BIN="$BIN" "$ROOT/examples/verify-round.sh" agg
+merged() { python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(" ".join(sorted(d["client"] for d in r["deltas"] if d["accepted"])))' "agg/round-$1/record.json"; }
+refused() { python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(" ".join(sorted(d["file"] + "=" + d["refused_by"] for d in r["deltas"] if not d["accepted"])))' "agg/round-$1/record.json"; }
+m1=$(merged 1) m2=$(merged 2) m3=$(merged 3) m4=$(merged 4)
+check "round 1 merged c1 and at least one of c2, c3 ($m1)" bash -c "[[ '$m1' == 'c1 c2 c3' || '$m1' == 'c1 c2' || '$m1' == 'c1 c3' ]]"
+check "round 2 merged c1 and c3 without the killed c2 ($m2)" test "$m2" = "c1 c3"
+check "round 3 merged c2 again, with c1 and c3 ($m3)" test "$m3" = "c1 c2 c3"
+check "round 4 merged c1, c2 and c3 ($m4)" test "$m4" = "c1 c2 c3"
+check "round 3 refused the tampered delta and the unknown key's, by their signatures ($(refused 3))" \
+    test "$(refused 3)" = "delta-intruder.safetensors=signature delta-m4.safetensors=signature"
+# signed as it is, it fails when its header is read for the client id the signature must match
+check "round 4 refused the truncated delivery ($(refused 4))" test "$(refused 4)" = "delta-m4.safetensors=signature"
+check "the reasons name the problems" bash -c "
+    grep -q 'its bytes changed after .m4. signed it' agg/round-3/record.json &&
+    grep -q 'signed by a key that allowed_signers does not list' agg/round-3/record.json &&
+    grep -q 'truncated' agg/round-4/record.json"
+check "the round lines report each refusal with its reason" bash -c "
+    grep -P '^3\t3\t2\t' agg.out | grep -q 'm4: ' && grep -P '^4\t3\t1\t' agg.out | grep -q 'm4: .*truncated'"
+check "log.tsv holds each round once" bash -c "[ \$(cut -f1 agg/log.tsv | sort | uniq -d | wc -l) = 0 ] && [ \$(wc -l <agg/log.tsv) = 5 ]"
+
+# the chain again, from the accepted deltas alone, with photon-merge itself
+chain() {
+    local r prev=agg/global-r0.safetensors files flags
+    for r in 1 2 3 4; do
+        mapfile -t flags <"agg/round-$r/merge-flags"
+        files=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(" ".join("agg/round-%s/" % sys.argv[2] + d["file"] for d in r["deltas"] if d["accepted"]))' "agg/round-$r/record.json" "$r")
+        # shellcheck disable=SC2086
+        "$BIN/photon-merge" --base "$prev" --out "chain-r$r.st" "${flags[@]}" $files 2>/dev/null || return 1
+        prev=chain-r$r.st
+    done
+    cmp chain-r4.st agg/global-r4.safetensors && cmp chain-r4.st exchange/global-r4.safetensors
+}
+check "the final checkpoint is the merge chain recomputed from the accepted deltas" chain
+check "what the exchange published is what the aggregator kept" bash -c '
+    for f in exchange/global-r*.safetensors; do cmp "$f" "agg/${f#exchange/}" || exit 1; done
+    for r in 1 2 3 4; do cmp exchange/round-$r/round.json agg/round-$r/round.json && cmp exchange/round-$r/record.json agg/round-$r/record.json || exit 1; done'
+check "no client's data or state reached the exchange" bash -c '
+    ! find exchange -type f -exec sha256sum {} + | cut -c1-64 | grep -qxFf <(sha256sum data-c*.txt client-*/state.safetensors | cut -c1-64)
+    ! find exchange -name "*state*" | grep -q .'
+check "no upload or publication left a temporary behind" bash -c '! find exchange agg -name ".*" -o -name "*.pending" -o -name "*.tmp" | grep -q .'
+check "c2's state belongs to the last delta it delivered" bash -c '
+    test "$(tail -n 1 client-c2/delivered)" = 4 && cmp client-c2/delta.safetensors exchange/round-4/inbox/c2.safetensors'
+summary
