@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-example test-layout test-hf test-integrity test-netns all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -74,6 +74,10 @@ test-tools: $(TOOLS)
 # integrity: payload hashes, checked counters, SSH-signed deltas, round records (tests/test_integrity.sh)
 test-integrity: $(TOOLS)
 	bash tests/test_integrity.sh bin
+
+# the federation across hosts: network namespaces, an sshd per host (tests/test_netns.sh; needs root, else skipped)
+test-netns: $(TOOLS)
+	bash tests/test_netns.sh bin
 
 # Hugging Face import and export (tests/test_hf.sh; against transformers where installed)
 test-hf: $(TOOLS)
@@ -162,7 +166,7 @@ test-cuda:
 
 # every suite, then their summed "N passed, N failed" lines (tests/total.sh)
 SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf \
-         test-integrity test-asan test-cuda-emu test-cuda
+         test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out
 	@{ $(MAKE) --no-print-directory $(SUITES) 2>&1; echo $$? >out/test.status; } | tee out/test.log
