@@ -21,6 +21,19 @@
 #   7. keep the round's record (round-R/record.json, examples/round-record.sh),
 #      which examples/verify-round.sh re-checks from the kept files.
 #
+# A client that fails to train, whose copy fails or whose delta is refused is
+# left out of the round (its reason on stderr and in logs/round-R/left-out);
+# the round merges if at least --min-clients deltas are accepted (default:
+# every sampled client), else the run stops with exit 1.
+#
+# The settings that define the federation are kept in AGG/federation.json.
+# Started again with the same command on an AGG that holds a run (after a
+# kill, a failed round, or with a larger --rounds), it continues after the
+# last complete round (its checkpoint, record.json and log line all there),
+# redoing an interrupted one from its base and reusing the deltas it had
+# already copied back; it refuses (exit 2) a command whose settings differ.
+# Client state is only cleared when a federation starts.
+#
 # Nothing but the checkpoint goes to a client and nothing but the delta
 # comes back: data, optimizer state and data position never leave it.
 set -euo pipefail
@@ -43,19 +56,32 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
   model (first round only): --vocab N --ctx N --layers N --heads N --width N
   local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
                        --reset-optimizer (fresh AdamW moments every round)
-  merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform --skip-bad
+  merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform
+  --skip-bad           leave out a delta photon-merge refuses (stale, NaN, ...) or whose
+                       signature fails, instead of stopping the round; with it
+                       --min-clients defaults to 1
+  --min-clients K      merge a round if at least K deltas are accepted; a client that
+                       fails to train, whose copy fails or whose delta is refused is left
+                       out, with its reason on stderr and in AGG/logs/round-R/left-out.
+                       Below K the run stops with exit 1 (default: every sampled client)
   --sign-key FILE      each client signs its delta with this SSH private key (a path on
                        the client, relative to its directory): ssh-keygen -Y sign,
                        namespace photon-delta, giving delta.safetensors.sig
   --allowed-signers F  an OpenSSH allowed_signers file whose principals are the client
                        ids (c0-NAME, c1-NAME, ...: see the round logs): every delta must
                        be signed by the key registered for the id written inside it;
-                       one that is not is refused with the reason (--skip-bad: the round
-                       goes on without it). Kept as AGG/allowed_signers
+                       one that is not is refused with the reason and left out of the
+                       round (see --min-clients). Kept as AGG/allowed_signers
   --bin DIR            the photon tools here (default: bin/ beside this script)
   --remote-bin DIR     the photon tools on remote clients (default: PATH)
   --ssh CMD            the remote shell for rsync and remote training (default: ssh)
   -h, --help
+
+Given an AGG that holds a federation (AGG/federation.json), the same command
+continues it after its last complete round: a kill, a failed round or a larger
+--rounds. A command whose settings (model, seed, local steps, batch, seq,
+training and merge flags, tokenizer, clients, sampling, allowed signers) differ
+from the recorded ones is refused with exit 2; only --rounds may grow.
 TXT
 }
 
@@ -63,7 +89,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" remote_bin="" ssh_cmd="ssh"
 agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
 model_flags=() train_flags=() merge_flags=() outer=fedavg tokenizer="" sign_key="" allowed_signers="" skip_bad=0
-batch=8 seq=64
+batch=8 seq=64 min_clients=0
 
 die() { echo "federate.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -85,7 +111,8 @@ while [ $# -gt 0 ]; do
     --reset-optimizer) train_flags+=("$1"); shift ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
-    --skip-bad) merge_flags+=("$1"); skip_bad=1; shift ;;
+    --skip-bad) skip_bad=1; shift ;;
+    --min-clients) min_clients=$2; shift 2 ;;
     --sign-key) sign_key=$2; shift 2 ;;
     --allowed-signers) allowed_signers=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
@@ -97,10 +124,12 @@ done
 [ -n "$agg" ] || die "--agg is required"
 [ ${#clients[@]} -gt 0 ] || die "at least one --client is required"
 [ ${#val[@]} -gt 0 ] || die "--val is required"
-for n in "$rounds" "$steps" "$sample" "$seed" "$jobs" "$batch" "$seq"; do
+for n in "$rounds" "$steps" "$sample" "$seed" "$jobs" "$batch" "$seq" "$min_clients"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
 done
 [ "$sample" -gt 0 ] && [ "$sample" -le ${#clients[@]} ] || sample=${#clients[@]}
+[ "$min_clients" -le "$sample" ] || die "--min-clients $min_clients is more than the $sample clients sampled each round"
+if [ "$min_clients" = 0 ]; then if [ "$skip_bad" = 1 ]; then min_clients=1; else min_clients=$sample; fi; fi
 for t in photon-train photon-merge photon-eval; do
     [ -x "$bin/$t" ] || die "$bin/$t not found: run make first"
 done
@@ -138,15 +167,17 @@ copy() {
 
 file_bytes() { wc -c <"$1" | tr -d ' '; }
 
-# json FILE KEY: a field of the JSON a photon tool printed, as written there (null: null)
-json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]), parse_float=str)[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
+# json FILE KEY...: fields of the JSON a photon tool printed, as written there (null: null), on one line
+json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1]), parse_float=str)
+print(" ".join("null" if d[k] is None else str(d[k]) for k in sys.argv[2:]))' "$@"; }
 
 # A client's name in its delta: its index and the last part of its path.
-client_id() {
-    local base
-    base=$(basename "${clients[$1]#*:}" | tr -c 'A-Za-z0-9._\n-' '_')
-    echo "c$1-${base:0:40}"
-}
+ids=()
+for ((i = 0; i < ${#clients[@]}; i++)); do
+    base=$(basename "${clients[i]#*:}" | tr -c 'A-Za-z0-9._\n-' '_')
+    ids[i]="c$i-${base:0:40}"
+done
+client_id() { echo "${ids[$1]}"; }
 
 # K of the N clients for a round: a seeded Fisher-Yates shuffle with our own
 # 64-bit LCG, so every bash gives the same sample.
@@ -167,44 +198,160 @@ photon() { # the photon tools on a client's machine
     if is_remote "$1"; then echo "${remote_bin:+$remote_bin/}$2"; else echo "$bin/$2"; fi
 }
 
-# --- round 0: the initial global model ---------------------------------------
+# write_atomic FILE: stdin to FILE through a temporary beside it, so that a
+# kill leaves the old file or the new one, never a part
+write_atomic() { cat >"$1.tmp" && mv -f "$1.tmp" "$1"; }
 
-[ ! -e "$agg/log.tsv" ] || die "$agg already holds a federation (log.tsv); give a new --agg"
-[ -z "$allowed_signers" ] || cp "$allowed_signers" "$agg/allowed_signers" # kept: the rounds' records refer to it
-global0="$agg/global-r0.safetensors"
+# --- the federation's settings: recorded on the first start, compared on a continue ---
+
+sha_of() { if [ $# -gt 0 ]; then cat "$@" | sha256sum | cut -c1-64; else echo none; fi; }
+settings() { # one "flag<TAB>value" line per setting (compared as a set: their order does not matter)
+    local i
+    printf '%s\t%s\n' --seed "$seed" --rounds "$rounds" --local-steps "$steps" --batch "$batch" --seq "$seq" \
+        --sample "$sample" --outer "$outer"
+    for ((i = 0; i < ${#model_flags[@]}; i += 2)); do printf '%s\t%s\n' "${model_flags[i]}" "${model_flags[i + 1]}"; done
+    for ((i = 0; i < ${#train_flags[@]}; i++)); do
+        if [ "${train_flags[i]}" = --reset-optimizer ]; then printf '%s\tyes\n' --reset-optimizer
+        else printf '%s\t%s\n' "${train_flags[i]}" "${train_flags[i + 1]}"; i=$((i + 1)); fi
+    done
+    for ((i = 0; i < ${#merge_flags[@]}; i += 2)); do printf '%s\t%s\n' "${merge_flags[i]}" "${merge_flags[i + 1]}"; done
+    printf '%s\t%s\n' --tokenizer "$(sha_of ${tokenizer:+"$tokenizer/vocab.json" "$tokenizer/merges.txt"})" \
+        --allowed-signers "$(sha_of ${allowed_signers:+"$allowed_signers"})"
+    for ((i = 0; i < ${#clients[@]}; i++)); do printf '%s\t%s\n' --client "${clients[i]}"; done
+}
+# compare_settings FEDERATION_JSON: prints the new JSON (the recorded one, --rounds
+# grown) on stdout, or exits 2 with the first setting that differs
+compare_settings() {
+    settings | python3 -c '
+import json, sys
+new = {}
+for line in sys.stdin.read().splitlines():
+    k, v = line.split("\t", 1)
+    if k == "--client": new.setdefault(k, []).append(v)
+    else: new[k] = v
+if len(sys.argv) < 2:
+    print(json.dumps(new, indent=1, sort_keys=True)); sys.exit()
+try:
+    old = json.load(open(sys.argv[1]))
+except Exception as e:
+    print(f"federate.sh: {sys.argv[1]}: cannot read the recorded settings ({e})", file=sys.stderr); sys.exit(2)
+show = lambda k, v: "no " + k if v is None else (" ".join(k + " " + c for c in v) if isinstance(v, list) else k + " " + v)
+for k in sorted(set(old) | set(new), key=lambda k: (k == "--client", k)):
+    o, n = old.get(k), new.get(k)
+    if o == n or (k == "--rounds" and o is not None and n.isdigit() and o.isdigit() and int(n) > int(o)): continue
+    why = ", and --rounds may only grow" if k == "--rounds" else ""
+    print(f"federate.sh: {sys.argv[1]} was started with {show(k, o)}; this command gives {show(k, n)}{why} (give the same settings to continue it, or a new --agg)", file=sys.stderr)
+    sys.exit(2)
+print(json.dumps(new, indent=1, sort_keys=True))
+' "$@"
+}
+
+# the log's line for round R, if it is there whole (8 fields)
+log_line() { awk -F'\t' -v r="$1" 'NR > 1 && $1 == r && NF == 8 { print; exit }' "$agg/log.tsv" 2>/dev/null; }
+round_done() { # round R is complete: its checkpoint, its record and its log line are all there
+    if [ "$1" = 0 ]; then [ -f "$agg/global-r0.safetensors" ] && [ -f "$agg/eval-r0.json" ]
+    else [ -f "$agg/global-r$1.safetensors" ] && [ -f "$agg/round-$1/record.json" ]; fi && [ -n "$(log_line "$1")" ]
+}
+
+# --- a new federation, or the continue of one ------------------------------
+
 tok_flags=() client_tok=""
 if [ -n "$tokenizer" ]; then
     [ -f "$tokenizer/vocab.json" ] && [ -f "$tokenizer/merges.txt" ] || die "--tokenizer $tokenizer lacks vocab.json or merges.txt"
     tok_flags=(--tokenizer "$tokenizer") client_tok="--tokenizer tokenizer"
 fi
-"$bin/photon-train" --init "${tok_flags[@]}" "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
-# a new federation: clients start with fresh optimizer state and data position
-for dir in "${clients[@]}"; do
-    run_in "$dir" "rm -rf state.safetensors global.safetensors delta.safetensors tokenizer"
-    if [ -n "$tokenizer" ]; then copy "${tokenizer%/}/" "$dir/tokenizer"; fi
-done
-"$bin/photon-eval" --model "$global0" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r0.json"
-loss0=$(json "$agg/eval-r0.json" loss)
+done_r=-1
+if [ -f "$agg/federation.json" ]; then
+    recorded=$(compare_settings "$agg/federation.json") || exit 2
+    # the last complete round; anything after it was cut short and is redone
+    while [ "$done_r" -lt "$rounds" ] && round_done $((done_r + 1)); do done_r=$((done_r + 1)); done
+    if [ "$done_r" -ge 0 ]; then
+        { head -n 1 "$agg/log.tsv"; for ((r = 0; r <= done_r; r++)); do log_line "$r"; done; } | write_atomic "$agg/log.tsv"
+    fi
+    r=$((done_r + 1))
+    rm -f "$agg/global-r$r.safetensors" "$agg/server-r$r.safetensors" "$agg/eval-r$r.json" "$agg"/*.tmp \
+        "$agg/round-$r/record.json" "$agg/round-$r/merge-flags" "$agg/round-$r"/.*.tmp "$agg/round-$r"/*.tmp
+    [ "$recorded" = "$(cat "$agg/federation.json")" ] || printf '%s\n' "$recorded" | write_atomic "$agg/federation.json"
+    if [ "$done_r" -ge "$rounds" ]; then
+        echo "federate.sh: $agg: all $rounds rounds are done (a larger --rounds continues it)" >&2
+        exit 0
+    fi
+    [ "$done_r" -lt 0 ] || echo "federate.sh: $agg: continuing after round $done_r of $rounds" >&2
+else
+    [ ! -e "$agg/log.tsv" ] ||
+        die "$agg holds a federation without federation.json (an older federate.sh): its settings cannot be checked; give a new --agg"
+    compare_settings | write_atomic "$agg/federation.json"
+fi
 total_steps=$((rounds * steps))
 
-printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\n' | tee "$agg/log.tsv"
-printf '0\t0\t%.4f\t%.3f\t-\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print exp(l)}')" | tee -a "$agg/log.tsv"
+# --- round 0: the initial global model ---------------------------------------
 
-for ((r = 1; r <= rounds; r++)); do
+if [ "$done_r" -lt 0 ]; then # no client has trained in this federation yet
+    [ -z "$allowed_signers" ] || cp "$allowed_signers" "$agg/allowed_signers" # kept: the rounds' records refer to it
+    global0="$agg/global-r0.safetensors"
+    "$bin/photon-train" --init "${tok_flags[@]}" "${model_flags[@]}" --seed "$seed" --steps 0 --out "$global0" 2>/dev/null
+    # a new federation: clients start with fresh optimizer state and data position
+    for dir in "${clients[@]}"; do
+        run_in "$dir" "rm -rf state.safetensors global.safetensors delta.safetensors delta.safetensors.sig tokenizer"
+        if [ -n "$tokenizer" ]; then copy "${tokenizer%/}/" "$dir/tokenizer"; fi
+    done
+    "$bin/photon-eval" --model "$global0" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | write_atomic "$agg/eval-r0.json"
+    loss0=$(json "$agg/eval-r0.json" loss)
+    {
+        printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\tmerged\n'
+        printf '0\t0\t%.4f\t%.3f\t-\t0\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print exp(l)}')"
+    } | write_atomic "$agg/log.tsv"
+    done_r=0
+fi
+cat "$agg/log.tsv"
+
+for ((r = done_r + 1; r <= rounds; r++)); do
     start=$(date +%s.%N)
     prev="$agg/global-r$((r - 1)).safetensors" next="$agg/global-r$r.safetensors"
-    mkdir -p "$agg/round-$r" "$agg/logs/round-$r"
+    rd="$agg/round-$r" lg="$agg/logs/round-$r"
+    mkdir -p "$rd" "$lg"
+    rm -f "$lg/left-out"
     chosen=$(sample_clients "$r")
-    moved=0
-    # 2. the global checkpoint goes out
+    moved=0 todo=()
+    declare -A why=()
+    # a delta this round already copied back (before a kill) is kept, not trained again
     for c in $chosen; do
-        copy "$prev" "${clients[c]}/global.safetensors"
-        moved=$((moved + $(file_bytes "$prev")))
+        id=${ids[c]}
+        if [ -f "$rd/delta-$id.safetensors" ]; then moved=$((moved + $(file_bytes "$prev"))); else todo+=("$c"); fi
+    done
+    # 2. the global checkpoint goes out
+    out=()
+    for c in "${todo[@]}"; do
+        if copy "$prev" "${clients[c]}/global.safetensors" 2>"$lg/copy-${ids[c]}.log"; then
+            out+=("$c") moved=$((moved + $(file_bytes "$prev")))
+        else
+            why[$c]="copying the global checkpoint to it failed: $(tail -n 1 "$lg/copy-${ids[c]}.log")"
+        fi
     done
     # 3. local training, at most $jobs at a time
-    pids=() failed=0
-    for c in $chosen; do
-        dir=${clients[c]} id=$(client_id "$c")
+    pids=() pidc=()
+    finish() { # waits for the oldest training job, and brings its delta back
+        local c=${pidc[0]} id=${ids[${pidc[0]}]}
+        if wait "${pids[0]}"; then fetch "$c"; else why[$c]="training failed: $(tail -n 1 "$lg/train-$id.log")"; fi
+        pids=("${pids[@]:1}") pidc=("${pidc[@]:1}")
+    }
+    # 4. the delta comes back as soon as it is made, to a temporary name then into place
+    # (its signature first): one there is whole, and a continue takes it as it is
+    fetch() {
+        local c=$1 id=${ids[$1]} d="$rd/delta-${ids[$1]}.safetensors"
+        rm -f "$d.sig"
+        if [ -n "$sign_key" ]; then
+            copy "${clients[c]}/delta.safetensors.sig" "$rd/.sig-$id.tmp" 2>/dev/null && mv -f "$rd/.sig-$id.tmp" "$d.sig" || true
+        fi
+        if copy "${clients[c]}/delta.safetensors" "$rd/.delta-$id.tmp" 2>"$lg/copy-$id.log"; then
+            mv -f "$rd/.delta-$id.tmp" "$d"
+        else
+            rm -f "$rd/.delta-$id.tmp" "$d.sig"
+            why[$c]="copying its delta back failed: $(tail -n 1 "$lg/copy-$id.log")"
+        fi
+    }
+    for c in "${out[@]}"; do
+        dir=${clients[c]} id=${ids[c]}
         cmd="$(photon "$dir" photon-train) --model global.safetensors --data data/* --state state.safetensors \
 --steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} $client_tok \
 --delta-out delta.safetensors --client-id $id --log-every $steps"
@@ -213,52 +360,79 @@ for ((r = 1; r <= rounds; r++)); do
         else
             cmd="$cmd && rm -f delta.safetensors.sig"
         fi
-        run_in "$dir" "$cmd" 2>"$agg/logs/round-$r/train-$id.log" &
-        pids+=($!)
-        if [ ${#pids[@]} -ge "$jobs" ]; then wait "${pids[0]}" || failed=1; pids=("${pids[@]:1}"); fi
+        run_in "$dir" "$cmd" 2>"$lg/train-$id.log" &
+        pids+=($!) pidc+=("$c")
+        if [ ${#pids[@]} -ge "$jobs" ]; then finish; fi
     done
-    for p in "${pids[@]}"; do wait "$p" || failed=1; done
-    [ "$failed" = 0 ] || { echo "federate.sh: a client failed in round $r; see $agg/logs/round-$r/train-*.log" >&2; exit 1; }
-    # 4. the deltas come back
+    while [ ${#pids[@]} -gt 0 ]; do finish; done
+    # 5. the signatures
     deltas=()
     for c in $chosen; do
-        id=$(client_id "$c")
-        copy "${clients[c]}/delta.safetensors" "$agg/round-$r/delta-$id.safetensors"
-        if [ -n "$sign_key" ]; then copy "${clients[c]}/delta.safetensors.sig" "$agg/round-$r/delta-$id.safetensors.sig" 2>/dev/null || true; fi
-        moved=$((moved + $(file_bytes "$agg/round-$r/delta-$id.safetensors")))
+        id=${ids[c]} d="$rd/delta-$id.safetensors"
+        [ -f "$d" ] || continue
+        moved=$((moved + $(file_bytes "$d")))
         if [ -n "$allowed_signers" ] &&
-            ! BIN=$bin "$here/examples/delta-sig.sh" verify "$agg/allowed_signers" "$agg/round-$r/delta-$id.safetensors" \
-                >/dev/null 2>"$agg/logs/round-$r/signature-$id.log"; then
-            why=$(tail -n 1 "$agg/logs/round-$r/signature-$id.log")
-            if [ "$skip_bad" = 1 ]; then echo "federate.sh: round $r: $why; going on without it" >&2; continue; fi
-            echo "federate.sh: round $r: $why; the round stops (--skip-bad goes on without it)" >&2
-            exit 1
+            ! BIN=$bin "$here/examples/delta-sig.sh" verify "$agg/allowed_signers" "$d" >/dev/null 2>"$lg/signature-$id.log"; then
+            why[$c]=$(tail -n 1 "$lg/signature-$id.log")
+            continue
         fi
-        deltas+=("$agg/round-$r/delta-$id.safetensors")
+        deltas+=("$d")
     done
-    [ ${#deltas[@]} -gt 0 ] || { echo "federate.sh: round $r: no delta passed its checks" >&2; exit 1; }
-    # 5. merge and evaluate
+    # left_out: one line per client left out, "ID: reason", in the round's logs
+    left_out() {
+        local c
+        for c in $chosen; do [ -z "${why[$c]:-}" ] || printf '%s: %s\n' "${ids[c]}" "${why[$c]}"; done
+    }
+    stop() { # fewer than --min-clients accepted: one line, and the run stops (the same command continues it)
+        left_out >"$lg/left-out"
+        echo "federate.sh: round $r: $1 of $(echo $chosen | wc -w) sampled clients' deltas accepted, fewer than --min-clients $min_clients ($(left_out | tr '\n' ';' | sed 's/;$//; s/;/; /g')); the same command continues the run" >&2
+        exit 1
+    }
+    [ ${#deltas[@]} -ge "$min_clients" ] && [ ${#deltas[@]} -gt 0 ] || stop ${#deltas[@]}
+    # 6. merge and evaluate
     state_flags=()
     if [ "$outer" != fedavg ]; then
         state_flags=(--server-state "$agg/server-r$((r - 1)).safetensors" --server-state-out "$agg/server-r$r.safetensors")
     fi
     round_flags=(--outer "$outer" "${merge_flags[@]}" --max-local-steps "$steps")
-    if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" \
-        "${deltas[@]}" 2>"$agg/logs/round-$r/merge.log"; then
+    [ "$skip_bad" = 0 ] || round_flags+=(--skip-bad)
+    if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" --min-clients "$min_clients" \
+        --json "${deltas[@]}" >"$lg/merge.json" 2>"$lg/merge.log"; then
+        if [ "$skip_bad" = 1 ] && grep -q 'valid deltas' "$lg/merge.log"; then # photon-merge left out too many
+            while IFS= read -r line; do
+                f=${line#photon-merge: refused } f=${f%%: *} f=${f##*/delta-} f=${f%.safetensors}
+                for c in $chosen; do [ "${ids[c]}" != "$f" ] || why[$c]="refused by photon-merge: ${line#photon-merge: refused }"; done
+            done < <(grep '^photon-merge: refused ' "$lg/merge.log")
+            refused=$(grep -c '^photon-merge: refused ' "$lg/merge.log" || true)
+            stop $((${#deltas[@]} - refused))
+        fi
         echo "federate.sh: the merge of round $r failed:" >&2
-        cat "$agg/logs/round-$r/merge.log" >&2
+        cat "$lg/merge.log" >&2
         exit 1
     fi
+    merged=0
+    while IFS=$'\t' read -r f reason; do # the deltas photon-merge left out (--skip-bad)
+        [ -n "$reason" ] || { merged=$((merged + 1)); continue; }
+        for c in $chosen; do [ "delta-${ids[c]}.safetensors" != "${f##*/}" ] || why[$c]="refused by photon-merge: $reason"; done
+    done < <(python3 -c 'import json, sys
+for d in json.load(open(sys.argv[1])).get("deltas", []):
+    print(d["path"] + "\t" + ("" if d["accepted"] else d["reason"]))' "$lg/merge.json")
+    left_out >"$lg/left-out"
+    [ -s "$lg/left-out" ] || rm -f "$lg/left-out"
+    while IFS= read -r line; do echo "federate.sh: round $r: left out $line" >&2; done < <(left_out)
     # 7. the record: what was merged, from what, how (recomputed by verify-round.sh)
-    printf '%s\n' "${round_flags[@]}" >"$agg/round-$r/merge-flags"
-    [ "$outer" = fedavg ] || printf '%s\n' --server-state "../server-r$((r - 1)).safetensors" >>"$agg/round-$r/merge-flags"
-    BIN=$bin "$here/examples/round-record.sh" "$agg" "$r" >"$agg/round-$r/record.json" ||
+    printf '%s\n' "${round_flags[@]}" >"$rd/merge-flags"
+    [ "$outer" = fedavg ] || printf '%s\n' --server-state "../server-r$((r - 1)).safetensors" >>"$rd/merge-flags"
+    BIN=$bin "$here/examples/round-record.sh" "$agg" "$r" >"$rd/record.json.tmp" ||
         { echo "federate.sh: round $r: the merge does not reproduce from its record" >&2; exit 1; }
-    "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json >"$agg/eval-r$r.json"
-    loss=$(json "$agg/eval-r$r.json" loss)
-    bpb=$(json "$agg/eval-r$r.json" bits_per_byte)
+    mv -f "$rd/record.json.tmp" "$rd/record.json"
+    "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | write_atomic "$agg/eval-r$r.json"
+    read -r loss bpb < <(json "$agg/eval-r$r.json" loss bits_per_byte)
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
-    printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\n' "$r" "$(echo $chosen | wc -w)" "$loss" \
+    line=$(printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\t%d' "$r" "$(echo $chosen | wc -w)" "$loss" \
         "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" "$(awk -v b="$bpb" 'BEGIN{if (b == "null") print "-"; else printf "%.4f", b}')" \
-        "$moved" "$secs" | tee -a "$agg/log.tsv"
+        "$moved" "$secs" "$merged")
+    { cat "$agg/log.tsv"; printf '%s\n' "$line"; } | write_atomic "$agg/log.tsv"
+    printf '%s\n' "$line"
+    unset why
 done

@@ -6,7 +6,12 @@
 # examples/round.sh; and whole federations with examples/federate.sh: 3
 # clients over 2 rounds must lower the held-out loss, K-of-N sampling must
 # repeat, and clients reached as host:path (rsync and a stand-in for ssh)
-# must give the same bytes as local directories.
+# must give the same bytes as local directories. A federation killed (-9)
+# during training, merge, record or evaluation and run again with the same
+# command must end with the uninterrupted run's checkpoint and a chain that
+# verifies, each round logged once; changed settings are refused, a larger
+# --rounds continues a finished run, and with --min-clients a client that
+# fails is left out (below the minimum the run stops, and continues later).
 # Prints "ok - ..." / "FAIL - ..." / "skip - ..." and a last line
 # "N passed, N failed" (tests/lib.sh).
 set -u
@@ -226,4 +231,99 @@ check "federate.sh --tokenizer: a federation on BPE tokens" "$ROOT/examples/fede
 check "federate.sh --tokenizer: the tokenizer went to the clients and sets the vocabulary" bash -c "
     cmp fed/tok/vocab.json fed/local/client0/tokenizer/vocab.json &&
     grep -q '\"photon.vocab_size\":\"300\"' fed/agg-bpe/global-r2.safetensors"
+# --- continuing a federation: kill -9 at several moments, rerun the same command ---
+# kbin/: the tools, with photon-train, photon-merge and photon-eval behind a stand-in that,
+# given KILL_AT=TOOL:PATTERN:N:before|after, kills its process group (federate.sh and all it
+# started, as a crash would) at the Nth call of TOOL whose arguments hold PATTERN, and given
+# FAIL_ID=ID, makes photon-train fail for that client
+mkdir -p fed/kbin
+for t in "$BIN"/*; do ln -sf "$t" fed/kbin/; done
+for t in photon-train photon-merge photon-eval; do
+    rm -f fed/kbin/$t
+    cat >fed/kbin/$t <<SH
+#!/usr/bin/env bash
+real='$BIN/$t' hit=0
+if [ -n "\${FAIL_ID:-}" ] && [[ " \$* " == *" --client-id \$FAIL_ID "* ]]; then
+    echo "$t: a failure the test made for \$FAIL_ID" >&2; exit 1
+fi
+IFS=: read -r tool pattern n when <<<"\${KILL_AT:-}"
+if [ "\$tool" = $t ] && [[ " \$* " == *"\$pattern"* ]]; then
+    count=\$((\$(cat "\$KILL_COUNT" 2>/dev/null || echo 0) + 1)); echo \$count >"\$KILL_COUNT"
+    [ "\$count" = "\$n" ] && hit=1
+fi
+[ \$hit = 1 ] && [ "\$when" = before ] && kill -9 0
+"\$real" "\$@"; status=\$?
+[ \$hit = 1 ] && kill -9 0
+exit \$status
+SH
+    chmod +x fed/kbin/$t
+done
+for c in 0 1 2; do
+    mkdir -p fed/k/client$c/data
+    head -c 20000 fed/local/client$c/data/train.txt >fed/k/client$c/data/train.txt
+done
+kflags=(--client fed/k/client0 --client fed/k/client1 --client fed/k/client2 --val fed/val0.txt --rounds 2
+    --local-steps 3 --batch 2 --seq 16 --layers 1 --heads 2 --width 16 --ctx 16 --lr 5e-3 --jobs 1 --bin "$W/fed/kbin")
+check "federate.sh: an uninterrupted run, the reference" "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]}"
+check "  ... it records its settings in federation.json" grep -q '"--local-steps": "3"' fed/kref/federation.json
+# killed KILL_AT NAME: a run killed there, then the same command again
+killed() {
+    rm -f "$W/kcount"
+    KILL_AT=$1 KILL_COUNT="$W/kcount" setsid "$ROOT/examples/federate.sh" --agg "fed/$2" "${kflags[@]}" >/dev/null 2>&1
+    [ $? = 137 ] || { echo "not killed at $1" >&2; return 1; }
+    "$ROOT/examples/federate.sh" --agg "fed/$2" "${kflags[@]}" >"fed/$2.out" 2>"fed/$2.err" || { cat "fed/$2.err" >&2; return 1; }
+    "$ROOT/examples/verify-round.sh" "fed/$2" || return 1
+    [ "$(cut -f1 "fed/$2/log.tsv" | tr '\n' ' ')" = "round 0 1 2 " ] || { echo "log.tsv's rounds:" >&2; cat "fed/$2/log.tsv" >&2; return 1; }
+}
+if command -v setsid >/dev/null; then
+    # photon-train is called once for round 0 (--init), then once per client a round (--jobs 1)
+    for at in "photon-train:--client-id:5:before train" "photon-merge:--out:2:after merge" \
+        "photon-merge:--verify:2:before record" "photon-eval:--model:3:after eval"; do
+        check "federate.sh: killed before ${at##* } of round 2, the same command continues; the chain verifies, each round logged once" \
+            killed "${at% *}" "kill-${at##* }"
+        check "  ... and ends with the checkpoint of the uninterrupted run" \
+            cmp fed/kref/global-r2.safetensors "fed/kill-${at##* }/global-r2.safetensors"
+    done
+    # killed after a client trained but before its delta came back: photon-train runs again on the
+    # state it advanced, so the chain verifies but the bytes differ from the uninterrupted run's
+    check "federate.sh: killed after a client trained, the same command continues and the chain verifies" \
+        killed "photon-train:--client-id:5:after" kill-trained
+else
+    skip "federate.sh killed and continued: setsid not found"
+fi
+check "federate.sh: a finished federation, run again, has nothing to do" expect_exit 0 "all 2 rounds are done" \
+    "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]}"
+check "federate.sh: a continue with another setting is refused, naming it" expect_exit 2 "started with --lr 5e-3; this command gives --lr 1e-3" \
+    "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]}" --lr 1e-3
+check "federate.sh: a continue with fewer rounds is refused" expect_exit 2 "--rounds 2; this command gives --rounds 1, and --rounds may only grow" \
+    "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]}" --rounds 1
+check "federate.sh: a continue with another client list is refused" expect_exit 2 "client fed/k/client2; this command gives .*--client fed/local/client2" \
+    "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]:0:4}" --client fed/local/client2 "${kflags[@]:6}"
+check "federate.sh: --rounds grown continues a finished federation" "$ROOT/examples/federate.sh" --agg fed/kref "${kflags[@]}" --rounds 3
+check "  ... its chain verifies, each round logged once" bash -c "
+    '$ROOT/examples/verify-round.sh' fed/kref && [ \"\$(cut -f1 fed/kref/log.tsv | tr '\n' ' ')\" = 'round 0 1 2 3 ' ]"
+mkdir -p fed/old && printf 'round\n' >fed/old/log.tsv
+check "federate.sh: an AGG of an older federate.sh (no federation.json) is refused" expect_exit 2 "without federation.json" \
+    "$ROOT/examples/federate.sh" --agg fed/old "${kflags[@]}"
+
+# --- --min-clients: a client that fails is left out ---
+LATE=1 FAIL_ID=c1-client1 check "federate.sh --min-clients 2: one client of 3 fails to train, the others are merged" \
+    expect_exit 0 "round 2: left out c1-client1: training failed: photon-train: a failure the test made" \
+    "$ROOT/examples/federate.sh" --agg fed/min2 "${kflags[@]}" --min-clients 2
+check "  ... log.tsv says 3 sampled and 2 merged, the round logs name the reason, the chain verifies" bash -c "
+    awk -F'\t' 'NR > 2 && !(\$2 == 3 && \$8 == 2) { exit 1 }' fed/min2/log.tsv && head -1 fed/min2/log.tsv | grep -q 'merged\$' &&
+    grep -q '^c1-client1: training failed' fed/min2/logs/round-2/left-out && '$ROOT/examples/verify-round.sh' fed/min2"
+FAIL_ID=c1-client1 check "federate.sh: below --min-clients the run stops, naming the round, the count and the reason" expect_exit 1 \
+    "round 1: 2 of 3 sampled clients' deltas accepted, fewer than --min-clients 3 \(c1-client1: training failed: .*\)" \
+    "$ROOT/examples/federate.sh" --agg fed/min3 "${kflags[@]}"
+check "  ... the same command, the client mended, continues it" bash -c "
+    '$ROOT/examples/federate.sh' --agg fed/min3 ${kflags[*]} >/dev/null 2>&1 && '$ROOT/examples/verify-round.sh' fed/min3 &&
+    [ \"\$(cut -f1 fed/min3/log.tsv | tr '\n' ' ')\" = 'round 0 1 2 ' ]"
+for c in 0 1 2; do mkdir -p fed/g/client$c && cp -r fed/k/client$c/data fed/g/client$c/; done
+gflags=(--client fed/g/client0 --client fed/g/client1 --client fed/g/client2 "${kflags[@]:6}")
+check "federate.sh: a client directory gone after round 1 is left out: the checkpoint cannot go to it" bash -c "
+    '$ROOT/examples/federate.sh' --agg fed/gone ${gflags[*]} --rounds 1 >/dev/null 2>&1 && rm -rf fed/g/client2 &&
+    '$ROOT/examples/federate.sh' --agg fed/gone ${gflags[*]} --min-clients 2 >/dev/null 2>err &&
+    grep -q 'round 2: left out c2-client2: copying the global checkpoint to it failed' err &&
+    [ \"\$(cut -f8 fed/gone/log.tsv | tr '\n' ' ')\" = 'merged 0 3 2 ' ]"
 summary
