@@ -1110,9 +1110,11 @@ static void photon__atomic_abort(photon__atomic *a);
 static photon_result photon__open_regular(const char *path, FILE **out, long *size, photon_error *err);
 static int photon__file_exists(const char *path);
 static void photon__sync_directory(const char *path);
+#ifdef PHOTON__POSIX /* what killed runs left: where, and whose */
 static void photon__split_path(const char *path, char *dir, size_t size, const char **base);
 static long photon__leftover_pid(const char *name, const char *base, int pending_only);
 static int photon__pid_gone(long pid);
+#endif
 typedef struct photon__staged_dir { /* a new directory, written aside and renamed into place */
     const char *dir;
     char staging[4200], current[8448];
@@ -3657,7 +3659,8 @@ PHOTONDEF photon_result photon_client_state_read_commit(const char *path, photon
     return r;
 }
 
-/* --- finishing a commit that a killed run left halfway --- */
+/* --- finishing a commit that a killed run left halfway (POSIX: it asks whether a pid runs) --- */
+#ifdef PHOTON__POSIX
 
 /* Whether the file at path has the SHA-256 hex (a missing file has not). */
 static int photon__has_sha256(const char *path, const char *hex) {
@@ -3718,6 +3721,8 @@ static photon_result photon__roll_forward(const char *path, const char *temp, lo
     *done = 1;
     return PHOTON_OK;
 }
+
+#endif
 
 PHOTONDEF photon_result photon_client_state_reconcile(const char *path, photon_recovery *rec, photon_error *err) {
     memset(rec, 0, sizeof *rec);
@@ -5477,7 +5482,12 @@ static double photon__rand_normal(uint64_t *state) {
 /* ----------------------------------------------------------------------- */
 /* Every output is written to PATH.tmp (PATH.PID.tmp on POSIX, so that two
    writers do not share it), flushed to disk, then renamed over PATH, so a
-   reader sees the old file or the whole new one, never a part. */
+   reader sees the old file or the whole new one, never a part. A group of
+   outputs goes to PATH.PID.pending each, then is renamed in order; a
+   process killed on the way leaves those names behind, with its pid in
+   them, so that a later run can tell a dead writer's files from a live
+   one's (photon_outputs_cleanup) and finish what it committed (>>checkpoint,
+   photon_client_state_reconcile). */
 
 static photon_result photon__atomic_open(photon__atomic *a, const char *path, photon_error *err) {
     size_t n = strlen(path) + 32;
@@ -5517,6 +5527,7 @@ static void photon__atomic_abort(photon__atomic *a) {
     a->tmp = NULL;
 }
 
+#ifdef PHOTON__POSIX
 /* The directory part of path ("." if none) into dir, and its last part. */
 static void photon__split_path(const char *path, char *dir, size_t size, const char **base) {
     const char *slash = strrchr(path, '/');
@@ -5524,6 +5535,7 @@ static void photon__split_path(const char *path, char *dir, size_t size, const c
     if (!slash) snprintf(dir, size, ".");
     else snprintf(dir, size, "%.*s", (int)(slash - path) + (slash == path), path);
 }
+#endif
 
 /* After a rename, the directory entry itself must reach the disk too. */
 static void photon__sync_directory(const char *path) {
@@ -5790,6 +5802,7 @@ PHOTONDEF void photon_outputs_abort(photon_outputs *o) {
 /* --- what killed runs leave behind, and the lock that keeps a second
    process off a file --- */
 
+#ifdef PHOTON__POSIX
 /* The pid in the name of a temporary of base that photon's writers make:
    BASE.<pid>.pending (photon_outputs_add), BASE.<pid>.tmp (the atomic
    writer), BASE.<pid>.probe (photon_output_check), BASE.<pid>.pending.<pid>.tmp
@@ -5814,13 +5827,9 @@ static long photon__leftover_pid(const char *name, const char *base, int pending
 /* Whether no process of this id runs (never this one). A process of
    another user answers EPERM: it runs, and its files stay. */
 static int photon__pid_gone(long pid) {
-#ifdef PHOTON__POSIX
     return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-#else
-    (void)pid;
-    return 0;
-#endif
 }
+#endif
 
 PHOTONDEF photon_result photon_outputs_cleanup(const char *target, int *removed, uint64_t *bytes, photon_error *err) {
 #ifdef PHOTON__POSIX
@@ -5830,8 +5839,7 @@ PHOTONDEF photon_result photon_outputs_cleanup(const char *target, int *removed,
     struct dirent *e;
     struct stat info;
     photon__split_path(target, dir, sizeof dir, &base);
-    if (!(listing = opendir(dir)))
-        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read the directory: %s", dir, strerror(errno));
+    if (!(listing = opendir(dir))) return PHOTON_OK; /* nothing left there; the output's own check says why */
     while ((e = readdir(listing)) != NULL) {
         if (!photon__pid_gone(photon__leftover_pid(e->d_name, base, 0))) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
@@ -5852,9 +5860,9 @@ PHOTONDEF photon_result photon_outputs_cleanup(const char *target, int *removed,
     return PHOTON_OK;
 }
 
+#ifdef PHOTON__POSIX
 /* Names the process that holds the lock on fd, for the refusal. */
 static photon_result photon__lock_refused(int fd, const char *path, const char *name, photon_error *err) {
-#ifdef PHOTON__POSIX
     struct flock held;
     memset(&held, 0, sizeof held);
     held.l_type = F_WRLCK;
@@ -5862,11 +5870,9 @@ static photon_result photon__lock_refused(int fd, const char *path, const char *
     if (fcntl(fd, F_GETLK, &held) == 0 && held.l_type != F_UNLCK)
         return photon__fail(err, PHOTON_ERR_IO, "%s: in use by another process (pid %ld holds %s)", path,
                             (long)held.l_pid, name);
-#else
-    (void)fd;
-#endif
     return photon__fail(err, PHOTON_ERR_IO, "%s: in use by another process (it held %s)", path, name);
 }
+#endif
 
 PHOTONDEF photon_result photon_lock_acquire(photon_lock *lock, const char *path, photon_error *err) {
     lock->fd = -1;
