@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-commit test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-commit test-synthlang test-reference test-cxx test-asan demo clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -81,6 +81,10 @@ test-hf: $(TOOLS)
 
 test-federation: $(TOOLS)
 	bash tests/test_federation.sh bin
+
+# photon-train's commit: faults at each rename, kill -9 during writes, the lock on --state (tests/test_commit.sh)
+test-commit: $(TOOLS)
+	bash tests/test_commit.sh bin
 
 test-synthlang: bin/synthlang
 	bash tests/test_synthlang.sh bin
