@@ -5880,9 +5880,12 @@ PHOTONDEF photon_result photon_lock_acquire(photon_lock *lock, const char *path,
     {
         char name[4096 + 8];
         struct flock want;
+        struct stat info;
         int fd;
         photon_result r;
         if (strlen(path) >= 4096) return photon__fail(err, PHOTON_ERR_ARGUMENT, "%.200s...: path too long", path);
+        if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) /* no /dev/null.lock beside a device */
+            return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a regular file", path);
         snprintf(name, sizeof name, "%s.lock", path);
         if ((fd = open(name, O_RDWR | O_CREAT, 0666)) < 0)
             return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open its lock file %s: %s", path, name, strerror(errno));

@@ -114,6 +114,10 @@ check "a second process on the same --state is refused, naming the holder" \
 check "the refused process wrote nothing" bash -c "[ ! -e second.st ] && ! ls second.st.* 2>/dev/null"
 wait "$first"
 check "the first process finishes fine" test $? = 0 -a -e first.st -a -e s.st
+check "a device as --state is refused before a lock file is made beside it" \
+    expect_exit 1 "/dev/null: exists and is not a regular file" \
+    "$BIN/photon-train" --model g0.st --data "$W/data.txt" --steps 1 --state /dev/null --out x.st
+check "no /dev/null.lock was made" test ! -e /dev/null.lock
 check "after it, the state is free again" "$BIN/photon-train" --model g0.st --data "$W/data.txt" --steps 1 --state s.st --out second.st
 cd "$W" || exit 2
 
