@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-example test-layout test-hf test-integrity test-netns all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo clean
+.PHONY: test-commit test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -85,6 +85,14 @@ test-hf: $(TOOLS)
 
 test-federation: $(TOOLS)
 	bash tests/test_federation.sh bin
+
+# photon-train's commit: faults at each rename, kill -9 during writes, the lock on --state (tests/test_commit.sh)
+test-commit: $(TOOLS)
+	bash tests/test_commit.sh bin
+
+# independent parties: aggregator.sh and three client.sh through a local exchange, with kills (tests/test_parties.sh)
+test-parties: $(TOOLS)
+	bash tests/test_parties.sh bin
 
 test-synthlang: bin/synthlang
 	bash tests/test_synthlang.sh bin
@@ -165,8 +173,8 @@ test-cuda:
 	fi
 
 # every suite, then their summed "N passed, N failed" lines (tests/total.sh)
-SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-synthlang test-bpe test-hf \
-         test-integrity test-netns test-asan test-cuda-emu test-cuda
+SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-commit test-parties \
+         test-synthlang test-bpe test-hf test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out
 	@{ $(MAKE) --no-print-directory $(SUITES) 2>&1; echo $$? >out/test.status; } | tee out/test.log

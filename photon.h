@@ -533,6 +533,19 @@ PHOTONDEF photon_result photon_checkpoint_save(const photon_model *model, const 
 /* Loads a checkpoint into a new model (photon_model_free releases it). */
 PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *path, photon_error *err);
 
+/* The outputs a client state was committed with (photon.commit.* keys,
+   docs/FORMAT.md §3). photon-train renames the state last of its outputs,
+   so the state names the delta it belongs to, and after a crash the next
+   run can tell an interrupted commit and finish it. "" means none. */
+typedef struct photon_commit_record {
+    char prev_state_sha256[65]; /* the state file this one was resumed from ("none": a fresh state) */
+    char delta[4096];           /* the delta written with it, its path as given ... */
+    char delta_sha256[65];      /* ... the SHA-256 of the whole file ... */
+    char base_sha256[65];       /* ... and of the checkpoint it was taken against */
+    char out[4096];             /* the checkpoint written with it, as given */
+    char out_sha256[65];
+} photon_commit_record;
+
 /* What a client keeps between runs and rounds; never shipped. */
 typedef struct photon_client_state {
     photon_adamw_state adamw;
@@ -541,6 +554,8 @@ typedef struct photon_client_state {
     uint64_t data_epoch;
     uint64_t data_tokens;   /* the dataset it belongs to: token count ... */
     uint64_t data_hash;     /* ... and hash */
+    photon_commit_record commit; /* the outputs it was committed with */
+    char file_sha256[65];   /* set by a load: the SHA-256 of the file, from the loading pass ("" if none) */
 } photon_client_state;
 
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *state, const photon_config *config,
@@ -559,9 +574,32 @@ PHOTONDEF photon_result photon_client_state_resume(photon_client_state *state, c
                                                    const photon_dataset *ds, photon_loader *loader, const char *path,
                                                    int *resumed, photon_error *err);
 /* Records where training stands (the model's step, the loader's position,
-   the dataset) in state, before photon_client_state_save. */
+   the dataset) in state, before photon_client_state_save. It starts a new
+   commit record: the state it was loaded from (state->file_sha256), no
+   outputs; the caller then fills state->commit's delta and out. */
 PHOTONDEF void photon_client_state_record(photon_client_state *state, const photon_model *model,
                                           const photon_dataset *ds, const photon_loader *loader);
+/* The commit record of the client state at path, from its header alone
+   (the tensors are not read). */
+PHOTONDEF photon_result photon_client_state_read_commit(const char *path, photon_commit_record *commit,
+                                                        photon_error *err);
+/* What photon_client_state_reconcile did: pid is the killed run whose
+   commit it finished (0: none), commit that run's record. */
+typedef struct photon_recovery {
+    long pid;
+    photon_commit_record commit;
+} photon_recovery;
+/* Finishes a commit that a killed run left halfway (POSIX; elsewhere it
+   does nothing). Call it holding the state's lock (photon_lock_acquire),
+   before anything reads the state. It looks for PATH.<pid>.pending of a
+   process that no longer runs whose state loads, was resumed from the file
+   now at path (or from none, when none is there) and whose every recorded
+   output is in place, under its final name or as its own pending file,
+   with the recorded SHA-256: such a run had written all its outputs. The
+   pending outputs are then renamed into place, the state last. Without
+   that evidence nothing is touched (photon_outputs_cleanup then removes
+   the leftovers). */
+PHOTONDEF photon_result photon_client_state_reconcile(const char *path, photon_recovery *recovery, photon_error *err);
 /* Zeroes the AdamW moments and their step count (a fresh optimizer each
    round; the data position is kept). */
 PHOTONDEF void photon_adamw_state_reset(photon_adamw_state *state);
@@ -831,14 +869,17 @@ PHOTONDEF photon_result photon_write_file(const char *path, const void *data, si
    file (with any photon writer) to the temporary name photon_outputs_add
    gives; photon_outputs_commit then renames every temporary over its target
    and fsyncs their directories, photon_outputs_abort removes them. A crash
-   between two renames of a commit leaves some targets new and some old:
-   readers that must see one consistent set check the files' own links
-   (a delta's base hash, a state's step). */
+   between two renames of a commit leaves some targets new and some old,
+   and the rest of the group under its temporary names: photon-train puts
+   the client state last and records in it the SHA-256 of the others, so
+   the next run can finish the commit (photon_client_state_reconcile) and
+   remove what is left (photon_outputs_cleanup). */
 #define PHOTON_OUTPUTS_MAX 8
 typedef struct photon_outputs {
     int count;
     char target[PHOTON_OUTPUTS_MAX][4096];
     char temp[PHOTON_OUTPUTS_MAX][4096 + 32];
+    int stop_before_rename; /* for tests: K > 0 stops the commit before its K-th rename, as a crash would */
 } photon_outputs;
 
 /* Fails early, before any work, if path cannot take an output: it exists
@@ -855,8 +896,30 @@ PHOTONDEF void photon_outputs_init(photon_outputs *out);
 /* Checks the target as photon_output_check does. */
 PHOTONDEF photon_result photon_outputs_add(photon_outputs *out, const char *target, const char **temp,
                                            photon_error *err);
+/* Renames the temporaries in the order they were added (put the file that
+   records the group last). A failure before the first rename removes them
+   all; a failure after one (or stop_before_rename) leaves the rest where
+   they are, for the next run to finish (photon_client_state_reconcile),
+   and says what was committed and what is pending. */
 PHOTONDEF photon_result photon_outputs_commit(photon_outputs *out, photon_error *err);
 PHOTONDEF void photon_outputs_abort(photon_outputs *out);
+/* Removes what killed runs left beside target (POSIX; elsewhere nothing):
+   TARGET.<pid>.pending, .tmp, .probe and .pending.<pid>.tmp, each only when
+   its pid is not this process and no process of that id runs. A running
+   process's files are never touched. Adds to *removed and *bytes. */
+PHOTONDEF photon_result photon_outputs_cleanup(const char *target, int *removed, uint64_t *bytes, photon_error *err);
+
+/* A lock on a file that one process at a time may update: a POSIX write
+   lock (fcntl) on PATH.lock, created if absent and kept afterwards
+   (removing it would race with the next locker). The kernel releases it
+   when the process ends, however it ends. A second process is refused
+   with "PATH: in use by another process (pid N holds PATH.lock)". Without
+   POSIX it does nothing. */
+typedef struct photon_lock {
+    int fd; /* -1: not held */
+} photon_lock;
+PHOTONDEF photon_result photon_lock_acquire(photon_lock *lock, const char *path, photon_error *err);
+PHOTONDEF void photon_lock_release(photon_lock *lock);
 
 /* ---------------------------------------------------------------- >>sha256 */
 /* SHA-256 (FIPS 180-4), to tie each delta to the exact checkpoint it started
@@ -905,11 +968,12 @@ PHOTONDEF photon_result photon_sha256_file(const char *path, char hex[65], photo
 #endif
 #endif
 
-/* POSIX, when the build declares it: stat, fsync, getpid, sysconf, pthreads */
+/* POSIX, when the build declares it: stat, fsync, getpid, kill, fcntl locks, sysconf, pthreads */
 #if (defined(__unix__) || defined(__APPLE__)) && \
     (defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L || defined(__APPLE__))
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #define PHOTON__POSIX 1
@@ -1045,6 +1109,12 @@ static photon_result photon__atomic_commit(photon__atomic *a, photon_error *err)
 static void photon__atomic_abort(photon__atomic *a);
 static photon_result photon__open_regular(const char *path, FILE **out, long *size, photon_error *err);
 static int photon__file_exists(const char *path);
+static void photon__sync_directory(const char *path);
+#ifdef PHOTON__POSIX /* what killed runs left: where, and whose */
+static void photon__split_path(const char *path, char *dir, size_t size, const char **base);
+static long photon__leftover_pid(const char *name, const char *base, int pending_only);
+static int photon__pid_gone(long pid);
+#endif
 typedef struct photon__staged_dir { /* a new directory, written aside and renamed into place */
     const char *dir;
     char staging[4200], current[8448];
@@ -3403,6 +3473,41 @@ PHOTONDEF photon_result photon_checkpoint_load(photon_model *model, const char *
     return r;
 }
 
+static int photon__valid_sha256(const char *hex) {
+    return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdef") == 64;
+}
+
+/* The commit record's keys, in the order written, with their fields. */
+#define PHOTON__COMMIT_KEYS 6
+static void photon__commit_fields(photon_commit_record *c, const char **keys, char **fields) {
+    keys[0] = "photon.commit.prev_state_sha256", fields[0] = c->prev_state_sha256;
+    keys[1] = "photon.commit.delta", fields[1] = c->delta;
+    keys[2] = "photon.commit.delta_sha256", fields[2] = c->delta_sha256;
+    keys[3] = "photon.commit.base_sha256", fields[3] = c->base_sha256;
+    keys[4] = "photon.commit.out", fields[4] = c->out;
+    keys[5] = "photon.commit.out_sha256", fields[5] = c->out_sha256;
+}
+
+/* Reads the photon.commit.* keys; each may be absent (states written
+   before them have none), a hash must be one, a path fit its field. */
+static photon_result photon__read_commit(const photon_st_file *st, photon_commit_record *c, photon_error *err) {
+    const char *keys[PHOTON__COMMIT_KEYS];
+    char *fields[PHOTON__COMMIT_KEYS];
+    int k;
+    memset(c, 0, sizeof *c);
+    photon__commit_fields(c, keys, fields);
+    for (k = 0; k < PHOTON__COMMIT_KEYS; k++) {
+        const char *v = photon_st_meta(st, keys[k]);
+        int is_path = fields[k] == c->delta || fields[k] == c->out;
+        if (!v) continue;
+        if (is_path ? strlen(v) >= sizeof c->delta : !photon__valid_sha256(v) && !(k == 0 && strcmp(v, "none") == 0))
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ %s is not %s: '%.40s'", st->path, keys[k],
+                                is_path ? "a path of under 4096 bytes" : "a SHA-256 (64 lowercase hex digits)", v);
+        memcpy(fields[k], v, strlen(v) + 1);
+    }
+    return PHOTON_OK;
+}
+
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
     photon_st_entry entries[2];
@@ -3423,6 +3528,15 @@ PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, c
     photon__meta_u64(&meta, "photon.data_epoch", s->data_epoch);
     photon__meta_u64(&meta, "photon.data_tokens", s->data_tokens);
     photon__meta_str(&meta, "photon.data_hash", hash);
+    {   /* the commit record: only the keys that say something */
+        photon_commit_record *c = (photon_commit_record *)&s->commit;
+        const char *keys[PHOTON__COMMIT_KEYS];
+        char *fields[PHOTON__COMMIT_KEYS];
+        int k;
+        photon__commit_fields(c, keys, fields);
+        for (k = 0; k < PHOTON__COMMIT_KEYS; k++)
+            if (fields[k][0]) photon__meta_str(&meta, keys[k], fields[k]);
+    }
     return photon_st_write_f32(path, entries, 2, meta.keys, meta.values, meta.n, err);
 }
 
@@ -3470,7 +3584,8 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     else if (m->dtype != PHOTON_DTYPE_F32 || v->dtype != PHOTON_DTYPE_F32)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be F32", path);
     else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
-             (r = photon__stream_two(&st, m, s->adamw.m, v, s->adamw.v, NULL, err)) == PHOTON_OK &&
+             (r = photon__stream_two(&st, m, s->adamw.m, v, s->adamw.v, s->file_sha256, err)) == PHOTON_OK &&
+             (r = photon__read_commit(&st, &s->commit, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.step", &s->step, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.adamw_step", &s->adamw.t, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.data_position", &s->data_position, err)) == PHOTON_OK &&
@@ -3528,6 +3643,114 @@ PHOTONDEF void photon_client_state_record(photon_client_state *s, const photon_m
     s->data_epoch = loader->epoch;
     s->data_tokens = ds->num_tokens;
     s->data_hash = ds->hash;
+    memset(&s->commit, 0, sizeof s->commit); /* a new commit, on top of the file it was resumed from */
+    snprintf(s->commit.prev_state_sha256, sizeof s->commit.prev_state_sha256, "%s",
+             s->file_sha256[0] ? s->file_sha256 : "none");
+}
+
+PHOTONDEF photon_result photon_client_state_read_commit(const char *path, photon_commit_record *commit,
+                                                        photon_error *err) {
+    photon_st_file st;
+    photon_result r = photon_st_open(&st, path, err);
+    memset(commit, 0, sizeof *commit);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon__check_kind(&st, "client_state", err)) == PHOTON_OK) r = photon__read_commit(&st, commit, err);
+    photon_st_close(&st);
+    return r;
+}
+
+/* --- finishing a commit that a killed run left halfway (POSIX: it asks whether a pid runs) --- */
+#ifdef PHOTON__POSIX
+
+/* Whether the file at path has the SHA-256 hex (a missing file has not). */
+static int photon__has_sha256(const char *path, const char *hex) {
+    char got[65];
+    photon_error ignored;
+    return hex[0] && photon__file_exists(path) && photon_sha256_file(path, got, &ignored) == PHOTON_OK &&
+           strcmp(got, hex) == 0;
+}
+
+/* Where an output that a run of pid recorded is now: 1 still pending
+   (temp gets its name), 2 in place (or none recorded), 0 neither. */
+static int photon__output_place(const char *target, const char *hex, long pid, char *temp, size_t size) {
+    if (!target[0]) return 2;
+    snprintf(temp, size, "%s.%ld.pending", target, pid);
+    if (photon__has_sha256(temp, hex)) return 1;
+    return photon__has_sha256(target, hex) ? 2 : 0;
+}
+
+/* Whether a pending state loads (with the config its header gives); its
+   record into c. */
+static int photon__pending_state_loads(const char *path, photon_commit_record *c) {
+    photon_st_file st;
+    photon_config config;
+    photon_client_state s;
+    photon_error ignored;
+    int ok;
+    if (photon_st_open(&st, path, &ignored) != PHOTON_OK) return 0;
+    ok = photon__check_kind(&st, "client_state", &ignored) == PHOTON_OK &&
+         photon__read_config(&st, &config, &ignored) == PHOTON_OK;
+    photon_st_close(&st);
+    if (!ok || photon_client_state_load(&s, &config, path, &ignored) != PHOTON_OK) return 0;
+    *c = s.commit;
+    photon_adamw_state_free(&s.adamw);
+    return 1;
+}
+
+/* Finishes the commit of the pending state temp (of the dead run pid) if
+   the evidence is complete; *done says whether it did. */
+static photon_result photon__roll_forward(const char *path, const char *temp, long pid, const char *final_hex,
+                                          photon_recovery *rec, int *done, photon_error *err) {
+    photon_commit_record c;
+    char out_temp[4096 + 32], delta_temp[4096 + 32];
+    int out_at, delta_at;
+    *done = 0;
+    if (!photon__pending_state_loads(temp, &c) || strcmp(c.prev_state_sha256, final_hex) != 0) return PHOTON_OK;
+    out_at = photon__output_place(c.out, c.out_sha256, pid, out_temp, sizeof out_temp);
+    delta_at = photon__output_place(c.delta, c.delta_sha256, pid, delta_temp, sizeof delta_temp);
+    if (!out_at || !delta_at) return PHOTON_OK;
+    if ((out_at == 1 && rename(out_temp, c.out) != 0) || (delta_at == 1 && rename(delta_temp, c.delta) != 0) ||
+        rename(temp, path) != 0) /* in photon-train's order: the state last */
+        return photon__fail(err, PHOTON_ERR_IO, "%s: cannot finish the commit of a killed run (pid %ld): %s", path, pid,
+                            strerror(errno));
+    if (c.out[0]) photon__sync_directory(c.out);
+    if (c.delta[0]) photon__sync_directory(c.delta);
+    photon__sync_directory(path);
+    rec->pid = pid;
+    rec->commit = c;
+    *done = 1;
+    return PHOTON_OK;
+}
+
+#endif
+
+PHOTONDEF photon_result photon_client_state_reconcile(const char *path, photon_recovery *rec, photon_error *err) {
+    memset(rec, 0, sizeof *rec);
+#ifdef PHOTON__POSIX
+    {
+        char dir[4096], temp[8192], final_hex[65] = "none";
+        const char *base;
+        DIR *listing;
+        struct dirent *e;
+        int done = 0;
+        photon_result r = PHOTON_OK;
+        if (photon__file_exists(path) && (r = photon_sha256_file(path, final_hex, err)) != PHOTON_OK) return r;
+        photon__split_path(path, dir, sizeof dir, &base);
+        if (!(listing = opendir(dir)))
+            return photon__fail(err, PHOTON_ERR_IO, "%s: cannot read the directory: %s", dir, strerror(errno));
+        while (r == PHOTON_OK && !done && (e = readdir(listing)) != NULL) {
+            long pid = photon__leftover_pid(e->d_name, base, 1);
+            if (!photon__pid_gone(pid)) continue;
+            snprintf(temp, sizeof temp, "%s/%s", dir, e->d_name);
+            r = photon__roll_forward(path, temp, pid, final_hex, rec, &done, err);
+        }
+        closedir(listing);
+        return r;
+    }
+#else
+    (void)path, (void)err;
+    return PHOTON_OK;
+#endif
 }
 
 
@@ -4092,10 +4315,6 @@ PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char
 PHOTONDEF int photon_client_id_valid(const char *id) {
     size_t n = strlen(id);
     return n > 0 && n < 64 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
-}
-
-static int photon__valid_sha256(const char *hex) {
-    return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdef") == 64;
 }
 
 /* The tensor entries of a buffer laid out as the model's parameters. */
@@ -5263,7 +5482,12 @@ static double photon__rand_normal(uint64_t *state) {
 /* ----------------------------------------------------------------------- */
 /* Every output is written to PATH.tmp (PATH.PID.tmp on POSIX, so that two
    writers do not share it), flushed to disk, then renamed over PATH, so a
-   reader sees the old file or the whole new one, never a part. */
+   reader sees the old file or the whole new one, never a part. A group of
+   outputs goes to PATH.PID.pending each, then is renamed in order; a
+   process killed on the way leaves those names behind, with its pid in
+   them, so that a later run can tell a dead writer's files from a live
+   one's (photon_outputs_cleanup) and finish what it committed (>>checkpoint,
+   photon_client_state_reconcile). */
 
 static photon_result photon__atomic_open(photon__atomic *a, const char *path, photon_error *err) {
     size_t n = strlen(path) + 32;
@@ -5303,14 +5527,23 @@ static void photon__atomic_abort(photon__atomic *a) {
     a->tmp = NULL;
 }
 
+#ifdef PHOTON__POSIX
+/* The directory part of path ("." if none) into dir, and its last part. */
+static void photon__split_path(const char *path, char *dir, size_t size, const char **base) {
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    if (!slash) snprintf(dir, size, ".");
+    else snprintf(dir, size, "%.*s", (int)(slash - path) + (slash == path), path);
+}
+#endif
+
 /* After a rename, the directory entry itself must reach the disk too. */
 static void photon__sync_directory(const char *path) {
 #ifdef PHOTON__HAVE_FSYNC
     char dir[4096];
-    const char *slash = strrchr(path, '/');
+    const char *base;
     int fd;
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) + (slash == path), path);
+    photon__split_path(path, dir, sizeof dir, &base);
     fd = open(dir, O_RDONLY);
     if (fd >= 0) {
         fsync(fd);
@@ -5436,7 +5669,7 @@ PHOTONDEF photon_result photon_write_file(const char *path, const void *data, si
 
 /* --- outputs that appear together --- */
 
-PHOTONDEF void photon_outputs_init(photon_outputs *o) { o->count = 0; }
+PHOTONDEF void photon_outputs_init(photon_outputs *o) { o->count = 0, o->stop_before_rename = 0; }
 
 PHOTONDEF photon_result photon_output_check(const char *path, photon_error *err) {
     char probe[4096 + 32];
@@ -5517,6 +5750,22 @@ PHOTONDEF photon_result photon_outputs_add(photon_outputs *o, const char *target
     return PHOTON_OK;
 }
 
+/* A commit that stops before its rename k: the first k targets are new,
+   the rest stay pending, for the next run to finish; the group is
+   forgotten, so that an abort does not remove what that run needs. */
+static photon_result photon__outputs_stop(photon_outputs *o, int k, const char *why, photon_error *err) {
+    char done[PHOTON_OUTPUTS_MAX * 204] = "nothing", left[PHOTON_OUTPUTS_MAX * 204] = "";
+    int i;
+    for (i = 0; i < o->count; i++) {
+        char *list = i < k ? done : left;
+        size_t at = i == 0 || i == k ? 0 : strlen(list);
+        snprintf(list + at, sizeof done - at, "%s%.200s", at ? ", " : "", i < k ? o->target[i] : o->temp[i]);
+        if (i < k) photon__sync_directory(o->target[i]);
+    }
+    o->count = 0;
+    return photon__fail(err, PHOTON_ERR_IO, "%s: %s; committed: %s; left pending: %s", o->target[k], why, done, left);
+}
+
 /* Every temporary is complete (each writer fsynced it) before the first
    rename, so a failure before the renames leaves every target as it was. */
 PHOTONDEF photon_result photon_outputs_commit(photon_outputs *o, photon_error *err) {
@@ -5526,13 +5775,19 @@ PHOTONDEF photon_result photon_outputs_commit(photon_outputs *o, photon_error *e
             photon_outputs_abort(o);
             return photon__fail(err, PHOTON_ERR_IO, "%s: was not written", o->temp[k]);
         }
-    for (k = 0; k < o->count; k++)
+    for (k = 0; k < o->count; k++) {
+        if (o->stop_before_rename == k + 1)
+            return photon__outputs_stop(o, k, "stopped before this rename (a fault was injected)", err);
         if (rename(o->temp[k], o->target[k]) != 0) {
-            photon_result r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot rename into place: %s", o->target[k],
-                                           strerror(errno));
+            char why[300];
+            photon_result r;
+            snprintf(why, sizeof why, "cannot rename into place: %s", strerror(errno));
+            if (k > 0) return photon__outputs_stop(o, k, why, err);
+            r = photon__fail(err, PHOTON_ERR_IO, "%s: %s", o->target[k], why);
             photon_outputs_abort(o);
             return r;
         }
+    }
     for (k = 0; k < o->count; k++) photon__sync_directory(o->target[k]);
     o->count = 0;
     return PHOTON_OK;
@@ -5542,6 +5797,123 @@ PHOTONDEF void photon_outputs_abort(photon_outputs *o) {
     int k;
     for (k = 0; k < o->count; k++) remove(o->temp[k]);
     o->count = 0;
+}
+
+/* --- what killed runs leave behind, and the lock that keeps a second
+   process off a file --- */
+
+#ifdef PHOTON__POSIX
+/* The pid in the name of a temporary of base that photon's writers make:
+   BASE.<pid>.pending (photon_outputs_add), BASE.<pid>.tmp (the atomic
+   writer), BASE.<pid>.probe (photon_output_check), BASE.<pid>.pending.<pid>.tmp
+   (the atomic writer of a pending file); only the first when pending_only.
+   0 for any other name. */
+static long photon__leftover_pid(const char *name, const char *base, int pending_only) {
+    size_t n = strlen(base);
+    const char *p, *rest;
+    long pid = 0;
+    if (strncmp(name, base, n) != 0 || name[n] != '.') return 0;
+    for (p = name + n + 1; *p >= '0' && *p <= '9' && pid < 1L << 30; p++) pid = pid * 10 + (*p - '0');
+    rest = p;
+    if (rest == name + n + 1) return 0;
+    if (strcmp(rest, ".pending") == 0) return pid;
+    if (pending_only) return 0;
+    if (strcmp(rest, ".tmp") == 0 || strcmp(rest, ".probe") == 0) return pid;
+    if (strncmp(rest, ".pending.", 9) != 0) return 0;
+    for (p = rest + 9; *p >= '0' && *p <= '9'; p++) continue;
+    return p > rest + 9 && strcmp(p, ".tmp") == 0 ? pid : 0;
+}
+
+/* Whether no process of this id runs (never this one). A process of
+   another user answers EPERM: it runs, and its files stay. */
+static int photon__pid_gone(long pid) {
+    return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+#endif
+
+PHOTONDEF photon_result photon_outputs_cleanup(const char *target, int *removed, uint64_t *bytes, photon_error *err) {
+#ifdef PHOTON__POSIX
+    char dir[4096], path[8192];
+    const char *base;
+    DIR *listing;
+    struct dirent *e;
+    struct stat info;
+    photon__split_path(target, dir, sizeof dir, &base);
+    if (!(listing = opendir(dir))) return PHOTON_OK; /* nothing left there; the output's own check says why */
+    while ((e = readdir(listing)) != NULL) {
+        if (!photon__pid_gone(photon__leftover_pid(e->d_name, base, 0))) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (lstat(path, &info) != 0 || !S_ISREG(info.st_mode)) continue; /* a staged directory is not ours to remove */
+        if (remove(path) != 0) {
+            photon_result r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot remove what a killed run left: %s", path,
+                                           strerror(errno));
+            closedir(listing);
+            return r;
+        }
+        *removed += 1;
+        *bytes += (uint64_t)info.st_size;
+    }
+    closedir(listing);
+#else
+    (void)target, (void)removed, (void)bytes, (void)err;
+#endif
+    return PHOTON_OK;
+}
+
+#ifdef PHOTON__POSIX
+/* Names the process that holds the lock on fd, for the refusal. */
+static photon_result photon__lock_refused(int fd, const char *path, const char *name, photon_error *err) {
+    struct flock held;
+    memset(&held, 0, sizeof held);
+    held.l_type = F_WRLCK;
+    held.l_whence = SEEK_SET;
+    if (fcntl(fd, F_GETLK, &held) == 0 && held.l_type != F_UNLCK)
+        return photon__fail(err, PHOTON_ERR_IO, "%s: in use by another process (pid %ld holds %s)", path,
+                            (long)held.l_pid, name);
+    return photon__fail(err, PHOTON_ERR_IO, "%s: in use by another process (it held %s)", path, name);
+}
+#endif
+
+PHOTONDEF photon_result photon_lock_acquire(photon_lock *lock, const char *path, photon_error *err) {
+    lock->fd = -1;
+#ifdef PHOTON__POSIX
+    {
+        char name[4096 + 8];
+        struct flock want;
+        struct stat info;
+        int fd;
+        photon_result r;
+        if (strlen(path) >= 4096) return photon__fail(err, PHOTON_ERR_ARGUMENT, "%.200s...: path too long", path);
+        if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) /* no /dev/null.lock beside a device */
+            return photon__fail(err, PHOTON_ERR_IO, "%s: exists and is not a regular file", path);
+        snprintf(name, sizeof name, "%s.lock", path);
+        if ((fd = open(name, O_RDWR | O_CREAT, 0666)) < 0)
+            return photon__fail(err, PHOTON_ERR_IO, "%s: cannot open its lock file %s: %s", path, name, strerror(errno));
+        memset(&want, 0, sizeof want);
+        want.l_type = F_WRLCK; /* the whole file */
+        want.l_whence = SEEK_SET;
+        if (fcntl(fd, F_SETLK, &want) == 0) {
+            lock->fd = fd;
+            return PHOTON_OK;
+        }
+        r = errno == EACCES || errno == EAGAIN
+                ? photon__lock_refused(fd, path, name, err)
+                : photon__fail(err, PHOTON_ERR_IO, "%s: cannot lock %s: %s", path, name, strerror(errno));
+        close(fd);
+        return r;
+    }
+#else
+    (void)path, (void)err;
+    return PHOTON_OK;
+#endif
+}
+
+/* Closing the descriptor drops the lock; the file stays. */
+PHOTONDEF void photon_lock_release(photon_lock *lock) {
+#ifdef PHOTON__POSIX
+    if (lock->fd >= 0) close(lock->fd);
+#endif
+    lock->fd = -1;
 }
 
 /* --- a new directory that appears complete or not at all ---

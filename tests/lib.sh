@@ -73,6 +73,22 @@ one_line() {
     return 1
 }
 
+# same_state A B: two client states hold the same moments, counters and data
+# position: the same bytes but for their commit records (photon.commit.*:
+# which files they were resumed from and written with). If not, says so.
+same_state() {
+    local f n
+    for f in "$1" "$2"; do
+        n=$(od -An -t u8 -N 8 "$f" | tr -d ' ') || return 1
+        head -c $((8 + n)) "$f" | tail -c "$n" | sed 's/"photon\.commit\.[a-z_0-9]*":"[^"]*",//g; s/ *$//' >"$f.header"
+        tail -c +$((9 + n)) "$f" >"$f.data"
+    done
+    cmp -s "$1.header" "$2.header" && cmp -s "$1.data" "$2.data" && rm -f "$1.header" "$1.data" "$2.header" "$2.data" &&
+        return 0
+    echo "$1 and $2 differ (beyond their commit records)" >&2
+    return 1
+}
+
 # expect_exit CODE PATTERN CMD...: CMD exits with CODE and its stderr matches
 # PATTERN (grep -E); when CODE is not 0, the stderr is exactly one line (the
 # one-line failure message of tools/cli.h). With LATE=1 the failure comes

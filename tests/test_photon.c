@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1880,6 +1881,113 @@ static void test_thread_determinism(void) {
     free(first);
 }
 
+/* Whether a child process fails to take the lock on path, with a message
+   naming this process (fcntl locks belong to processes: a second
+   descriptor in this one would be granted). */
+static int child_refused(const char *path) {
+    pid_t child = fork();
+    int status = 0;
+    if (child == 0) {
+        photon_lock lock;
+        photon_error e;
+        char want[64];
+        snprintf(want, sizeof want, "in use by another process (pid %ld holds", (long)getppid());
+        _exit(photon_lock_acquire(&lock, path, &e) == PHOTON_ERR_IO && strstr(e.message, want) ? 0 : 1);
+    }
+    return child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* In a child that then ends, as a killed photon-train would: a delta and a
+   client state recorded against it (prev: what the state was resumed
+   from), the commit stopped before the state's rename. Returns its pid. */
+static long child_commit_stopped(const char *delta, const char *state, const char *prev) {
+    pid_t child = fork();
+    int status = 0;
+    if (child == 0) {
+        photon_config cfg = {16, 4, 1, 1, 4};
+        photon_client_state s;
+        photon_outputs out;
+        const char *t1, *t2;
+        int ok;
+        memset(&s, 0, sizeof s);
+        photon_adamw_state_init(&s.adamw, photon__num_params(&cfg), NULL);
+        snprintf(s.commit.prev_state_sha256, sizeof s.commit.prev_state_sha256, "%s", prev);
+        snprintf(s.commit.delta, sizeof s.commit.delta, "%s", delta);
+        photon_outputs_init(&out);
+        out.stop_before_rename = 2;
+        ok = photon_outputs_add(&out, delta, &t1, NULL) == PHOTON_OK &&
+             photon_outputs_add(&out, state, &t2, NULL) == PHOTON_OK &&
+             photon_write_file(t1, "a delta", 7, NULL) == PHOTON_OK &&
+             photon_sha256_file(t1, s.commit.delta_sha256, NULL) == PHOTON_OK &&
+             photon_client_state_save(&s, &cfg, t2, NULL) == PHOTON_OK &&
+             photon_outputs_commit(&out, NULL) == PHOTON_ERR_IO;
+        _exit(ok ? 0 : 1);
+    }
+    return child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? (long)child
+                                                                                                           : -1;
+}
+
+static void test_commit_recovery(void) {
+    const char *a = tmp_path("c-a"), *b = tmp_path("c-b"), *delta = tmp_path("c-delta"), *state = tmp_path("c-state");
+    const char *t1, *t2;
+    char pending[600], hex[65];
+    photon_outputs out;
+    photon_lock lock;
+    photon_recovery rec;
+    photon_commit_record c;
+    photon_error err;
+    int removed = 0;
+    uint64_t bytes = 0;
+    long pid;
+    remove(a), remove(b), remove(delta), remove(state);
+    expect(photon_lock_acquire(&lock, state, &err) == PHOTON_OK, "lock: taken", err.message);
+    expect(child_refused(state), "lock: a second process is refused, naming the holder", NULL);
+    photon_lock_release(&lock);
+    expect(!child_refused(state), "lock: released, another process takes it", NULL);
+
+    photon_outputs_init(&out);
+    photon_outputs_add(&out, a, &t1, NULL);
+    photon_outputs_add(&out, b, &t2, NULL);
+    photon_write_file(t1, "one", 3, NULL);
+    photon_write_file(t2, "two", 3, NULL);
+    out.stop_before_rename = 2;
+    expect(photon_outputs_commit(&out, &err) == PHOTON_ERR_IO && strstr(err.message, "a fault was injected") &&
+               strstr(err.message, "committed: ") && strstr(err.message, "left pending: "),
+           "outputs: a commit stopped halfway says what it committed and what is pending", err.message);
+    photon_outputs_abort(&out);
+    expect(photon__file_exists(a) && photon__file_exists(t2) && !photon__file_exists(b),
+           "outputs: a commit stopped halfway keeps the pending files, also through an abort", NULL);
+    remove(t2);
+
+    pid = child_commit_stopped(delta, state, "none");
+    snprintf(pending, sizeof pending, "%s.%ld.pending", state, pid);
+    expect(pid > 0 && photon__file_exists(pending) && photon__file_exists(delta) && !photon__file_exists(state),
+           "reconcile: a killed run left its delta in place, its state pending", NULL);
+    expect(photon_client_state_reconcile(state, &rec, &err) == PHOTON_OK && rec.pid == pid &&
+               !photon__file_exists(pending) && photon_client_state_read_commit(state, &c, &err) == PHOTON_OK &&
+               photon_sha256_file(delta, hex, &err) == PHOTON_OK && strcmp(c.delta_sha256, hex) == 0,
+           "reconcile: the commit is finished, the state names the delta there", err.message);
+    expect(photon_client_state_reconcile(state, &rec, &err) == PHOTON_OK && rec.pid == 0,
+           "reconcile: with nothing left halfway it does nothing", err.message);
+    pid = child_commit_stopped(delta, state, "none"); /* resumed from no state, but one is there now */
+    snprintf(pending, sizeof pending, "%s.%ld.pending", state, pid);
+    expect(pid > 0 && photon_client_state_reconcile(state, &rec, &err) == PHOTON_OK && rec.pid == 0 &&
+               photon__file_exists(pending),
+           "reconcile: a pending state resumed from another file is not rolled forward", err.message);
+    expect(photon_outputs_cleanup(state, &removed, &bytes, &err) == PHOTON_OK && removed == 1 && bytes > 0 &&
+               !photon__file_exists(pending) && photon__file_exists(state),
+           "cleanup: a dead run's pending state goes, the state stays", err.message);
+    snprintf(pending, sizeof pending, "%s.%ld.pending", state, (long)getpid());
+    photon_write_file(pending, "mine", 4, NULL);
+    removed = 0;
+    expect(photon_outputs_cleanup(state, &removed, &bytes, &err) == PHOTON_OK && removed == 0 &&
+               photon__file_exists(pending),
+           "cleanup: a running process's pending file stays", err.message);
+    remove(pending), remove(a), remove(delta), remove(state);
+    snprintf(pending, sizeof pending, "%s.lock", state);
+    remove(pending);
+}
+
 static const check_test tests[] = {
     CHECK_TEST(layernorm_grad),
     CHECK_TEST(matmul_grad),
@@ -1904,6 +2012,7 @@ static const check_test tests[] = {
     CHECK_TEST(matmul_naive),
     CHECK_TEST(encoder_and_shards),
     CHECK_TEST(files),
+    CHECK_TEST(commit_recovery),
     CHECK_TEST(split_plan),
     CHECK_TEST(client_state_resume),
     CHECK_TEST(sha256),

@@ -4,7 +4,14 @@
    --model CKPT. The optimizer moments and the data position come from
    --state FILE if it exists, and go back there after training, so that the
    next run (or the next federated round) resumes exactly where this stopped.
-   The learning-rate schedule reads the global step stored in the checkpoint. */
+   The learning-rate schedule reads the global step stored in the checkpoint.
+
+   The outputs commit as one group, the state renamed last: it records the
+   SHA-256 of the checkpoint and delta written with it, so that a run
+   killed between the renames is finished by the next (which holds the
+   state's lock first, then reconciles, then removes what killed runs
+   left), and the same command run again after its delta is in place does
+   not train a second time. */
 #define PHOTON_IMPLEMENTATION
 #include "cli.h"
 
@@ -52,13 +59,22 @@ static const char *usage =
     "files:\n"
     "  --out CKPT           where to write the trained checkpoint (safetensors)\n"
     "  --state FILE         client state (AdamW moments, data position): read if it\n"
-    "                       exists, written after training\n"
+    "                       exists, written after training. One process at a time:\n"
+    "                       a second on the same FILE is refused (FILE.lock). A run\n"
+    "                       killed while committing its outputs is finished by the\n"
+    "                       next run on FILE, and what killed runs left beside the\n"
+    "                       outputs (*.<pid>.pending, *.<pid>.tmp) is removed\n"
     "  --reset-optimizer    start from zero AdamW moments (the data position is kept)\n"
     "\n"
     "federated rounds:\n"
     "  --delta-out DELTA    write this round's delta (the --model weights minus the\n"
     "                       trained weights) for photon-merge; needs --model\n"
     "  --client-id ID       this client's name in the delta (letters, digits, . _ -)\n"
+    "                       With --state: if FILE's last commit wrote the delta now at\n"
+    "                       DELTA against this same --model, the round is done: a note,\n"
+    "                       exit 0, nothing trained or written (so a client killed and\n"
+    "                       restarted can rerun the same command; --json says\n"
+    "                       \"already_done\": true)\n"
     "\n"
     "output:\n"
     "  --log-every N        progress line on stderr every N steps (default: about 20 lines)\n"
@@ -206,6 +222,85 @@ static void parse_args(train_options *o, int argc, char **argv) {
     cli_device_resolve(&o->device);
 }
 
+/* Before any work on a state: the lock, then a commit that a killed run
+   left halfway, then what killed runs left beside each output. */
+static void recover(const train_options *o, photon_lock *lock) {
+    photon_error err;
+    photon_recovery rec;
+    const char *targets[3];
+    int k, removed = 0;
+    uint64_t bytes = 0;
+    targets[0] = o->out_path, targets[1] = o->delta_path, targets[2] = o->state_path;
+    lock->fd = -1;
+    if (o->state_path) {
+        if (photon_lock_acquire(lock, o->state_path, &err) != PHOTON_OK) cli_fail(&err);
+        if (photon_client_state_reconcile(o->state_path, &rec, &err) != PHOTON_OK) cli_fail(&err);
+        if (rec.pid)
+            fprintf(stderr, "%s: note: finished the commit that a killed run (pid %ld) left: %s now belongs to %s\n",
+                    cli_prog, rec.pid, o->state_path, rec.commit.delta[0] ? rec.commit.delta : rec.commit.out);
+    }
+    for (k = 0; k < 3; k++)
+        if (targets[k] && photon_outputs_cleanup(targets[k], &removed, &bytes, &err) != PHOTON_OK) cli_fail(&err);
+    if (removed)
+        fprintf(stderr, "%s: note: removed %d file%s (%.1f MB) that killed runs left beside the outputs\n", cli_prog,
+                removed, removed == 1 ? "" : "s", (double)bytes / 1e6);
+}
+
+/* PHOTON_TRAIN_FAULT=rename:K (docs/TESTING.md): the commit stops before
+   its K-th rename, as a crash there would. */
+static int fault_rename(void) {
+    const char *v = getenv("PHOTON_TRAIN_FAULT");
+    char *end;
+    long k;
+    if (!v || !*v) return 0;
+    k = strncmp(v, "rename:", 7) == 0 ? strtol(v + 7, &end, 10) : 0;
+    if (k < 1 || k > PHOTON_OUTPUTS_MAX || *end) cli_die("PHOTON_TRAIN_FAULT must be rename:K (K from 1), got '%s'", v);
+    return (int)k;
+}
+
+/* Whether the round is done already: the state's last commit wrote the
+   delta now at --delta-out, against this --model (training again would
+   count this round's data twice). Prints the note and the JSON, and exits. */
+static void exit_if_done(const train_options *o, const photon_model *model) {
+    photon_commit_record c;
+    photon_delta_info info;
+    photon_config config;
+    photon_error err;
+    char hex[65];
+    if (!o->state_path || !o->delta_path || access(o->state_path, F_OK) != 0 || access(o->delta_path, F_OK) != 0) return;
+    if (photon_client_state_read_commit(o->state_path, &c, &err) != PHOTON_OK) cli_fail(&err);
+    if (strcmp(c.base_sha256, model->file_sha256) != 0 || !c.delta_sha256[0]) return;
+    if (photon_sha256_file(o->delta_path, hex, &err) != PHOTON_OK) cli_fail(&err);
+    if (strcmp(hex, c.delta_sha256) != 0) return;
+    if (photon_delta_read_info(o->delta_path, &info, &config, &err) != PHOTON_OK) cli_fail(&err);
+    fprintf(stderr, "%s: note: %s already holds this state's delta against %s (%llu steps); nothing to train\n",
+            cli_prog, o->delta_path, o->model_path, (unsigned long long)info.local_steps);
+    if (o->json) {
+        printf("{\"out\":null,\"delta\":");
+        cli_json_string(stdout, o->delta_path);
+        printf(",\"already_done\":true,\"steps\":%llu,\"tokens\":%llu}\n", (unsigned long long)info.local_steps,
+               (unsigned long long)info.tokens);
+    }
+    exit(0);
+}
+
+/* The state's record of this commit: the hash of each output's temporary,
+   the very bytes the commit renames into place. */
+static void record_commit(const train_options *o, photon_client_state *state, const char *base_sha256,
+                          const char *out_temp, const char *delta_temp) {
+    photon_commit_record *c = &state->commit;
+    photon_error err;
+    if (o->out_path) {
+        snprintf(c->out, sizeof c->out, "%s", o->out_path);
+        if (photon_sha256_file(out_temp, c->out_sha256, &err) != PHOTON_OK) cli_fail(&err);
+    }
+    if (o->delta_path) {
+        snprintf(c->delta, sizeof c->delta, "%s", o->delta_path);
+        snprintf(c->base_sha256, sizeof c->base_sha256, "%s", base_sha256);
+        if (photon_sha256_file(delta_temp, c->delta_sha256, &err) != PHOTON_OK) cli_fail(&err);
+    }
+}
+
 /* Picks up the client state if there is one (else a fresh one), with the
    loader where it stopped. */
 static void open_state(const train_options *o, const photon_model *model, const photon_dataset *ds,
@@ -242,6 +337,7 @@ int main(int argc, char **argv) {
     float *base_params = NULL;
     char base_sha256[65];
     photon_outputs outputs;
+    photon_lock lock;
     const char *out_temp = NULL, *delta_temp = NULL, *state_temp = NULL;
     long long s, done = 0;
     double start, elapsed, loss_sum = 0.0;
@@ -249,9 +345,12 @@ int main(int argc, char **argv) {
     parse_args(&o, argc, argv);
     memset(&state, 0, sizeof state);
     memset(&st, 0, sizeof st);
+    recover(&o, &lock);
 
-    /* the outputs appear together, or not at all; their places are checked before any work */
+    /* the outputs appear together, or not at all; their places are checked before any work; the state
+       goes last, as the group's record */
     photon_outputs_init(&outputs);
+    outputs.stop_before_rename = fault_rename();
     if ((o.out_path && photon_outputs_add(&outputs, o.out_path, &out_temp, &err) != PHOTON_OK) ||
         (o.delta_path && photon_outputs_add(&outputs, o.delta_path, &delta_temp, &err) != PHOTON_OK) ||
         (o.state_path && photon_outputs_add(&outputs, o.state_path, &state_temp, &err) != PHOTON_OK))
@@ -270,6 +369,7 @@ int main(int argc, char **argv) {
     } else if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) {
         cli_fail(&err);
     }
+    if (!o.init) exit_if_done(&o, &model);
     if (!o.have_seq) o.seq = model.config.n_ctx < 64 ? model.config.n_ctx : 64;
     if (o.seq > model.config.n_ctx)
         cli_usage_error("--seq %lld is longer than the model's context length %d", o.seq, model.config.n_ctx);
@@ -342,6 +442,7 @@ int main(int argc, char **argv) {
         }
         if (r == PHOTON_OK && o.state_path) {
             photon_client_state_record(&state, &model, &ds, &loader);
+            record_commit(&o, &state, base_sha256, out_temp, delta_temp);
             r = photon_client_state_save(&state, &model.config, state_temp, &err);
         }
         if (r == PHOTON_OK) r = photon_outputs_commit(&outputs, &err);
@@ -360,7 +461,7 @@ int main(int argc, char **argv) {
         printf(",\"delta\":");
         if (o.delta_path) cli_json_string(stdout, o.delta_path);
         else printf("null");
-        printf(",\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", done,
+        printf(",\"already_done\":false,\"steps\":%lld,\"global_step\":%llu,\"tokens_seen\":%llu,\"tokens\":%lld,\"final_loss\":", done,
                (unsigned long long)model.step, (unsigned long long)model.tokens_seen, done * o.batch * o.seq);
         cli_json_number(stdout, done ? st.loss : NAN);
         printf(",\"mean_loss\":");
@@ -376,5 +477,6 @@ int main(int argc, char **argv) {
     photon_adamw_state_free(&state.adamw);
     photon_dataset_free(&ds);
     photon_model_free(&model);
+    photon_lock_release(&lock);
     return 0;
 }
