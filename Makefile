@@ -195,6 +195,10 @@ include tests/fuzz/fuzz.mk
 demo: $(TOOLS)
 	bash examples/demo.sh
 
+# the aggregator and four clients as separate processes on a local exchange (examples/demo-parties.sh)
+demo-parties: $(TOOLS)
+	bash examples/demo-parties.sh
+
 clean:
 	rm -rf bin
 
