@@ -245,8 +245,11 @@ int main(int argc, char **argv) {
     int i, verified = 0;
     cli_start("photon-merge");
     parse_args(&o, argc, argv);
-    if (o.inspect) return inspect(&o);
-    if (o.check) return check(&o);
+    if (o.inspect || o.check) { /* the modes that write nothing */
+        int status = o.inspect ? inspect(&o) : check(&o);
+        free((void *)o.deltas);
+        return status;
+    }
     state_path = o.state_out ? o.state_out : o.state_in;
     photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */
     if ((o.out && photon_outputs_add(&outputs, o.out, &out_temp, &err) != PHOTON_OK) ||
