@@ -13,7 +13,10 @@
 #            signed by an unknown key are refused; the aggregator is killed
 #            -9 after its merge wrote the checkpoint and before the round's
 #            record, and restarted: it merges the round again
-#   round 4  a member's truncated delivery (signed as it is) is refused
+#   round 4  a member's truncated delivery (signed as it is) is refused; c3
+#            is killed -9 after its delta and state are written and before
+#            its upload: restarted, it uploads that delta without training
+#            again
 #
 # Then: every round passes examples/verify-round.sh, the final checkpoint
 # equals the merge chain recomputed from the accepted deltas alone, the
@@ -49,14 +52,25 @@ case " \$* " in *" --out "*) if [ -e "$W/slow-merge" ]; then touch "$W/merging";
 exit \$rc
 EOF
 chmod +x tools/photon-merge
+# c3's photon-train holds still after it wrote its outputs in round 4, while hold-c3 exists
+mkdir ctools
+cat >ctools/photon-train <<EOF
+#!/usr/bin/env bash
+"$BIN/photon-train" "\$@"; rc=\$?
+if [ -e "$W/hold-c3" ] && [ -e "$W/exchange/round-4/round.json" ]; then touch "$W/c3-trained"; sleep 60; fi
+exit \$rc
+EOF
+chmod +x ctools/photon-train
 
 agg_cmd=("$ROOT/examples/aggregator.sh" --exchange exchange --work agg --allowed-signers allowed_signers
     --rounds 4 --min-clients 2 --deadline 8 --poll 0.3 --layers 3 --heads 4 --width 192 --ctx 64
     --local-steps 8 --batch 4 --seq 64 --lr 2e-3 --val val.txt --bin "$W/tools")
 start_agg() { setsid "${agg_cmd[@]}" >>agg.out 2>>agg.err & agg=$!; pids+=("$agg"); }
 start_client() { # start_client ID: a member, in its own process group
+    local tools=$BIN
+    [ "$1" != c3 ] || tools=$W/ctools
     setsid "$ROOT/examples/client.sh" --exchange exchange --id "$1" --key "key-$1" --data "data-$1.txt" \
-        --work "client-$1" --poll 0.3 --threads 1 --bin "$BIN" >>"$1.out" 2>>"$1.err" &
+        --work "client-$1" --poll 0.3 --threads 1 --bin "$tools" >>"$1.out" 2>>"$1.err" &
     eval "pid_$1=\$!"
     pids+=($!)
 }
@@ -103,7 +117,7 @@ fi
 
 # --- round 3: c2 rejoins; bad deliveries; the aggregator dies in its merge --
 need "round 2 merges at the deadline without c2" wait_for 60 opened 3
-touch slow-merge
+touch slow-merge hold-c3
 start_client c2
 base3=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-3/round.json"))["base"])')
 # m4 trains honestly, signs, and its delta is changed after the signature
@@ -133,6 +147,17 @@ base4=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-4
 head -c $(($(wc -c <m4b.st) / 2)) m4b.st >m4t.st
 ssh-keygen -Y sign -q -f key-m4 -n photon-delta m4t.st
 deliver 4 m4t.st m4
+need "c3 trains round 4 and is held before its upload" wait_for 60 test -e c3-trained
+kill_group "$pid_c3"
+c3_delta=$(sha256sum client-c3/delta.safetensors | cut -c1-64)
+check "killed -9 there, c3 has its round-4 delta but did not deliver it" \
+    bash -c "test ! -e exchange/round-4/inbox/c3.safetensors && test -s client-c3/delta.safetensors"
+rm -f hold-c3
+start_client c3
+check "restarted, c3 delivers that delta without training again" bash -c "$(declare -f wait_for)
+    wait_for 30 test -e exchange/round-4/inbox/c3.safetensors &&
+    test \"\$(sha256sum exchange/round-4/inbox/c3.safetensors | cut -c1-64)\" = $c3_delta &&
+    grep -q '\"already_done\":true' client-c3/logs/train-r4.json"
 need "the federation ends after round 4" wait_for 90 test -f exchange/final.json
 # ends NAME PID: the party says it is done, and exits 0
 ends() {
@@ -191,6 +216,11 @@ check "no client's data or state reached the exchange" bash -c '
     ! find exchange -type f -exec sha256sum {} + | cut -c1-64 | grep -qxFf <(sha256sum data-c*.txt client-*/state.safetensors | cut -c1-64)
     ! find exchange -name "*state*" | grep -q .'
 check "no upload or publication left a temporary behind" bash -c '! find exchange agg -name ".*" -o -name "*.pending" -o -name "*.tmp" | grep -q .'
-check "c2's state belongs to the last delta it delivered" bash -c '
-    test "$(tail -n 1 client-c2/delivered)" = 4 && cmp client-c2/delta.safetensors exchange/round-4/inbox/c2.safetensors'
+# state_delta STATE: the SHA-256 of the delta the state was committed with (its photon.commit.delta_sha256)
+state_delta() { python3 -c 'import json, struct, sys; f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; print(json.loads(f.read(n))["__metadata__"]["photon.commit.delta_sha256"])' "$1"; }
+for c in c2 c3; do
+    check "$c's state belongs to the last delta it delivered" bash -c "
+        test \"\$(tail -n 1 client-$c/delivered)\" = 4 &&
+        test \"$(state_delta client-$c/state.safetensors)\" = \"\$(sha256sum exchange/round-4/inbox/$c.safetensors | cut -c1-64)\""
+done
 summary
