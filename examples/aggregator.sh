@@ -108,7 +108,7 @@ settings() {
         "${#train_args[@]}" "${train_args[@]}" "${#round_flags[@]}" "${round_flags[@]}" "${members[@]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
-out = {"exchange": a[0], "rounds": int(a[1]), "seed": int(a[2]), "allowed_signers_sha256": a[3]}
+out = {"rounds": int(a[1]), "seed": int(a[2]), "allowed_signers_sha256": a[3]}  # not the exchange: it may move
 i = 4
 for key in ("model_flags", "train_args", "merge_flags"):
     n = int(a[i]); out[key] = a[i + 1:i + 1 + n]; i += 1 + n
@@ -345,13 +345,65 @@ PY
     grep -q "^$r	" "$work/log.tsv" 2>/dev/null || echo "$line" >>"$work/log.tsv"
 }
 
+# --- a new aggregator machine: the federation's rounds, from the exchange -----
+
+# adopt: this --work holds nothing, the exchange holds a federation with
+# these settings: its published checkpoints, rounds, deliveries and records
+# become this --work, and verify-round.sh must pass on them before it goes on
+adopt() {
+    local meta=$1 r last=0 rec
+    [ "$outer" = fedavg ] || die "$EX holds a federation, and --outer $outer keeps its server state only in the --work that ran it"
+    python3 - "$meta/federation.json" <(settings) <<'PY' || exit 2
+import json, sys
+kept, now = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for k in sorted(set(kept) | set(now)):
+    if kept.get(k) != now.get(k):
+        print(f"aggregator.sh: the exchange's federation.json was started with {k} {kept.get(k)}, this command gives {now.get(k)}",
+              file=sys.stderr)
+        sys.exit(1)
+PY
+    log "$work holds nothing of this federation: taking its rounds from $EX"
+    ex_get global-r0.safetensors "$work/global-r0.safetensors" || die "cannot fetch global-r0.safetensors from $EX"
+    for ((r = 1; r <= $(ex_latest_round "$meta"); r++)); do
+        mkdir -p "$work/round-$r/inbox"
+        cp "$meta/round-$r/round.json" "$work/round-$r/round.json"
+        [ -f "$meta/round-$r/record.json" ] || continue
+        ex_get "global-r$r.safetensors" "$work/global-r$r.safetensors" || die "cannot fetch global-r$r.safetensors from $EX"
+        ex_rsync -a --exclude='.*' "$EX/round-$r/inbox/" "$work/round-$r/inbox/" || die "cannot fetch round $r's inbox from $EX"
+        python3 - "$meta/round-$r/record.json" "$work/round-$r" <<'PY' || die "round $r: the exchange's record does not match its inbox"
+import json, shutil, sys, hashlib
+rec, dir = json.load(open(sys.argv[1])), sys.argv[2]
+for d in rec["deltas"]:
+    src = dir + "/inbox/" + d["file"][len("delta-"):]
+    if hashlib.sha256(open(src, "rb").read()).hexdigest() != d["sha256"]:
+        sys.exit(f"{src} is not the delta the record names")
+    shutil.copyfile(src, dir + "/" + d["file"])
+    if d["signature"]:
+        shutil.copyfile(src + ".sig", dir + "/" + d["signature"])
+open(dir + "/merge-flags", "w").write("".join(f + "\n" for f in rec["merge_flags"]))
+PY
+        cp "$meta/round-$r/record.json" "$work/round-$r/record.json"
+        last=$r
+    done
+    if [ "$last" -gt 0 ]; then
+        BIN=$bin "$here/examples/verify-round.sh" "$work" >/dev/null 2>"$work/logs/adopt.log" ||
+            die "the rounds on $EX do not verify: $(head -n 1 "$work/logs/adopt.log")"
+    fi
+    cp "$meta/federation.json" "$work/federation.json"
+    log "took rounds 1 to $last from $EX; every one verifies"
+}
+
 # --- the federation ----------------------------------------------------------
 
 header=$'round\tmerged\trefused\teval_loss\tbytes_in\tbytes_out\tseconds\treasons'
 if [ ! -f "$work/federation.json" ]; then
     ex_meta "$work/.exchange"
-    [ "$(ex_latest_round "$work/.exchange")" = 0 ] && [ ! -f "$work/.exchange/final.json" ] ||
-        die "$EX already holds a federation; its aggregator keeps its files elsewhere (give that --work)"
+    if [ -f "$work/.exchange/federation.json" ]; then
+        cp "$signers" "$work/allowed_signers" # the rounds' records refer to it
+        adopt "$work/.exchange"
+    elif [ "$(ex_latest_round "$work/.exchange")" != 0 ] || [ -f "$work/.exchange/final.json" ]; then
+        die "$EX holds rounds of a federation without its federation.json; it is not this aggregator's"
+    fi
     rm -rf "$work/.exchange"
 fi
 check_settings
@@ -359,6 +411,10 @@ cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$wo
 if [ ! -f "$work/global-r0.safetensors" ]; then
     "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$work/global-r0.safetensors" 2>/dev/null
 fi
+tree=$(mktemp -d "$work/.publish.XXXXXX") # the settings, for an aggregator that has to start again elsewhere
+cp "$work/federation.json" "$tree/"
+until ex_publish "$tree"; do log "publishing federation.json on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+rm -rf "$tree"
 echo "$header"
 [ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
 

@@ -16,12 +16,13 @@ ex_rsync() { rsync --timeout="$EX_TIMEOUT" -e "$EX_SSH" "$@"; }
 # ex_get REL DEST: one file of the exchange to DEST (temporary name, then renamed)
 ex_get() { ex_rsync -a "$EX/$1" "$2"; }
 
-# ex_meta DEST: every round.json and record.json of the exchange, and
-# final.json, into the directory DEST (small files: what a party polls)
+# ex_meta DEST: every round.json and record.json of the exchange,
+# federation.json and final.json, into the directory DEST (small files:
+# what a party polls)
 ex_meta() {
     mkdir -p "$1"
     ex_rsync -a -m --include='round-*/' --include='round-*/round.json' --include='round-*/record.json' \
-        --include='final.json' --exclude='*' "$EX/" "$1/"
+        --include='final.json' --include='federation.json' --exclude='*' "$EX/" "$1/"
 }
 
 # ex_latest_round DIR: the highest N with DIR/round-N/round.json (0: none)
