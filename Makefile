@@ -118,7 +118,7 @@ test-asan: bin/asan/test_photon bin/asan/test_bpe $(ASAN_TOOLS)
 	./bin/asan/test_bpe
 	bash tests/test_data.sh bin/asan
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
-	bash tests/test_federation.sh bin/asan
+	PHOTON_TEST_QUICK=1 bash tests/test_federation.sh bin/asan
 	bash tests/test_hf.sh bin/asan
 
 # --- the CUDA backend ---
