@@ -50,6 +50,7 @@ bin="$here/bin" EX="" EX_SSH=ssh work=aggregator rounds=4 min_clients=1 deadline
 val=() model_flags=() train_flags=() merge_flags=() outer=fedavg seed=1 steps=64 batch=8 seq=64
 die() { echo "aggregator.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
+    case "$1" in -h | --help | --reset-optimizer | --val) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
     case "$1" in
     -h | --help) usage; exit 0 ;;
     --exchange) EX=$2; shift 2 ;;
@@ -73,7 +74,6 @@ while [ $# -gt 0 ]; do
     --ssh) EX_SSH=$2; shift 2 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
-    [ $# -ge 0 ] || die "a value is missing"
 done
 [ -n "$EX" ] || die "--exchange is required"
 [ -n "$signers" ] || die "--allowed-signers is required: every delta must be signed by its member"
@@ -136,11 +136,29 @@ PY
 
 # --- publishing ------------------------------------------------------------
 
+# publish WHAT REL...: the files WORK/REL (REL ending in / : an empty
+# directory) to the same paths on the exchange, in one rsync; a link that
+# fails is tried again every poll interval
+publish() {
+    local what=$1 rel tree
+    shift
+    tree=$(mktemp -d "$work/.publish.XXXXXX")
+    for rel in "$@"; do
+        mkdir -p "$tree/$(dirname "$rel")"
+        case $rel in
+        */) mkdir -p "$tree/$rel" ;;
+        *) ln "$work/$rel" "$tree/$rel" 2>/dev/null || cp "$work/$rel" "$tree/$rel" ;;
+        esac
+    done
+    until ex_publish "$tree"; do log "publishing $what on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
+    rm -rf "$tree"
+}
+
 # publish_round R: round R opens: its base checkpoint, the record of the
 # round before, then round-R/round.json (what a client waits for) and its
 # empty inbox. The round.json is written once, with the deadline it keeps.
 publish_round() {
-    local r=$1 base=global-r$(($1 - 1)).safetensors tree
+    local r=$1 base=global-r$(($1 - 1)).safetensors
     if [ ! -f "$work/round-$r/round.json" ]; then
         mkdir -p "$work/round-$r"
         python3 - "$r" "$base" "$(ex_sha256 "$work/$base")" "$(now)" "$deadline" "$min_clients" "$rounds" \
@@ -155,35 +173,21 @@ print(json.dumps({
 PY
         mv "$work/round-$r/round.json.tmp" "$work/round-$r/round.json"
     fi
-    tree=$(mktemp -d "$work/.publish.XXXXXX")
-    ln "$work/$base" "$tree/$base" 2>/dev/null || cp "$work/$base" "$tree/$base"
-    if [ "$r" -gt 1 ]; then mkdir -p "$tree/round-$((r - 1))" && cp "$work/round-$((r - 1))/record.json" "$tree/round-$((r - 1))/"; fi
-    until ex_publish "$tree"; do log "publishing round $r's base on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
-    rm -rf "$tree"
-    tree=$(mktemp -d "$work/.publish.XXXXXX")
-    mkdir -p "$tree/round-$r/inbox"
-    cp "$work/round-$r/round.json" "$tree/round-$r/"
-    until ex_publish "$tree"; do log "publishing round $r on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
-    rm -rf "$tree"
+    if [ "$r" -gt 1 ]; then publish "round $r's base" "$base" "round-$((r - 1))/record.json"
+    else publish "round $r's base" "$base"; fi
+    publish "round $r" "round-$r/round.json" "round-$r/inbox/"
 }
 
 # publish_final: the last round's checkpoint and record, then final.json
 publish_final() {
-    local last=global-r$rounds.safetensors tree
-    tree=$(mktemp -d "$work/.publish.XXXXXX")
-    ln "$work/$last" "$tree/$last" 2>/dev/null || cp "$work/$last" "$tree/$last"
-    mkdir -p "$tree/round-$rounds" && cp "$work/round-$rounds/record.json" "$tree/round-$rounds/"
-    until ex_publish "$tree"; do log "publishing the final model on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
-    rm -rf "$tree"
+    local last=global-r$rounds.safetensors
+    publish "the final model" "$last" "round-$rounds/record.json"
     if [ ! -f "$work/final.json" ]; then
         printf '{"format": "photon-final", "rounds": %d, "final": "%s", "final_sha256": "%s"}\n' \
             "$rounds" "$last" "$(ex_sha256 "$work/$last")" >"$work/final.json.tmp"
         mv "$work/final.json.tmp" "$work/final.json"
     fi
-    tree=$(mktemp -d "$work/.publish.XXXXXX")
-    cp "$work/final.json" "$tree/"
-    until ex_publish "$tree"; do log "publishing final.json on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
-    rm -rf "$tree"
+    publish final.json final.json
 }
 
 # --- judging the deliveries --------------------------------------------------
@@ -411,10 +415,7 @@ cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$wo
 if [ ! -f "$work/global-r0.safetensors" ]; then
     "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$work/global-r0.safetensors" 2>/dev/null
 fi
-tree=$(mktemp -d "$work/.publish.XXXXXX") # the settings, for an aggregator that has to start again elsewhere
-cp "$work/federation.json" "$tree/"
-until ex_publish "$tree"; do log "publishing federation.json on $EX failed; trying again in ${poll}s"; sleep "$poll"; done
-rm -rf "$tree"
+publish federation.json federation.json # the settings, for an aggregator that has to start again elsewhere
 echo "$header"
 [ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
 

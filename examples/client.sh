@@ -47,6 +47,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" EX="" EX_SSH=ssh id="" key="" data=() budget="" work="" poll=2 threads=""
 die() { echo "client.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
+    case "$1" in -h | --help | --data) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
     case "$1" in
     -h | --help) usage; exit 0 ;;
     --exchange) EX=$2; shift 2 ;;
