@@ -734,12 +734,46 @@ PHOTONDEF void photon_outer_step(float *params, const float *avg, size_t n, cons
                                  photon_server_state *state);
 
 /* ---------------------------------------------------------------- >>merge */
+/* A signature proves who sent a delta, not that it is any good: a client
+   with a bug, a diverged run or bad intent can send a delta that is finite,
+   well formed and ruinous. So besides the mean (FedAvg's rule) the merge
+   offers rules that a few bad deltas cannot drag far, norm bounds, and
+   screening on held-out data (docs/ALGORITHM.md, "Robust merges"). The
+   robust rules treat every delta alike (they ignore token weights) except
+   Multi-Krum, which averages the deltas it selects with the merge's
+   weighting. All of them stream the deltas in fixed chunks and give the
+   same bits whatever the chunk size and the thread count. */
+typedef enum photon_aggregate_kind {
+    PHOTON_AGGREGATE_MEAN,         /* the weighted mean (tokens or uniform) */
+    PHOTON_AGGREGATE_MEDIAN,       /* coordinate-wise median; of an even count, the mean of the middle two */
+    PHOTON_AGGREGATE_TRIMMED_MEAN, /* coordinate-wise: cut floor(trim x n) values from each end, mean of the rest */
+    PHOTON_AGGREGATE_MULTI_KRUM    /* the mean of the deltas with the lowest Krum scores (Blanchard et al. 2017) */
+} photon_aggregate_kind;
+
+PHOTONDEF const char *photon_aggregate_name(photon_aggregate_kind kind);
+/* "mean", "median", "trimmed-mean" or "multi-krum"; -1 for anything else */
+PHOTONDEF int photon_aggregate_parse(const char *name);
+
 typedef struct photon_merge_options {
     photon_outer_config outer;
     int skip_bad;    /* skip invalid deltas instead of failing */
     int min_clients; /* fewest valid deltas a merge accepts */
     uint64_t max_local_steps; /* refuse a delta of more local steps (0: no bound) */
     uint64_t max_tokens;      /* refuse a delta of more tokens (0: no bound) */
+    /* robust merging; all zero: the plain mean, as before */
+    photon_aggregate_kind aggregate;
+    double trim;           /* trimmed mean: the fraction cut from each end, 0 <= trim < 0.5 */
+    int byzantine;         /* multi-krum: f, the bad deltas it withstands; needs n > 2f + 2 deltas */
+    int krum_select;       /* multi-krum: how many deltas it averages (0: n - f) */
+    double clip_norm;      /* > 0: each delta is scaled down to at most this L2 norm */
+    double clip_auto;      /* > 0 (instead of clip_norm): the bound is this times the median norm of the round */
+    double max_norm_ratio; /* > 0: refuse a delta whose norm exceeds this times the median norm */
+    const photon_dataset *screen; /* not NULL: each delta is applied alone to the base and evaluated on this */
+    uint64_t screen_tokens;       /* tokens of it to predict (0: all) */
+    int screen_seq;               /* window length (0: the context length) */
+    double screen_max_rise;       /* refuse a delta that raises the loss by more than this, in nats per token, */
+    int screen_from_median;       /* ... over the base's loss (0) or over the median of the deltas' losses (1) */
+    size_t chunk; /* values of each delta held at once (0: 65536; a multiple of 4096): memory, not results */
 } photon_merge_options;
 
 /* One delta's fate in a merge. */
@@ -747,9 +781,18 @@ typedef struct photon_merge_entry {
     const char *path;
     photon_delta_info info;
     char sha256[65];       /* the file's SHA-256 ("unreadable" if it could not be read) */
-    int accepted;
-    double weight;         /* normalised: the accepted weights sum to 1 */
+    int accepted;          /* its values entered the aggregate */
+    double weight;         /* normalised: the accepted weights sum to 1 (median, trimmed mean: 1/n each) */
     char reason[512];      /* why it was refused, if it was */
+    /* what the delta was and what the rules did with it; NAN where not computed */
+    double norm;           /* L2 norm of the delta as sent */
+    double scale;          /* the factor norm clipping applied (1: not clipped) */
+    double cosine;         /* cosine similarity of its (clipped) values with the aggregate */
+    double screen_loss;    /* screening: the loss of base - delta on the held-out sample */
+    double krum_score;     /* multi-krum: summed squared distances to its n - f - 2 nearest */
+    double trimmed;        /* median, trimmed mean: the fraction of its values the rule cut */
+    int left_out_by_rule;  /* valid, but the rule did not take it (multi-krum's unselected): not an error */
+    char refused_by[16];   /* "checks", "norm", "screening" or "multi-krum" (empty if accepted) */
 } photon_merge_entry;
 
 typedef struct photon_merge_result {
@@ -758,6 +801,10 @@ typedef struct photon_merge_result {
     int num_entries;
     photon_merge_entry *entries; /* in the merge order: sorted by client id */
     int accepted;
+    double clip_bound;          /* the norm bound clipping used (0: none) */
+    double median_norm;         /* the median norm of the valid deltas */
+    double screen_base_loss;    /* screening: the base's own loss on the sample (NAN: no screening) */
+    double screen_reference;    /* screening: the loss a rise is measured from (the base's, or the median) */
     /* the audit trail, written into the checkpoint's __metadata__ */
     int num_meta;
     char **meta_keys, **meta_values;
@@ -765,10 +812,12 @@ typedef struct photon_merge_result {
 
 /* Merges the deltas into the base checkpoint. Deltas are validated (base
    hash, round, config, tensors, duplicate client ids, NaN/Inf), sorted by
-   client id so the order of the arguments does not matter, and streamed
-   one at a time. server_state_path may be NULL or name a file that does not
-   exist yet (a first round). Free the result with photon_merge_result_free
-   whatever the outcome: on failure its entries say which delta was refused. */
+   client id so the order of the arguments does not matter, measured one at
+   a time (norm, screening), then streamed together in chunks through the
+   aggregation rule. server_state_path may be NULL or name a file that does
+   not exist yet (a first round). Free the result with
+   photon_merge_result_free whatever the outcome: on failure its entries say
+   which delta was refused. */
 PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *delta_paths, int num_deltas,
                                      const char *server_state_path, const photon_merge_options *options,
                                      photon_merge_result *result, photon_error *err);
@@ -4619,6 +4668,45 @@ done:
 /* >>merge: one federated round on the aggregator                          */
 /* ======================================================================= */
 
+/* The merge, in three steps. Measure: each valid delta is read alone (its
+   payload hash, NaN/Inf and header checked as it loads) for its L2 norm and,
+   with screening, the loss of base - delta on held-out data. Judge: the
+   norm bound and the screening threshold refuse deltas, clipping sets each
+   one's scale, Multi-Krum picks the deltas it averages. Aggregate: the
+   deltas taken are read together, a chunk of each at a time, and every
+   coordinate gets the rule's value. Sums over a delta (norms, distances,
+   dot products) run in blocks of PHOTON__MERGE_BLOCK values, each block in
+   double and the blocks added in order, so neither the chunk size (a
+   multiple of the block) nor the thread count changes a bit. */
+#define PHOTON__MERGE_BLOCK 4096
+#define PHOTON__MERGE_CHUNK 65536
+
+PHOTONDEF const char *photon_aggregate_name(photon_aggregate_kind kind) {
+    switch (kind) {
+    case PHOTON_AGGREGATE_MEDIAN: return "median";
+    case PHOTON_AGGREGATE_TRIMMED_MEAN: return "trimmed-mean";
+    case PHOTON_AGGREGATE_MULTI_KRUM: return "multi-krum";
+    default: return "mean";
+    }
+}
+
+PHOTONDEF int photon_aggregate_parse(const char *name) {
+    int k;
+    for (k = PHOTON_AGGREGATE_MEAN; k <= PHOTON_AGGREGATE_MULTI_KRUM; k++)
+        if (strcmp(name, photon_aggregate_name((photon_aggregate_kind)k)) == 0) return k;
+    return -1;
+}
+
+/* Anything beyond the plain mean: such merges record their rule, settings
+   and measurements in the audit trail (plain merges keep the keys they
+   always had, so their records still verify). */
+static int photon__merge_is_robust(const photon_merge_options *o) {
+    return o->aggregate != PHOTON_AGGREGATE_MEAN || o->clip_norm > 0 || o->clip_auto > 0 || o->max_norm_ratio > 0 ||
+           o->screen != NULL;
+}
+
+static size_t photon__merge_chunk(const photon_merge_options *o) { return o->chunk ? o->chunk : PHOTON__MERGE_CHUNK; }
+
 /* Appends one audit key (both strings are copied). */
 static photon_result photon__audit(photon_merge_result *res, const char *key, const char *value, photon_error *err) {
     char **keys = (char **)PHOTON_MALLOC((size_t)(res->num_meta + 1) * sizeof(char *));
@@ -4717,11 +4805,61 @@ static void photon__merge_refuse_repeats(photon_merge_result *res) {
         }
 }
 
+/* A robust merge's rule and settings, so that a re-check with other
+   settings cannot match. */
+static photon_result photon__merge_audit_rules(photon_merge_result *res, const photon_merge_options *o, photon_error *err) {
+    char buf[64];
+    photon_result r = photon__audit(res, "photon.aggregate", photon_aggregate_name(o->aggregate), err);
+    if (r == PHOTON_OK && o->aggregate == PHOTON_AGGREGATE_TRIMMED_MEAN) r = photon__audit_num(res, "photon.trim", o->trim, err);
+    if (r == PHOTON_OK && o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+        r = photon__audit_u64(res, "photon.byzantine", (uint64_t)o->byzantine, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.krum_select", (uint64_t)o->krum_select, err);
+    }
+    if (o->clip_norm > 0) snprintf(buf, sizeof buf, "%.9g", o->clip_norm);
+    else if (o->clip_auto > 0) snprintf(buf, sizeof buf, "auto:%.9g", o->clip_auto);
+    else snprintf(buf, sizeof buf, "none");
+    if (r == PHOTON_OK) r = photon__audit(res, "photon.clip", buf, err);
+    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.clip_bound", res->clip_bound, err);
+    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.median_norm", res->median_norm, err);
+    if (r == PHOTON_OK) r = photon__audit_num(res, "photon.max_norm_ratio", o->max_norm_ratio, err);
+    if (r == PHOTON_OK && o->screen) {
+        snprintf(buf, sizeof buf, "%016llx", (unsigned long long)o->screen->hash);
+        r = photon__audit(res, "photon.screen.data_fnv1a", buf, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.screen.data_tokens", (uint64_t)o->screen->num_tokens, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.screen.tokens", o->screen_tokens, err);
+        if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.screen.seq", (uint64_t)o->screen_seq, err);
+        if (r == PHOTON_OK) r = photon__audit_num(res, "photon.screen.max_rise", o->screen_max_rise, err);
+        if (r == PHOTON_OK) r = photon__audit(res, "photon.screen.from", o->screen_from_median ? "median" : "base", err);
+        if (r == PHOTON_OK) r = photon__audit_num(res, "photon.screen.base_loss", res->screen_base_loss, err);
+    }
+    return r;
+}
+
+/* What was measured of one delta (photon.delta.N.* or photon.skipped.N.*);
+   what was not measured is left out. */
+static photon_result photon__merge_audit_measures(photon_merge_result *res, const photon_merge_entry *e, const char *list,
+                                                  int n, photon_error *err) {
+    const char *names[5] = {"norm", "scale", "cosine", "screen_loss", "krum_score"};
+    double v[5];
+    char key[64];
+    int k;
+    photon_result r = PHOTON_OK;
+    v[0] = e->norm, v[1] = e->scale, v[2] = e->cosine, v[3] = e->screen_loss, v[4] = e->krum_score;
+    for (k = 0; k < 5 && r == PHOTON_OK; k++) {
+        if (v[k] != v[k] || (k == 1 && !e->accepted)) continue;
+        snprintf(key, sizeof key, "photon.%s.%d.%s", list, n, names[k]);
+        r = photon__audit_num(res, key, v[k], err);
+    }
+    snprintf(key, sizeof key, "photon.%s.%d.trimmed", list, n);
+    if (r == PHOTON_OK && e->trimmed == e->trimmed) r = photon__audit_num(res, key, e->trimmed, err);
+    return r;
+}
+
 /* The audit trail: what was merged, how, and from what. */
 static photon_result photon__merge_audit(photon_merge_result *res, const char *base_hash, const char *state_hash,
                                          const photon_merge_options *o, photon_error *err) {
     char key[64];
-    int i, n = 0, skipped = 0;
+    int i, n = 0, skipped = 0, robust = photon__merge_is_robust(o);
     photon_result r = PHOTON_OK;
     const photon_outer_config *oc = &o->outer;
     r = photon__audit(res, "photon.base_sha256", base_hash, err);
@@ -4735,6 +4873,7 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         if (r == PHOTON_OK) r = photon__audit_num(res, "photon.tau", oc->tau, err);
     }
     if (r == PHOTON_OK) r = photon__audit(res, "photon.weighting", oc->uniform ? "uniform" : "tokens", err);
+    if (r == PHOTON_OK && robust) r = photon__merge_audit_rules(res, o, err);
     if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.clients", (uint64_t)res->accepted, err);
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];
@@ -4749,16 +4888,22 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         if (r == PHOTON_OK) r = photon__audit(res, key, weight, err);
         snprintf(key, sizeof key, "photon.delta.%d.tokens", n);
         if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.tokens, err);
-        snprintf(key, sizeof key, "photon.delta.%d.local_steps", n++);
+        snprintf(key, sizeof key, "photon.delta.%d.local_steps", n);
         if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.local_steps, err);
+        if (r == PHOTON_OK && robust) r = photon__merge_audit_measures(res, e, "delta", n, err);
+        n++;
     }
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];
         if (e->accepted) continue;
         snprintf(key, sizeof key, "photon.skipped.%d.sha256", skipped);
         r = photon__audit(res, key, e->sha256[0] ? e->sha256 : "unreadable", err);
-        snprintf(key, sizeof key, "photon.skipped.%d.client", skipped++);
+        snprintf(key, sizeof key, "photon.skipped.%d.client", skipped);
         if (r == PHOTON_OK) r = photon__audit(res, key, e->info.client[0] ? e->info.client : "unknown", err);
+        snprintf(key, sizeof key, "photon.skipped.%d.refused_by", skipped);
+        if (r == PHOTON_OK && robust) r = photon__audit(res, key, e->refused_by[0] ? e->refused_by : "checks", err);
+        if (r == PHOTON_OK && robust) r = photon__merge_audit_measures(res, e, "skipped", skipped, err);
+        skipped++;
     }
     return r;
 }
@@ -4775,68 +4920,549 @@ static photon_result photon__merge_carry_provenance(photon_merge_result *res, co
     return r;
 }
 
-/* sum += w * values, elementwise; each element on its own, so in parallel. */
-typedef struct photon__axpy_job {
-    double *sum;
-    const float *values;
-    double w;
-} photon__axpy_job;
+/* ---- measure ---- */
 
-static void photon__axpy_range(void *ctx, size_t begin, size_t end, int thread) {
-    const photon__axpy_job *j = (const photon__axpy_job *)ctx;
-    size_t i;
+typedef struct photon__sumsq_job {
+    const float *x;
+    size_t n;
+    double *partial; /* one per block */
+} photon__sumsq_job;
+
+static void photon__sumsq_blocks(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__sumsq_job *j = (const photon__sumsq_job *)ctx;
+    size_t b, i;
     (void)thread;
-    for (i = begin; i < end; i++) j->sum[i] += j->w * (double)j->values[i];
+    for (b = begin; b < end; b++) {
+        size_t hi = (b + 1) * PHOTON__MERGE_BLOCK < j->n ? (b + 1) * PHOTON__MERGE_BLOCK : j->n;
+        double s = 0.0;
+        for (i = b * PHOTON__MERGE_BLOCK; i < hi; i++) s += (double)j->x[i] * (double)j->x[i];
+        j->partial[b] = s;
+    }
 }
 
-/* Pass 2: read the accepted deltas one at a time and add them up, weighted,
-   in double; a delta whose values are bad (NaN, Inf, unreadable) is refused
-   here. Returns the sum of the weights. */
-static double photon__merge_accumulate(photon_merge_result *res, const photon_merge_options *o, double *sum,
-                                       float *values) {
-    double total = 0.0;
-    size_t n = res->model.num_params;
+/* The L2 norm of x[0..n), by blocks; partial holds one double per block. */
+static double photon__blocked_norm(const float *x, size_t n, double *partial) {
+    photon__sumsq_job job;
+    size_t b, blocks = (n + PHOTON__MERGE_BLOCK - 1) / PHOTON__MERGE_BLOCK;
+    double s = 0.0;
+    job.x = x, job.n = n, job.partial = partial;
+    photon__parallel_range(blocks, 1, photon__sumsq_blocks, &job);
+    for (b = 0; b < blocks; b++) s += partial[b];
+    return sqrt(s);
+}
+
+/* The held-out loss of params on the screening sample. */
+static photon_result photon__screen_loss(photon_model *m, const photon_merge_options *o, double *loss,
+                                         photon_error *err) {
+    photon_eval_result ev;
+    int T = o->screen_seq > 0 ? o->screen_seq : m->config.n_ctx;
+    photon_result r = photon_evaluate(m, o->screen, 8, T, o->screen_tokens, &ev, err);
+    *loss = r == PHOTON_OK ? ev.loss : NAN;
+    return r;
+}
+
+/* Reads one delta whole: checks it, takes its file hash, its norm and (with
+   screening) the loss of the base with it applied alone. 0 if refused. */
+static int photon__merge_measure_one(photon_merge_result *res, const photon_merge_options *o, photon_merge_entry *e,
+                                     float *values, const float *base, double *partial) {
+    photon_delta_info info;
+    photon_error why;
+    size_t j, n = res->model.num_params;
+    if (photon_delta_load(&res->model, e->path, &info, values, &why) != PHOTON_OK) {
+        snprintf(e->reason, sizeof e->reason, "%s", why.message);
+        return 0;
+    }
+    memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
+    if (strcmp(info.base_sha256, e->info.base_sha256) != 0 || strcmp(info.client, e->info.client) != 0 ||
+        info.round != e->info.round || info.local_steps != e->info.local_steps || info.batch != e->info.batch ||
+        info.seq != e->info.seq || info.tokens != e->info.tokens) { /* replaced between the two reads */
+        snprintf(e->reason, sizeof e->reason, "%s: changed while it was being merged (its header differs from the "
+                 "one checked)", e->path);
+        return 0;
+    }
+    e->norm = photon__blocked_norm(values, n, partial);
+    if (o->screen) { /* base - delta: the client's own model, evaluated in the base's place */
+        photon_error ev;
+        for (j = 0; j < n; j++) res->model.params[j] = base[j] - values[j];
+        if (photon__screen_loss(&res->model, o, &e->screen_loss, &ev) != PHOTON_OK) {
+            snprintf(e->reason, sizeof e->reason, "%.200s: screening: applied alone to the base it gives %.250s", e->path,
+                     ev.code == PHOTON_ERR_NUMERIC ? "a non-finite loss" : ev.message);
+            memcpy(res->model.params, base, n * sizeof(float));
+            snprintf(e->refused_by, sizeof e->refused_by, "screening");
+            return 0;
+        }
+        memcpy(res->model.params, base, n * sizeof(float));
+    }
+    return 1;
+}
+
+/* Measures every valid delta; 0 if one was refused and bad deltas are not
+   skipped. */
+static int photon__merge_measure(photon_merge_result *res, const photon_merge_options *o, float *values,
+                                 const float *base, double *partial) {
     int i;
     for (i = 0; i < res->num_entries; i++) {
         photon_merge_entry *e = &res->entries[i];
-        photon_delta_info info;
-        photon_error why;
-        double w;
         if (!e->accepted) continue;
-        if (photon_delta_load(&res->model, e->path, &info, values, &why) != PHOTON_OK) {
+        if (!photon__merge_measure_one(res, o, e, values, base, partial)) {
             e->accepted = 0;
-            snprintf(e->reason, sizeof e->reason, "%s", why.message);
-            if (!o->skip_bad) return 0.0;
-            continue;
+            if (!e->refused_by[0]) snprintf(e->refused_by, sizeof e->refused_by, "checks");
+            if (!o->skip_bad) return 0;
         }
-        memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
-        if (strcmp(info.base_sha256, e->info.base_sha256) != 0 || strcmp(info.client, e->info.client) != 0 ||
-            info.round != e->info.round || info.local_steps != e->info.local_steps || info.batch != e->info.batch ||
-            info.seq != e->info.seq || info.tokens != e->info.tokens) { /* replaced between the two passes */
-            e->accepted = 0;
-            snprintf(e->reason, sizeof e->reason, "%s: changed while it was being merged (its header differs from the "
-                     "one checked)", e->path);
-            if (!o->skip_bad) return 0.0;
-            continue;
-        }
-        w = o->outer.uniform ? 1.0 : (double)e->info.tokens;
-        {
-            photon__axpy_job job;
-            job.sum = sum, job.values = values, job.w = w;
-            photon__parallel_range(n, 65536, photon__axpy_range, &job);
-        }
-        e->weight = w;
-        total += w;
     }
+    return 1;
+}
+
+/* ---- judge ---- */
+
+static void photon__sort_doubles(double *v, int n) {
+    int i, k;
+    for (i = 1; i < n; i++)
+        for (k = i; k > 0 && v[k - 1] > v[k]; k--) {
+            double t = v[k];
+            v[k] = v[k - 1];
+            v[k - 1] = t;
+        }
+}
+
+/* The median of the accepted deltas' norms (of an even count, the mean of
+   the middle two); 0 if none. */
+static double photon__median_norm(const photon_merge_result *res, double *scratch) {
+    int i, m = 0;
+    for (i = 0; i < res->num_entries; i++)
+        if (res->entries[i].accepted) scratch[m++] = res->entries[i].norm;
+    if (m == 0) return 0.0;
+    photon__sort_doubles(scratch, m);
+    return m % 2 ? scratch[m / 2] : 0.5 * (scratch[m / 2 - 1] + scratch[m / 2]);
+}
+
+/* The norm bound and the screening threshold: a delta they refuse is
+   refused like any bad delta (the merge fails unless bad deltas are
+   skipped). Then clipping sets every remaining delta's scale. */
+static int photon__merge_judge(photon_merge_result *res, const photon_merge_options *o, double *scratch) {
+    int i, ok = 1, m = 0;
+    res->median_norm = photon__median_norm(res, scratch);
+    if (o->screen) { /* what a rise is measured from: the base, or the typical delta of this round */
+        for (i = 0; i < res->num_entries; i++)
+            if (res->entries[i].accepted) scratch[m++] = res->entries[i].screen_loss;
+        photon__sort_doubles(scratch, m);
+        res->screen_reference = !o->screen_from_median ? res->screen_base_loss
+                                : m % 2                ? scratch[m / 2]
+                                : m                    ? 0.5 * (scratch[m / 2 - 1] + scratch[m / 2])
+                                                       : res->screen_base_loss;
+    }
+    for (i = 0; i < res->num_entries; i++) {
+        photon_merge_entry *e = &res->entries[i];
+        if (!e->accepted) continue;
+        if (o->max_norm_ratio > 0 && e->norm > o->max_norm_ratio * res->median_norm) {
+            snprintf(e->reason, sizeof e->reason, "%s: norm %.6g is %.3g times the median norm %.6g of this round's "
+                     "deltas (the bound is %g times)", e->path, e->norm, e->norm / res->median_norm, res->median_norm,
+                     o->max_norm_ratio);
+            e->accepted = 0;
+            snprintf(e->refused_by, sizeof e->refused_by, "norm");
+        } else if (o->screen && e->screen_loss - res->screen_reference > o->screen_max_rise) {
+            snprintf(e->reason, sizeof e->reason, "%s: screening: applied alone to the base it gives a held-out loss "
+                     "of %.6g, %.4g above %s %.6g (at most %g allowed)", e->path, e->screen_loss,
+                     e->screen_loss - res->screen_reference, o->screen_from_median ? "the median delta's" : "the base's",
+                     res->screen_reference, o->screen_max_rise);
+            e->accepted = 0;
+            snprintf(e->refused_by, sizeof e->refused_by, "screening");
+        }
+        if (!e->accepted) ok = 0;
+    }
+    if (!ok && !o->skip_bad) return 0;
+    res->clip_bound = o->clip_norm > 0 ? o->clip_norm : o->clip_auto > 0 ? o->clip_auto * photon__median_norm(res, scratch)
+                                                                         : 0.0;
+    for (i = 0; i < res->num_entries; i++) {
+        photon_merge_entry *e = &res->entries[i];
+        e->scale = e->accepted && res->clip_bound > 0 && e->norm > res->clip_bound ? res->clip_bound / e->norm : 1.0;
+    }
+    return 1;
+}
+
+/* ---- aggregate: the accepted deltas streamed together ---- */
+
+/* One delta read front to back in chunks, its file hash taken again on the
+   way, so that a file changed since it was measured is caught. */
+typedef struct photon__delta_stream {
+    photon_st_file st;
+    photon_sha256 hash;
+} photon__delta_stream;
+
+/* Opens a measured delta for streaming. Its tensors must lie in the data
+   section in the model's order (as photon writes them), so that the data
+   section is the parameter vector itself. */
+static photon_result photon__stream_open(const photon_model *m, const photon_merge_entry *e, photon__delta_stream *s,
+                                         photon_error *err) {
+    photon_delta_info info;
+    unsigned char buf[4096];
+    uint64_t left;
+    int i;
+    photon_result r = photon__delta_open(m, e->path, &s->st, &info, err);
+    if (r != PHOTON_OK) return r;
+    for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
+        const photon_st_tensor *t = photon_st_find(&s->st, m->tensors[i].name);
+        if (!t || t->begin != 4 * (uint64_t)m->tensors[i].offset)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' is not where the model's order puts it; the merge "
+                             "streams deltas whose tensors are stored in the model's order, as photon writes them",
+                             e->path, m->tensors[i].name);
+    }
+    photon_sha256_init(&s->hash);
+    if (r == PHOTON_OK && fseek((FILE *)s->st.handle, 0, SEEK_SET) != 0)
+        r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot seek", e->path);
+    for (left = s->st.data_start; r == PHOTON_OK && left > 0;) { /* the header, for the file hash */
+        size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
+        if (fread(buf, 1, want, (FILE *)s->st.handle) != want)
+            r = photon__fail(err, PHOTON_ERR_IO, "%s: read failed (truncated while merging?)", e->path);
+        photon_sha256_update(&s->hash, buf, want);
+        left -= want;
+    }
+    if (r != PHOTON_OK) photon_st_close(&s->st);
+    return r;
+}
+
+static photon_result photon__stream_read(photon__delta_stream *s, float *dst, size_t count, photon_error *err) {
+    if (fread(dst, 4, count, (FILE *)s->st.handle) != count)
+        return photon__fail(err, PHOTON_ERR_IO, "%s: read failed (truncated while merging?)", s->st.path);
+    photon_sha256_update(&s->hash, dst, count * 4);
+    return PHOTON_OK;
+}
+
+/* Closes the stream; 1 if the file still hashes as it did when measured. */
+static int photon__stream_close(photon__delta_stream *s, const char *sha256) {
+    char hex[65];
+    unsigned char extra;
+    int same = fread(&extra, 1, 1, (FILE *)s->st.handle) == 0; /* nothing after the last tensor */
+    photon_sha256_final(&s->hash, hex);
+    photon_st_close(&s->st);
+    return same && strcmp(hex, sha256) == 0;
+}
+
+/* What the rules need while the chunks pass. */
+typedef struct photon__agg_job {
+    const photon_merge_options *o;
+    int m;                 /* deltas taken */
+    const float *chunk;    /* m rows of `stride` values: delta i's chunk at chunk + i*stride */
+    size_t stride, count;  /* values per row allocated, values in this chunk */
+    const double *scale, *weight; /* per delta: the clipping factor; the weight (tokens, or 1) */
+    double total;          /* the sum of the weights */
+    float *out;            /* the aggregate of this chunk */
+    double *dots;          /* per block: m dot products with the aggregate, then its squared norm */
+    double *pairs;         /* multi-krum, per block: the m*(m-1)/2 squared distances */
+    uint32_t *cut;         /* per block: how many of each delta's values the rule cut */
+    double *sorted;        /* per thread: m values */
+    int *order;            /* per thread: m indices */
+} photon__agg_job;
+
+/* The rule's value for one coordinate, from the m deltas' (scaled) values;
+   cut[i] counts the deltas the rule left out. */
+static float photon__rule_value(const photon__agg_job *j, const double *v, double *sorted, int *order, uint32_t *cut) {
+    int m = j->m, i, k, lo, hi;
+    double s = 0.0;
+    if (j->o->aggregate == PHOTON_AGGREGATE_MEAN || j->o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+        for (i = 0; i < m; i++) s += j->weight[i] * v[i];
+        return (float)(s / j->total);
+    }
+    for (i = 0; i < m; i++) order[i] = i; /* sort by value, ties by merge order */
+    for (i = 1; i < m; i++)
+        for (k = i; k > 0 && (v[order[k - 1]] > v[order[k]]); k--) {
+            int t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+        }
+    for (i = 0; i < m; i++) sorted[i] = v[order[i]];
+    if (j->o->aggregate == PHOTON_AGGREGATE_MEDIAN) lo = (m - 1) / 2, hi = m / 2 + 1;
+    else lo = (int)floor(j->o->trim * m), hi = m - lo;
+    for (i = 0; i < m; i++)
+        if (i < lo || i >= hi) cut[order[i]]++;
+    for (i = lo; i < hi; i++) s += sorted[i];
+    return (float)(s / (hi - lo));
+}
+
+static void photon__agg_blocks(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__agg_job *j = (const photon__agg_job *)ctx;
+    int m = j->m, i;
+    double *v = (double *)photon__scratch(thread, (size_t)m * 6 + 8), *sorted = v + m;
+    int *order = (int *)(sorted + m);
+    size_t b, c;
+    for (b = begin; b < end; b++) {
+        size_t hi = (b + 1) * PHOTON__MERGE_BLOCK < j->count ? (b + 1) * PHOTON__MERGE_BLOCK : j->count;
+        double *dots = j->dots + b * (size_t)(m + 1);
+        uint32_t *cut = j->cut + b * (size_t)m;
+        for (i = 0; i <= m; i++) dots[i] = 0.0;
+        for (i = 0; i < m; i++) cut[i] = 0;
+        for (c = b * PHOTON__MERGE_BLOCK; c < hi; c++) {
+            double a;
+            for (i = 0; i < m; i++) v[i] = (double)j->chunk[(size_t)i * j->stride + c] * j->scale[i];
+            j->out[c] = photon__rule_value(j, v, sorted, order, cut);
+            a = (double)j->out[c];
+            for (i = 0; i < m; i++) dots[i] += v[i] * a;
+            dots[m] += a * a;
+        }
+    }
+}
+
+static void photon__krum_blocks(void *ctx, size_t begin, size_t end, int thread) {
+    const photon__agg_job *j = (const photon__agg_job *)ctx;
+    int m = j->m, a, k;
+    size_t b, c, npairs = (size_t)m * (size_t)(m - 1) / 2;
+    (void)thread;
+    for (b = begin; b < end; b++) {
+        size_t hi = (b + 1) * PHOTON__MERGE_BLOCK < j->count ? (b + 1) * PHOTON__MERGE_BLOCK : j->count, p = 0;
+        double *pairs = j->pairs + b * npairs;
+        for (a = 0; a < m; a++)
+            for (k = a + 1; k < m; k++, p++) {
+                const float *x = j->chunk + (size_t)a * j->stride, *y = j->chunk + (size_t)k * j->stride;
+                double s = 0.0;
+                for (c = b * PHOTON__MERGE_BLOCK; c < hi; c++) {
+                    double d = (double)x[c] * j->scale[a] - (double)y[c] * j->scale[k];
+                    s += d * d;
+                }
+                pairs[p] = s;
+            }
+    }
+}
+
+/* Streams the taken deltas (take[0..m)) chunk by chunk through one pass:
+   the aggregate into agg (and the dot products dots_total, the cut counts)
+   or, with agg NULL, Multi-Krum's pairwise squared distances into
+   pairs_total. *changed gets the entry whose file changed since it was
+   measured (-1: none). */
+static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_job *job, const int *take, float *agg,
+                                          double *pairs_total, double *dots_total, uint64_t *cut_total, int *changed,
+                                          photon_error *err) {
+    size_t n = res->model.num_params, stride = job->stride, begin, b, blocks = stride / PHOTON__MERGE_BLOCK;
+    size_t npairs = (size_t)job->m * (size_t)(job->m - 1) / 2;
+    photon__delta_stream *streams = (photon__delta_stream *)photon__calloc((size_t)job->m, sizeof *streams);
+    int i, opened = 0;
+    photon_result r = streams ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory opening the deltas");
+    *changed = -1;
+    for (i = 0; r == PHOTON_OK && i < job->m; i++, opened++) {
+        r = photon__stream_open(&res->model, &res->entries[take[i]], &streams[i], err);
+        if (r != PHOTON_OK) *changed = take[i];
+    }
+    for (begin = 0; r == PHOTON_OK && begin < n; begin += stride) {
+        job->count = n - begin < stride ? n - begin : stride;
+        for (i = 0; r == PHOTON_OK && i < job->m; i++)
+            if ((r = photon__stream_read(&streams[i], (float *)job->chunk + (size_t)i * stride, job->count, err)) !=
+                PHOTON_OK)
+                *changed = take[i];
+        if (r != PHOTON_OK) break;
+        blocks = (job->count + PHOTON__MERGE_BLOCK - 1) / PHOTON__MERGE_BLOCK;
+        if (agg) {
+            job->out = agg + begin;
+            photon__parallel_range(blocks, 1, photon__agg_blocks, job);
+            for (b = 0; b < blocks; b++) { /* block sums, in order */
+                for (i = 0; i <= job->m; i++) dots_total[i] += job->dots[b * (size_t)(job->m + 1) + (size_t)i];
+                for (i = 0; i < job->m; i++) cut_total[i] += job->cut[b * (size_t)job->m + (size_t)i];
+            }
+        } else {
+            size_t p;
+            photon__parallel_range(blocks, 1, photon__krum_blocks, job);
+            for (b = 0; b < blocks; b++)
+                for (p = 0; p < npairs; p++) pairs_total[p] += job->pairs[b * npairs + p];
+        }
+    }
+    for (i = 0; i < opened; i++)
+        if (!photon__stream_close(&streams[i], res->entries[take[i]].sha256) && r == PHOTON_OK) {
+            *changed = take[i];
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: changed while it was being merged", res->entries[take[i]].path);
+        }
+    PHOTON_FREE(streams);
+    return r;
+}
+
+/* Multi-Krum: each delta's score is the sum of its squared distances to its
+   n - f - 2 nearest others; the `select` lowest scores are taken (ties in
+   merge order). The others stay valid but are left out by the rule. */
+static void photon__krum_select(photon_merge_result *res, const photon_merge_options *o, const int *take, int m,
+                                const double *pairs, double *scratch) {
+    int i, k, f = o->byzantine, select = o->krum_select > 0 && o->krum_select < m - f ? o->krum_select : m - f, *rank;
+    for (i = 0; i < m; i++) {
+        int c = 0, a, b;
+        double s = 0.0;
+        for (k = 0; k < m; k++) {
+            if (k == i) continue;
+            a = i < k ? i : k, b = i < k ? k : i;
+            scratch[c++] = pairs[(size_t)a * (2 * (size_t)m - (size_t)a - 1) / 2 + (size_t)(b - a - 1)];
+        }
+        photon__sort_doubles(scratch, c);
+        for (k = 0; k < m - f - 2; k++) s += scratch[k];
+        res->entries[take[i]].krum_score = s;
+    }
+    rank = (int *)scratch; /* the scores are kept in the entries */
+    for (i = 0; i < m; i++) rank[i] = i;
+    for (i = 1; i < m; i++)
+        for (k = i; k > 0 && res->entries[take[rank[k - 1]]].krum_score > res->entries[take[rank[k]]].krum_score; k--) {
+            int t = rank[k];
+            rank[k] = rank[k - 1];
+            rank[k - 1] = t;
+        }
+    for (i = select; i < m; i++) {
+        photon_merge_entry *e = &res->entries[take[rank[i]]];
+        e->accepted = 0;
+        e->left_out_by_rule = 1;
+        snprintf(e->refused_by, sizeof e->refused_by, "multi-krum");
+        snprintf(e->reason, sizeof e->reason, "%s: multi-krum: score %.6g ranks %d of %d; the %d lowest are averaged",
+                 e->path, e->krum_score, i + 1, m, select);
+    }
+}
+
+/* The indices of the accepted entries, in merge order; their count. */
+static int photon__merge_taken(const photon_merge_result *res, int *take) {
+    int i, m = 0;
+    for (i = 0; i < res->num_entries; i++)
+        if (res->entries[i].accepted) take[m++] = i;
+    return m;
+}
+
+/* The weights of the taken deltas (tokens, or 1 each) and their sum; each
+   entry records its share (1/m for the coordinate-wise rules, which weigh
+   every delta alike). */
+static double photon__merge_weights(photon_merge_result *res, const photon_merge_options *o, const int *take, int m,
+                                    double *weight) {
+    double total = 0.0;
+    int i;
+    for (i = 0; i < m; i++) {
+        weight[i] = o->outer.uniform ? 1.0 : (double)res->entries[take[i]].info.tokens;
+        total += weight[i];
+    }
+    for (i = 0; i < m; i++)
+        res->entries[take[i]].weight = o->aggregate == PHOTON_AGGREGATE_MEDIAN ||
+                                               o->aggregate == PHOTON_AGGREGATE_TRIMMED_MEAN
+                                           ? 1.0 / m
+                                           : weight[i] / total;
     return total;
+}
+
+/* The aggregate of the accepted deltas into agg, by the rule. A delta
+   changed since it was measured is refused and, if bad deltas are
+   skipped, the pass runs again without it. */
+static photon_result photon__merge_aggregate(photon_merge_result *res, const photon_merge_options *o, float *agg,
+                                             photon_error *caller_err) {
+    photon_error local, *err = &local;
+    int n_all = res->num_entries, m, i, changed = -1;
+    size_t stride = photon__merge_chunk(o), blocks = stride / PHOTON__MERGE_BLOCK, npairs;
+    photon__agg_job job;
+    int *take = (int *)photon__calloc((size_t)n_all + 1, sizeof(int));
+    double *scale = (double *)photon__calloc((size_t)n_all + 1, sizeof(double));
+    double *weight = (double *)photon__calloc((size_t)n_all + 1, sizeof(double));
+    double *dots_total = (double *)photon__calloc((size_t)n_all + 2, sizeof(double));
+    double *pairs_total = NULL, *scratch = (double *)photon__calloc((size_t)n_all + 1, sizeof(double));
+    uint64_t *cut_total = (uint64_t *)photon__calloc((size_t)n_all + 1, sizeof(uint64_t));
+    photon_result r = PHOTON_OK;
+    memset(&job, 0, sizeof job);
+    npairs = (size_t)n_all * (size_t)(n_all > 0 ? n_all - 1 : 0) / 2;
+    job.chunk = (float *)photon__calloc((size_t)n_all * stride + 1, sizeof(float));
+    job.dots = (double *)photon__calloc(blocks * (size_t)(n_all + 1), sizeof(double));
+    job.cut = (uint32_t *)photon__calloc(blocks * (size_t)n_all + 1, sizeof(uint32_t));
+    if (o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+        job.pairs = (double *)photon__calloc(blocks * npairs + 1, sizeof(double));
+        pairs_total = (double *)photon__calloc(npairs + 1, sizeof(double));
+    }
+    if (!take || !scale || !weight || !dots_total || !scratch || !cut_total || !job.chunk || !job.dots || !job.cut ||
+        (o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM && (!job.pairs || !pairs_total)))
+        r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory: %d deltas of %zu values at a time", n_all, stride);
+    job.o = o, job.stride = stride, job.scale = scale, job.weight = weight;
+    for (;;) {
+        if (r != PHOTON_OK) break;
+        if (changed >= 0) { /* refuse the changed delta, then judge again without it */
+            photon_merge_entry *e = &res->entries[changed];
+            e->accepted = 0;
+            snprintf(e->reason, sizeof e->reason, "%s", local.message);
+            snprintf(e->refused_by, sizeof e->refused_by, "checks");
+            if (!o->skip_bad) {
+                r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s", e->reason);
+                break;
+            }
+            for (i = 0; i < n_all; i++)
+                if (res->entries[i].left_out_by_rule) {
+                    res->entries[i].left_out_by_rule = 0;
+                    res->entries[i].accepted = 1;
+                    res->entries[i].reason[0] = '\0';
+                }
+            photon__merge_judge(res, o, scratch);
+            changed = -1;
+        }
+        m = photon__merge_taken(res, take);
+        if (m == 0) break;
+        job.m = m;
+        for (i = 0; i < m; i++) scale[i] = res->entries[take[i]].scale;
+        if (o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+            if (m <= 2 * o->byzantine + 2) {
+                r = photon__fail(err, PHOTON_ERR_ARGUMENT, "multi-krum with f = %d needs more than %d deltas; %d are valid",
+                                 o->byzantine, 2 * o->byzantine + 2, m);
+                break;
+            }
+            memset(pairs_total, 0, (npairs + 1) * sizeof(double));
+            if (photon__merge_stream(res, &job, take, NULL, pairs_total, NULL, NULL, &changed, err) != PHOTON_OK) {
+                if (changed >= 0) continue;
+                r = local.code;
+                break;
+            }
+            photon__krum_select(res, o, take, m, pairs_total, scratch);
+            m = photon__merge_taken(res, take);
+            job.m = m;
+            for (i = 0; i < m; i++) scale[i] = res->entries[take[i]].scale;
+        }
+        job.total = photon__merge_weights(res, o, take, m, weight);
+        memset(dots_total, 0, (size_t)(n_all + 2) * sizeof(double));
+        memset(cut_total, 0, (size_t)(n_all + 1) * sizeof(uint64_t));
+        if (photon__merge_stream(res, &job, take, agg, NULL, dots_total, cut_total, &changed, err) != PHOTON_OK) {
+            if (changed >= 0) continue;
+            r = local.code;
+            break;
+        }
+        for (i = 0; i < m; i++) {
+            photon_merge_entry *e = &res->entries[take[i]];
+            double nd = e->norm * e->scale, na = sqrt(dots_total[m]);
+            e->cosine = nd > 0 && na > 0 ? dots_total[i] / (nd * na) : 0.0;
+            if (o->aggregate == PHOTON_AGGREGATE_MEDIAN || o->aggregate == PHOTON_AGGREGATE_TRIMMED_MEAN)
+                e->trimmed = (double)cut_total[i] / (double)res->model.num_params;
+        }
+        break;
+    }
+    PHOTON_FREE(take);
+    PHOTON_FREE(scale);
+    PHOTON_FREE(weight);
+    PHOTON_FREE(dots_total);
+    PHOTON_FREE(pairs_total);
+    PHOTON_FREE(scratch);
+    PHOTON_FREE(cut_total);
+    PHOTON_FREE((void *)job.chunk);
+    PHOTON_FREE(job.dots);
+    PHOTON_FREE(job.cut);
+    PHOTON_FREE(job.pairs);
+    return r == PHOTON_OK ? r : photon__fail(caller_err, r, "%s", local.message);
 }
 
 /* The first refused delta's reason, as the merge's error. */
 static photon_result photon__merge_first_refusal(const photon_merge_result *res, photon_error *err) {
     int i;
     for (i = 0; i < res->num_entries; i++)
-        if (!res->entries[i].accepted)
+        if (!res->entries[i].accepted && !res->entries[i].left_out_by_rule)
             return photon__fail(err, PHOTON_ERR_MISMATCH, "%s", res->entries[i].reason);
+    return PHOTON_OK;
+}
+
+/* Settings the rules cannot work with. */
+static photon_result photon__merge_check_options(const photon_merge_options *o, photon_error *err) {
+    if ((int)o->aggregate < PHOTON_AGGREGATE_MEAN || (int)o->aggregate > PHOTON_AGGREGATE_MULTI_KRUM)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "unknown aggregation rule %d", (int)o->aggregate);
+    if (!(o->trim >= 0.0 && o->trim < 0.5))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "trim %g: the fraction cut from each end must be at least 0 and "
+                            "below 0.5", o->trim);
+    if (o->byzantine < 0 || o->krum_select < 0)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "multi-krum's f (%d) and selection (%d) cannot be negative",
+                            o->byzantine, o->krum_select);
+    if (!(o->clip_norm >= 0.0 && o->clip_auto >= 0.0 && o->max_norm_ratio >= 0.0) || (o->clip_norm > 0 && o->clip_auto > 0))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "norm bounds: clip %g, auto %g, ratio %g (each at least 0, and "
+                            "one clipping bound at most)", o->clip_norm, o->clip_auto, o->max_norm_ratio);
+    if (o->screen && !(o->screen_max_rise - o->screen_max_rise == 0.0))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "screening: the allowed rise must be a finite number");
+    if (o->chunk % PHOTON__MERGE_BLOCK != 0)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "chunk of %zu values: must be a multiple of %d", o->chunk,
+                            PHOTON__MERGE_BLOCK);
     return PHOTON_OK;
 }
 
@@ -4844,14 +5470,16 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
                                      const char *server_state_path, const photon_merge_options *o,
                                      photon_merge_result *res, photon_error *err) {
     char base_hash[65], state_hash[65] = "none";
-    double *sum = NULL, total;
-    float *values = NULL;
+    double *partial = NULL, *scratch = NULL;
+    float *values = NULL, *base = NULL;
     uint64_t max_steps = 0, tokens = 0;
     size_t j, n;
     int i, k;
     photon_result r;
     memset(res, 0, sizeof *res);
+    res->screen_base_loss = NAN;
     if (num_deltas < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "no deltas to merge");
+    if ((r = photon__merge_check_options(o, err)) != PHOTON_OK) return r;
     if ((r = photon_checkpoint_load(&res->model, base_path, err)) != PHOTON_OK) return r;
     memcpy(base_hash, res->model.file_sha256, sizeof base_hash); /* from the loading pass */
     n = res->model.num_params;
@@ -4875,14 +5503,22 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
         goto fail;
     }
     res->entries = (photon_merge_entry *)photon__calloc((size_t)num_deltas, sizeof(photon_merge_entry));
-    sum = (double *)photon__calloc(n, sizeof(double));
+    partial = (double *)photon__calloc(n / PHOTON__MERGE_BLOCK + 1, sizeof(double));
+    scratch = (double *)photon__calloc((size_t)num_deltas + 1, sizeof(double));
     values = (float *)photon__calloc(n, sizeof(float));
-    if (!res->entries || !sum || !values) {
+    if (o->screen && (base = (float *)photon__calloc(n, sizeof(float))) != NULL)
+        memcpy(base, res->model.params, n * sizeof(float));
+    if (!res->entries || !partial || !scratch || !values) {
         r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory merging %d deltas", num_deltas);
         goto fail;
     }
     res->num_entries = num_deltas;
-    for (i = 0; i < num_deltas; i++) res->entries[i].path = delta_paths[i];
+    for (i = 0; i < num_deltas; i++) {
+        photon_merge_entry *e = &res->entries[i];
+        e->path = delta_paths[i];
+        e->norm = e->cosine = e->screen_loss = e->krum_score = e->trimmed = NAN;
+        e->scale = 1.0;
+    }
     {   /* reading the deltas' headers: one task per delta */
         photon__inspect_job job;
         job.res = res;
@@ -4898,12 +5534,22 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
             res->entries[k - 1] = t;
         }
     if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
-    total = photon__merge_accumulate(res, o, sum, values);
-    if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
+    if (o->screen) { /* the base's own loss on the sample: what each delta is judged against */
+        photon_error why;
+        if (!base || photon__screen_loss(&res->model, o, &res->screen_base_loss, &why) != PHOTON_OK) {
+            r = photon__fail(err, base ? why.code : PHOTON_ERR_MEMORY, "screening data %s: %s", o->screen->source,
+                             base ? why.message : "out of memory");
+            goto fail;
+        }
+    }
+    if (!photon__merge_measure(res, o, values, base, partial) || !photon__merge_judge(res, o, scratch)) {
+        r = photon__merge_first_refusal(res, err);
+        goto fail;
+    }
+    if ((r = photon__merge_aggregate(res, o, values, err)) != PHOTON_OK) goto fail;
     for (i = 0; i < num_deltas; i++)
         if (res->entries[i].accepted) {
             res->accepted++;
-            res->entries[i].weight /= total;
             if (tokens > UINT64_MAX - res->entries[i].info.tokens) {
                 r = photon__fail(err, PHOTON_ERR_ARGUMENT, "the deltas' tokens add up past 2^64-1 (%s claims %llu)",
                                  res->entries[i].path, (unsigned long long)res->entries[i].info.tokens);
@@ -4925,7 +5571,6 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
                          num_deltas, o->min_clients > 1 ? o->min_clients : 1);
         goto fail;
     }
-    for (j = 0; j < n; j++) values[j] = (float)(sum[j] / total); /* the weighted average delta */
     photon_outer_step(res->model.params, values, n, &o->outer, &res->state);
     for (j = 0; j < n; j++)
         if (!photon__is_finite(res->model.params[j])) {
@@ -4943,12 +5588,11 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     if ((r = photon__merge_audit(res, base_hash, state_hash, o, err)) != PHOTON_OK ||
         (r = photon__merge_carry_provenance(res, base_path, err)) != PHOTON_OK)
         goto fail;
-    PHOTON_FREE(sum);
-    PHOTON_FREE(values);
-    return PHOTON_OK;
 fail:
-    PHOTON_FREE(sum);
+    PHOTON_FREE(partial);
+    PHOTON_FREE(scratch);
     PHOTON_FREE(values);
+    PHOTON_FREE(base);
     return r;
 }
 

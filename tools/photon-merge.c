@@ -1,9 +1,10 @@
 /* photon-merge: the aggregator's side of a federated round.
 
-   Averages the clients' deltas (weighted by the tokens each trained on),
-   applies an outer optimizer to the global checkpoint, and writes the next
-   global checkpoint with an audit trail; --verify recomputes a merge and
-   confirms an existing checkpoint bit for bit. */
+   Averages the clients' deltas (weighted by the tokens each trained on), or
+   combines them by a robust rule, applies an outer optimizer to the global
+   checkpoint, and writes the next global checkpoint with an audit trail;
+   --verify recomputes a merge and confirms an existing checkpoint bit for
+   bit. */
 #define PHOTON_IMPLEMENTATION
 #include "cli.h"
 
@@ -45,6 +46,37 @@ static const char *usage =
     "  --min-clients K      fewest valid deltas to accept (default 1)\n"
     "  --max-local-steps N  refuse a delta of more than N local steps (default: no bound)\n"
     "  --max-tokens N       refuse a delta of more than N tokens (default: no bound)\n"
+    "\n"
+    "Robust merging (docs/ALGORITHM.md, \"Robust merges\"): a signed, well-formed delta\n"
+    "can still be ruinous. Each delta's L2 norm and its cosine similarity with the\n"
+    "aggregate are reported (stderr, --json) and, with any option below, kept in the\n"
+    "audit trail with the rule and its settings, so --verify needs the same options.\n"
+    "  --aggregate RULE     mean (default: weighted by --weighting), median (coordinate-\n"
+    "                       wise), trimmed-mean (coordinate-wise, --trim), multi-krum\n"
+    "                       (--byzantine). median and trimmed-mean weigh every delta alike;\n"
+    "                       multi-krum averages the deltas it selects with --weighting\n"
+    "  --trim F             trimmed-mean: cut floor(F x n) values from each end of every\n"
+    "                       coordinate; 0 <= F < 0.5 (default 0.2)\n"
+    "  --byzantine F        multi-krum: the number of bad deltas to withstand; needs more\n"
+    "                       than 2F + 2 deltas (default 1)\n"
+    "  --krum-select M      multi-krum: average the M deltas with the lowest scores\n"
+    "                       (default n - F)\n"
+    "  --clip-norm X|auto[:F]  scale each delta down to L2 norm at most X, or at most F\n"
+    "                       times the median norm of this round's deltas (auto: F = 1)\n"
+    "  --max-norm-ratio R   refuse a delta whose norm exceeds R times the median norm\n"
+    "                       (a refusal like any bad delta: --skip-bad applies)\n"
+    "  --screen DATA...     apply each delta alone to the base and evaluate it on DATA\n"
+    "                       (text or token shards, held out from every client); refuse\n"
+    "                       one whose loss rises too far. Costs one evaluation per delta\n"
+    "                       and one of the base\n"
+    "  --screen-tokens N    tokens of DATA to predict (default 8192; 0: all)\n"
+    "  --screen-max-rise X  the rise allowed, nats per token (default 0.05)\n"
+    "  --screen-from WHAT   median (default): the rise over the median delta's loss this\n"
+    "                       round; base: over the base's own loss\n"
+    "  --chunk N            values of each delta held in memory at once (default 65536,\n"
+    "                       a multiple of 4096): memory is about deltas x N floats plus two\n"
+    "                       models; the result does not change\n"
+    "\n"
     "  --json               print a summary as JSON on stdout\n"
     "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     CLI_ACCEPT_UNHASHED_HELP
@@ -52,10 +84,49 @@ static const char *usage =
 
 typedef struct merge_options {
     const char *base, *out, *verify, *state_in, *state_out;
-    const char **deltas;
-    int num_deltas, json, inspect, check;
+    const char **deltas, **screen;
+    int num_deltas, num_screen, json, inspect, check;
+    int have_trim, have_byzantine, have_select, have_screen_flags;
     photon_merge_options merge;
 } merge_options;
+
+/* --clip-norm X, auto or auto:F */
+static void parse_clip(merge_options *o, cli_args *a) {
+    const char *v = cli_value(a);
+    char *end;
+    double x;
+    if (strncmp(v, "auto", 4) == 0 && (v[4] == '\0' || v[4] == ':')) {
+        x = v[4] ? strtod(v + 5, &end) : 1.0;
+        if (v[4] && (end == v + 5 || *end || !(x > 0 && x <= 1e6)))
+            cli_usage_error("--clip-norm auto:F needs a factor F above 0, got '%s'", v);
+        o->merge.clip_auto = x;
+        return;
+    }
+    x = strtod(v, &end);
+    if (end == v || *end || !(x > 0 && x < 1e30)) cli_usage_error("--clip-norm needs a norm above 0, auto or auto:F, got '%s'", v);
+    o->merge.clip_norm = x;
+}
+
+static int robust(const merge_options *o) {
+    const photon_merge_options *m = &o->merge;
+    return m->aggregate != PHOTON_AGGREGATE_MEAN || m->clip_norm > 0 || m->clip_auto > 0 || m->max_norm_ratio > 0 ||
+           o->num_screen > 0;
+}
+
+/* Settings of the robust rules that cannot work, or that do nothing. */
+static void check_rules(const merge_options *o) {
+    const photon_merge_options *m = &o->merge;
+    if (o->have_trim && m->aggregate != PHOTON_AGGREGATE_TRIMMED_MEAN)
+        cli_usage_error("--trim goes with --aggregate trimmed-mean");
+    if ((o->have_byzantine || o->have_select) && m->aggregate != PHOTON_AGGREGATE_MULTI_KRUM)
+        cli_usage_error("--byzantine and --krum-select go with --aggregate multi-krum");
+    if (m->aggregate == PHOTON_AGGREGATE_MULTI_KRUM && o->num_deltas <= 2 * m->byzantine + 2)
+        cli_usage_error("multi-krum with --byzantine %d needs more than %d deltas (n > 2f + 2); %d given", m->byzantine,
+                        2 * m->byzantine + 2, o->num_deltas);
+    if (m->aggregate == PHOTON_AGGREGATE_MULTI_KRUM && m->krum_select > o->num_deltas - m->byzantine)
+        cli_usage_error("--krum-select %d is more than n - f = %d", m->krum_select, o->num_deltas - m->byzantine);
+    if (o->have_screen_flags && !o->num_screen) cli_usage_error("--screen-tokens, --screen-max-rise and --screen-from go with --screen DATA");
+}
 
 static void parse_args(merge_options *o, int argc, char **argv) {
     cli_args a;
@@ -63,7 +134,13 @@ static void parse_args(merge_options *o, int argc, char **argv) {
     float lr = 0.0f, momentum = -1.0f, beta1 = -1.0f, beta2 = -1.0f, tau = -1.0f;
     memset(o, 0, sizeof *o);
     o->deltas = (const char **)calloc((size_t)argc + 1, sizeof(char *));
+    o->screen = (const char **)calloc((size_t)argc + 1, sizeof(char *));
     o->merge.min_clients = 1;
+    o->merge.trim = 0.2;
+    o->merge.byzantine = 1;
+    o->merge.screen_tokens = 8192;
+    o->merge.screen_max_rise = 0.05;
+    o->merge.screen_from_median = 1;
     cli_begin(&a, argc, argv);
     while (cli_next(&a)) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
@@ -106,6 +183,44 @@ static void parse_args(merge_options *o, int argc, char **argv) {
             o->merge.max_local_steps = (uint64_t)cli_int(&a, 1, LLONG_MAX);
         } else if (cli_is(&a, "--max-tokens")) {
             o->merge.max_tokens = (uint64_t)cli_int(&a, 1, LLONG_MAX);
+        } else if (cli_is(&a, "--aggregate")) {
+            const char *name = cli_value(&a);
+            int rule = photon_aggregate_parse(name);
+            if (rule < 0) cli_usage_error("--aggregate must be mean, median, trimmed-mean or multi-krum, got '%s'", name);
+            o->merge.aggregate = (photon_aggregate_kind)rule;
+        } else if (cli_is(&a, "--trim")) {
+            o->merge.trim = cli_float(&a, 0.0, 1.0);
+            if (o->merge.trim >= 0.5)
+                cli_usage_error("--trim %g would cut every value of a coordinate: it must be below 0.5", o->merge.trim);
+            o->have_trim = 1;
+        } else if (cli_is(&a, "--byzantine")) {
+            o->merge.byzantine = (int)cli_int(&a, 0, 1 << 20);
+            o->have_byzantine = 1;
+        } else if (cli_is(&a, "--krum-select")) {
+            o->merge.krum_select = (int)cli_int(&a, 1, 1 << 20);
+            o->have_select = 1;
+        } else if (cli_is(&a, "--clip-norm")) {
+            parse_clip(o, &a);
+        } else if (cli_is(&a, "--max-norm-ratio")) {
+            o->merge.max_norm_ratio = cli_float(&a, 1.0, 1e12);
+        } else if (cli_is(&a, "--screen")) {
+            cli_files(&a, o->screen, &o->num_screen);
+        } else if (cli_is(&a, "--screen-tokens")) {
+            o->merge.screen_tokens = (uint64_t)cli_int(&a, 0, LLONG_MAX);
+            o->have_screen_flags = 1;
+        } else if (cli_is(&a, "--screen-max-rise")) {
+            o->merge.screen_max_rise = cli_float(&a, -1e6, 1e6);
+            o->have_screen_flags = 1;
+        } else if (cli_is(&a, "--screen-from")) {
+            const char *v = cli_value(&a);
+            if (strcmp(v, "median") != 0 && strcmp(v, "base") != 0)
+                cli_usage_error("--screen-from must be median or base, got '%s'", v);
+            o->merge.screen_from_median = strcmp(v, "median") == 0;
+            o->have_screen_flags = 1;
+        } else if (cli_is(&a, "--chunk")) {
+            long long c = cli_int(&a, 4096, 1LL << 32);
+            if (c % 4096) cli_usage_error("--chunk %lld: must be a multiple of 4096", c);
+            o->merge.chunk = (size_t)c;
         } else if (cli_is(&a, "--json")) {
             cli_no_value(&a);
             o->json = 1;
@@ -144,6 +259,9 @@ static void parse_args(merge_options *o, int argc, char **argv) {
     if (!o->base) cli_usage_error("--base is required");
     if (o->check) {
         if (o->out || o->verify || o->state_in) cli_usage_error("--check writes nothing: no --out, --verify or --server-state");
+        if (robust(o))
+            cli_usage_error("--check judges each delta alone: the robust rules (--aggregate, --clip-norm, "
+                            "--max-norm-ratio, --screen) need the whole round");
         if (o->num_deltas == 0) cli_usage_error("--check needs DELTA files");
         o->merge.skip_bad = 1; /* every delta gets its verdict */
         o->merge.min_clients = 1;
@@ -158,16 +276,24 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         cli_usage_error("--outer %s keeps momentum between rounds: give --server-state FILE", photon_outer_name(kind));
     if (o->merge.min_clients > o->num_deltas)
         cli_usage_error("--min-clients %d is more than the %d deltas given", o->merge.min_clients, o->num_deltas);
+    check_rules(o);
 }
 
 static void print_json(const merge_options *o, const photon_merge_result *res, int verified) {
     int i;
     printf("{\"out\":");
     cli_json_string(stdout, o->out ? o->out : o->verify);
-    printf(",\"round\":%llu,\"step\":%llu,\"tokens_seen\":%llu,\"outer\":\"%s\",\"merged\":%d,\"verified\":%s,\"deltas\":[",
+    printf(",\"round\":%llu,\"step\":%llu,\"tokens_seen\":%llu,\"outer\":\"%s\",\"aggregate\":\"%s\",\"merged\":%d,"
+           "\"verified\":%s,\"median_norm\":",
            (unsigned long long)res->model.round, (unsigned long long)res->model.step,
-           (unsigned long long)res->model.tokens_seen, photon_outer_name(o->merge.outer.kind), res->accepted,
-           o->verify ? (verified ? "true" : "false") : "null");
+           (unsigned long long)res->model.tokens_seen, photon_outer_name(o->merge.outer.kind),
+           photon_aggregate_name(o->merge.aggregate), res->accepted, o->verify ? (verified ? "true" : "false") : "null");
+    cli_json_number(stdout, res->median_norm);
+    printf(",\"clip_bound\":");
+    cli_json_number(stdout, res->clip_bound > 0 ? res->clip_bound : NAN);
+    printf(",\"screen_base_loss\":");
+    cli_json_number(stdout, res->screen_base_loss);
+    printf(",\"deltas\":[");
     for (i = 0; i < res->num_entries; i++) {
         const photon_merge_entry *e = &res->entries[i];
         printf("%s{\"path\":", i ? "," : "");
@@ -178,11 +304,48 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
         cli_json_number(stdout, e->accepted ? e->weight : 0.0);
         printf(",\"tokens\":%llu,\"loss\":", (unsigned long long)e->info.tokens);
         cli_json_number(stdout, e->info.loss);
+        printf(",\"norm\":");
+        cli_json_number(stdout, e->norm);
+        printf(",\"clipped\":%s,\"scale\":", e->accepted && e->scale < 1.0 ? "true" : "false");
+        cli_json_number(stdout, e->scale);
+        printf(",\"cosine\":");
+        cli_json_number(stdout, e->cosine);
+        printf(",\"screen_loss\":");
+        cli_json_number(stdout, e->screen_loss);
+        printf(",\"krum_score\":");
+        cli_json_number(stdout, e->krum_score);
+        printf(",\"trimmed\":");
+        cli_json_number(stdout, e->trimmed);
+        printf(",\"refused_by\":");
+        cli_json_string(stdout, e->refused_by);
         printf(",\"reason\":");
         cli_json_string(stdout, e->reason);
         printf("}");
     }
     printf("]}\n");
+}
+
+/* One line per delta on stderr: what it was and what the rules did with it. */
+static void report(const merge_options *o, const photon_merge_result *res) {
+    int i;
+    for (i = 0; i < res->num_entries; i++) {
+        const photon_merge_entry *e = &res->entries[i];
+        char what[160] = "";
+        size_t n = 0;
+        if (e->norm != e->norm) continue; /* refused before it was measured: its reason says why */
+        n += (size_t)snprintf(what + n, sizeof what - n, "norm %.4g", e->norm);
+        if (e->cosine == e->cosine) n += (size_t)snprintf(what + n, sizeof what - n, ", cosine %.3f", e->cosine);
+        if (e->screen_loss == e->screen_loss)
+            n += (size_t)snprintf(what + n, sizeof what - n, ", screening loss %.4f", e->screen_loss);
+        if (e->krum_score == e->krum_score) n += (size_t)snprintf(what + n, sizeof what - n, ", krum %.4g", e->krum_score);
+        if (e->accepted && e->scale < 1.0) n += (size_t)snprintf(what + n, sizeof what - n, ", clipped x%.3g", e->scale);
+        if (e->trimmed == e->trimmed)
+            n += (size_t)snprintf(what + n, sizeof what - n, ", %.1f%% of its values cut", 100.0 * e->trimmed);
+        fprintf(stderr, "%s: %s %s: %s%s%s\n", cli_prog, e->info.client,
+                e->accepted ? "merged" : e->refused_by[0] ? "refused" : "left out", what,
+                e->accepted ? "" : " - ", e->accepted ? "" : e->refused_by);
+    }
+    (void)o;
 }
 
 /* One JSON line per delta: what its header says. */
@@ -241,10 +404,16 @@ int main(int argc, char **argv) {
     photon_merge_result res;
     photon_error err;
     photon_outputs outputs;
+    photon_dataset screen;
     const char *out_temp = NULL, *state_temp = NULL, *state_path;
     int i, verified = 0;
     cli_start("photon-merge");
     parse_args(&o, argc, argv);
+    memset(&screen, 0, sizeof screen);
+    if (o.num_screen) { /* held-out text or shards, tokens as the model reads them (bytes, or a shard's ids) */
+        if (photon_dataset_load(&screen, o.screen, o.num_screen, &err) != PHOTON_OK) cli_fail(&err);
+        o.merge.screen = &screen;
+    }
     if (o.inspect || o.check) { /* the modes that write nothing */
         int status = o.inspect ? inspect(&o) : check(&o);
         free((void *)o.deltas);
@@ -262,8 +431,11 @@ int main(int argc, char **argv) {
         photon_merge_result_free(&res);
         cli_fail(&err);
     }
+    report(&o, &res);
     for (i = 0; i < res.num_entries; i++)
-        if (!res.entries[i].accepted) fprintf(stderr, "%s: skipped %s\n", cli_prog, res.entries[i].reason);
+        if (!res.entries[i].accepted)
+            fprintf(stderr, "%s: %s %s\n", cli_prog, res.entries[i].left_out_by_rule ? "left out" : "skipped",
+                    res.entries[i].reason);
     if (o.verify) {
         if (photon_merge_verify(&res, o.verify, &verified, &err) != PHOTON_OK) cli_fail(&err);
         fprintf(stderr, "%s: %s %s the merge of %d deltas into %s\n", cli_prog, o.verify,
@@ -275,12 +447,15 @@ int main(int argc, char **argv) {
             photon_outputs_abort(&outputs);
             cli_fail(&err);
         }
-        fprintf(stderr, "%s: merged %d of %d deltas with %s into %s (round %llu, global step %llu)\n", cli_prog,
-                res.accepted, res.num_entries, photon_outer_name(o.merge.outer.kind), o.out,
+        fprintf(stderr, "%s: merged %d of %d deltas by %s with %s into %s (round %llu, global step %llu)\n", cli_prog,
+                res.accepted, res.num_entries, photon_aggregate_name(o.merge.aggregate),
+                photon_outer_name(o.merge.outer.kind), o.out,
                 (unsigned long long)res.model.round, (unsigned long long)res.model.step);
     }
     if (o.json) print_json(&o, &res, verified);
     photon_merge_result_free(&res);
+    photon_dataset_free(&screen);
     free((void *)o.deltas);
+    free((void *)o.screen);
     return o.verify && !verified ? 1 : 0;
 }
