@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-commit test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
+.PHONY: test-commit test-robust test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -90,6 +90,10 @@ test-federation: $(TOOLS)
 test-commit: $(TOOLS)
 	bash tests/test_commit.sh bin
 
+# robust merges as a user meets them: every rule, --verify, a diverged client, memory with 16 deltas (tests/test_robust.sh)
+test-robust: $(TOOLS)
+	bash tests/test_robust.sh bin
+
 # independent parties: aggregator.sh and three client.sh through a local exchange, with kills (tests/test_parties.sh)
 test-parties: $(TOOLS)
 	bash tests/test_parties.sh bin
@@ -119,6 +123,7 @@ test-asan: bin/asan/test_photon bin/asan/test_bpe $(ASAN_TOOLS)
 	bash tests/test_data.sh bin/asan
 	PHOTON_TEST_QUICK=1 bash tests/test_tools.sh bin/asan
 	PHOTON_TEST_QUICK=1 bash tests/test_federation.sh bin/asan
+	PHOTON_TEST_QUICK=1 bash tests/test_robust.sh bin/asan
 	bash tests/test_hf.sh bin/asan
 
 # --- the CUDA backend ---
@@ -173,7 +178,7 @@ test-cuda:
 	fi
 
 # every suite, then their summed "N passed, N failed" lines (tests/total.sh)
-SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-commit test-parties \
+SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-commit test-parties \
          test-synthlang test-bpe test-hf test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out

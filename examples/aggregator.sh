@@ -32,6 +32,9 @@ usage: examples/aggregator.sh --exchange DIR|HOST:PATH --allowed-signers FILE [o
   local training:           --local-steps S (default 64) --batch B --seq T --lr X --warmup N
                             --min-lr-frac X --weight-decay X --reset-optimizer
   merge:                    --outer NAME --outer-lr X --momentum M --weighting tokens|uniform
+                            robust (photon-merge --help): --aggregate RULE --trim F --byzantine F
+                            --krum-select M --clip-norm X|auto[:F] --max-norm-ratio R --screen FILE
+                            --screen-tokens N --screen-max-rise X --screen-from median|base
   --bin DIR                 the photon tools (default: bin/ beside this script)
   --ssh CMD                 the remote shell rsync uses for HOST:PATH (default: ssh)
   -h, --help
@@ -70,6 +73,10 @@ while [ $# -gt 0 ]; do
     --reset-optimizer) train_flags+=("$1"); shift ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
+    --aggregate | --trim | --byzantine | --krum-select | --clip-norm | --max-norm-ratio | --screen-tokens | --screen-max-rise | \
+        --screen-from) merge_flags+=("$1" "$2"); shift 2 ;;
+    --screen) [ -f "${2:-}" ] || die "--screen needs a readable FILE, got '${2:-}'"
+        merge_flags+=("$1" "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --ssh) EX_SSH=$2; shift 2 ;;
     *) die "unknown option $1 (see --help)" ;;

@@ -57,6 +57,10 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
   local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
                        --reset-optimizer (fresh AdamW moments every round)
   merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform
+                       robust (photon-merge --help): --aggregate RULE --trim F --byzantine F
+                       --krum-select M --clip-norm X|auto[:F] --max-norm-ratio R --screen FILE
+                       --screen-tokens N --screen-max-rise X --screen-from median|base (a
+                       refused delta is left out of its round only with --skip-bad)
   --skip-bad           leave out a delta photon-merge refuses (stale, NaN, ...) or whose
                        signature fails, instead of stopping the round; with it
                        --min-clients defaults to 1
@@ -111,6 +115,10 @@ while [ $# -gt 0 ]; do
     --reset-optimizer) train_flags+=("$1"); shift ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
+    --aggregate | --trim | --byzantine | --krum-select | --clip-norm | --max-norm-ratio | --screen-tokens | --screen-max-rise | \
+        --screen-from) merge_flags+=("$1" "$2"); shift 2 ;;
+    --screen) [ -f "${2:-}" ] || die "--screen needs a readable FILE, got '${2:-}'"
+        merge_flags+=("$1" "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
     --skip-bad) skip_bad=1; shift ;;
     --min-clients) min_clients=$2; shift 2 ;;
     --sign-key) sign_key=$2; shift 2 ;;

@@ -1406,6 +1406,272 @@ static void test_merge_weighting_and_order(void) {
     photon_model_free(&f.base);
 }
 
+/* ======================================================================= */
+/* Robust merges: each rule against a direct float64 computation           */
+/* ======================================================================= */
+
+/* Writes delta k of `values` (as base - local; values gets what the file
+   holds, rounded in float) and its path. */
+static void robust_delta(const photon_model *base, const char *base_hash, int k, uint64_t tokens, float *values,
+                         char *path) {
+    photon_model local;
+    photon_delta_info info;
+    char name[64];
+    size_t i;
+    memset(&info, 0, sizeof info);
+    photon_model_init(&local, &base->config, 1, NULL);
+    for (i = 0; i < base->num_params; i++) local.params[i] = base->params[i] - values[i];
+    for (i = 0; i < base->num_params; i++) values[i] = base->params[i] - local.params[i];
+    memcpy(info.base_sha256, base_hash, 65);
+    info.round = base->round + 1;
+    snprintf(info.client, sizeof info.client, "c%d", k);
+    info.local_steps = 1;
+    info.batch = tokens;
+    info.seq = 1;
+    info.tokens = tokens;
+    info.loss = 2.0f;
+    snprintf(name, sizeof name, "robust%d.safetensors", k);
+    snprintf(path, 512, "%s", tmp_path(name));
+    photon_delta_save(&local, base->params, &info, path, NULL);
+    photon_model_free(&local);
+}
+
+static int robust_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The rule in double, from the deltas' values: agg[j] and which deltas it
+   took (taken[i]). */
+static void robust_reference(int n, float *const *d, const uint64_t *tokens, const photon_merge_options *o, size_t np,
+                             double *agg, int *taken) {
+    double norm[8], scale[8], sorted[8], dist[8][8], score[8], bound = 0.0, total = 0.0;
+    size_t j;
+    int i, k, select = 0;
+    for (i = 0; i < n; i++) {
+        double s = 0.0;
+        for (j = 0; j < np; j++) s += (double)d[i][j] * d[i][j];
+        norm[i] = sqrt(s);
+        sorted[i] = norm[i];
+    }
+    qsort(sorted, (size_t)n, sizeof(double), robust_cmp);
+    if (o->clip_norm > 0) bound = o->clip_norm;
+    if (o->clip_auto > 0) bound = o->clip_auto * (n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]));
+    for (i = 0; i < n; i++) scale[i] = bound > 0 && norm[i] > bound ? bound / norm[i] : 1.0, taken[i] = 1;
+    if (o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+        int f = o->byzantine, order[8];
+        select = o->krum_select ? o->krum_select : n - f;
+        for (i = 0; i < n; i++)
+            for (k = 0; k < n; k++) {
+                double s = 0.0;
+                for (j = 0; j < np; j++) {
+                    double x = d[i][j] * scale[i] - d[k][j] * scale[k];
+                    s += x * x;
+                }
+                dist[i][k] = s;
+            }
+        for (i = 0; i < n; i++) {
+            double row[8];
+            int c = 0;
+            for (k = 0; k < n; k++)
+                if (k != i) row[c++] = dist[i][k];
+            qsort(row, (size_t)c, sizeof(double), robust_cmp);
+            score[i] = 0.0;
+            for (k = 0; k < n - f - 2; k++) score[i] += row[k];
+            order[i] = i;
+        }
+        for (i = 1; i < n; i++) /* stable: ties keep the merge order */
+            for (k = i; k > 0 && score[order[k - 1]] > score[order[k]]; k--) {
+                int t = order[k];
+                order[k] = order[k - 1];
+                order[k - 1] = t;
+            }
+        for (i = 0; i < n; i++) taken[order[i]] = i < select;
+    }
+    for (i = 0; i < n; i++)
+        if (taken[i]) total += (double)tokens[i];
+    for (j = 0; j < np; j++) {
+        double v[8], s = 0.0;
+        int lo, hi;
+        if (o->aggregate == PHOTON_AGGREGATE_MEAN || o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
+            for (i = 0; i < n; i++)
+                if (taken[i]) s += (double)tokens[i] * d[i][j] * scale[i];
+            agg[j] = s / total;
+            continue;
+        }
+        for (i = 0; i < n; i++) v[i] = d[i][j] * scale[i];
+        qsort(v, (size_t)n, sizeof(double), robust_cmp);
+        if (o->aggregate == PHOTON_AGGREGATE_MEDIAN) {
+            agg[j] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+            continue;
+        }
+        lo = (int)floor(o->trim * n), hi = n - lo;
+        for (i = lo; i < hi; i++) s += v[i];
+        agg[j] = s / (hi - lo);
+    }
+}
+
+typedef struct robust_case {
+    const char *label;
+    int n;
+    photon_aggregate_kind rule;
+    double trim, clip_norm, clip_auto;
+    int byzantine, krum_select;
+    int ties, outlier; /* delta 1 repeats delta 0; the last delta is 50 times larger */
+} robust_case;
+
+static void robust_run_case(const robust_case *c) {
+    photon_config cfg = {64, 16, 1, 2, 32};
+    photon_model base;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    char base_path[512], base_hash[65], paths[8][512], label[200];
+    const char *list[8];
+    float *d[8];
+    uint64_t tokens[8], rng = 1234 + (uint64_t)c->n;
+    double *agg, worst = 0.0, top = 0.0;
+    int taken[8], i, same_taken = 1;
+    size_t j, np;
+    photon_model_init(&base, &cfg, 5, NULL);
+    np = base.num_params;
+    snprintf(base_path, sizeof base_path, "%s", tmp_path("robust-base.safetensors"));
+    photon_checkpoint_save(&base, base_path, NULL);
+    photon_sha256_file(base_path, base_hash, NULL);
+    for (i = 0; i < c->n; i++) {
+        d[i] = (float *)calloc(np, sizeof(float));
+        fill_random(d[i], np, 0.01f, &rng);
+        if (c->ties && i == 1) memcpy(d[1], d[0], np * sizeof(float));
+        if (c->outlier && i == c->n - 1)
+            for (j = 0; j < np; j++) d[i][j] *= 50.0f;
+        tokens[i] = 100 * (uint64_t)(i + 1);
+        robust_delta(&base, base_hash, i, tokens[i], d[i], paths[i]);
+        list[i] = paths[i];
+    }
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.aggregate = c->rule, o.trim = c->trim, o.byzantine = c->byzantine, o.krum_select = c->krum_select;
+    o.clip_norm = c->clip_norm, o.clip_auto = c->clip_auto;
+    agg = (double *)calloc(np, sizeof(double));
+    robust_reference(c->n, d, tokens, &o, np, agg, taken);
+    if (photon_merge(base_path, list, c->n, NULL, &o, &res, &err) != PHOTON_OK) {
+        snprintf(label, sizeof label, "robust merge: %s runs", c->label);
+        expect(0, label, err.message);
+    } else {
+        for (j = 0; j < np; j++) { /* fedavg at lr 1: next = base - aggregate */
+            double e = fabs((double)res.model.params[j] - ((double)base.params[j] - agg[j]));
+            if (e > worst) worst = e;
+            if (fabs(agg[j]) > top) top = fabs(agg[j]);
+        }
+        for (i = 0; i < c->n; i++) same_taken &= res.entries[i].accepted == taken[i];
+        snprintf(label, sizeof label, "robust merge: %s matches the float64 computation (error %.1e of %.1e)", c->label,
+                 worst, top);
+        expect(worst <= 2e-7 * (top + 1.0) && same_taken, label, NULL);
+    }
+    photon_merge_result_free(&res);
+    { /* the chunk size and the thread count do not change a byte */
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s", tmp_path("robust-a.safetensors"));
+        snprintf(b, sizeof b, "%s", tmp_path("robust-b.safetensors"));
+        o.chunk = 4096;
+        photon_set_threads(1);
+        photon_merge(base_path, list, c->n, NULL, &o, &res, NULL);
+        photon_merge_save(&res, a, NULL);
+        photon_merge_result_free(&res);
+        o.chunk = 3 * 4096;
+        photon_set_threads(2);
+        photon_merge(base_path, list, c->n, NULL, &o, &res, NULL);
+        photon_merge_save(&res, b, NULL);
+        photon_merge_result_free(&res);
+        photon_set_threads(0);
+        snprintf(label, sizeof label, "robust merge: %s: chunks of 4096 on 1 thread and 12288 on 2 give the same bytes",
+                 c->label);
+        expect(files_equal(a, b), label, NULL);
+    }
+    for (i = 0; i < c->n; i++) free(d[i]);
+    free(agg);
+    photon_model_free(&base);
+}
+
+static void test_robust_rules(void) {
+    static const robust_case cases[] = {
+        {"median of 3", 3, PHOTON_AGGREGATE_MEDIAN, 0, 0, 0, 0, 0, 0, 0},
+        {"median of 4 with ties", 4, PHOTON_AGGREGATE_MEDIAN, 0, 0, 0, 0, 0, 1, 0},
+        {"median of 5 with an outlier", 5, PHOTON_AGGREGATE_MEDIAN, 0, 0, 0, 0, 0, 0, 1},
+        {"trimmed mean of 5, trim 0 (cuts nothing)", 5, PHOTON_AGGREGATE_TRIMMED_MEAN, 0.0, 0, 0, 0, 0, 0, 0},
+        {"trimmed mean of 5, trim 0.4 (cuts all but one)", 5, PHOTON_AGGREGATE_TRIMMED_MEAN, 0.4, 0, 0, 0, 0, 0, 1},
+        {"trimmed mean of 4, trim 0.25, ties", 4, PHOTON_AGGREGATE_TRIMMED_MEAN, 0.25, 0, 0, 0, 0, 1, 1},
+        {"trimmed mean of 6, trim 0.49 (cuts all but two)", 6, PHOTON_AGGREGATE_TRIMMED_MEAN, 0.49, 0, 0, 0, 0, 0, 0},
+        {"multi-krum of 6, f 1, an outlier", 6, PHOTON_AGGREGATE_MULTI_KRUM, 0, 0, 0, 1, 0, 0, 1},
+        {"krum of 5 (select 1), f 1", 5, PHOTON_AGGREGATE_MULTI_KRUM, 0, 0, 0, 1, 1, 0, 1},
+        {"multi-krum of 7, f 2, ties", 7, PHOTON_AGGREGATE_MULTI_KRUM, 0, 0, 0, 2, 0, 1, 1},
+        {"mean clipped to a fixed norm", 4, PHOTON_AGGREGATE_MEAN, 0, 0.6, 0, 0, 0, 0, 1},
+        {"mean clipped to the median norm", 5, PHOTON_AGGREGATE_MEAN, 0, 0, 1.0, 0, 0, 0, 1},
+        {"median of clipped deltas (auto:0.5)", 4, PHOTON_AGGREGATE_MEDIAN, 0, 0, 0.5, 0, 0, 0, 1},
+    };
+    size_t k;
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) robust_run_case(&cases[k]);
+}
+
+/* Norm bounds refuse like any bad delta; settings that cannot work are
+   refused before anything is read. */
+static void test_robust_refusals(void) {
+    photon_config cfg = {64, 16, 1, 2, 32};
+    photon_model base;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    char base_path[512], base_hash[65], paths[5][512];
+    const char *list[5];
+    float *d;
+    uint64_t rng = 99;
+    size_t j;
+    int i;
+    photon_model_init(&base, &cfg, 6, NULL);
+    snprintf(base_path, sizeof base_path, "%s", tmp_path("robust-base2.safetensors"));
+    photon_checkpoint_save(&base, base_path, NULL);
+    photon_sha256_file(base_path, base_hash, NULL);
+    d = (float *)calloc(base.num_params, sizeof(float));
+    for (i = 0; i < 4; i++) {
+        fill_random(d, base.num_params, 0.01f, &rng);
+        if (i == 3)
+            for (j = 0; j < base.num_params; j++) d[j] *= 10.0f;
+        robust_delta(&base, base_hash, i, 100, d, paths[i]);
+        list[i] = paths[i];
+    }
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.max_norm_ratio = 3.0;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "robust3") &&
+               strstr(err.message, "median norm"),
+           "robust merge: a delta 10x the median norm fails the merge (ratio bound 3), naming it", err.message);
+    photon_merge_result_free(&res);
+    o.skip_bad = 1;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_OK && res.accepted == 3 &&
+               !res.entries[3].accepted && strcmp(res.entries[3].refused_by, "norm") == 0,
+           "robust merge: with skip_bad the same delta is left out, refused by the norm bound", NULL);
+    photon_merge_result_free(&res);
+    o.max_norm_ratio = 0, o.skip_bad = 0;
+    o.aggregate = PHOTON_AGGREGATE_MULTI_KRUM, o.byzantine = 1;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "more than 4"),
+           "robust merge: multi-krum with f 1 refuses 4 deltas (needs n > 2f + 2)", err.message);
+    photon_merge_result_free(&res);
+    o.aggregate = PHOTON_AGGREGATE_TRIMMED_MEAN, o.byzantine = 0, o.trim = 0.5;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "0.5"),
+           "robust merge: trim 0.5 is refused", err.message);
+    photon_merge_result_free(&res);
+    o.trim = 0.2, o.chunk = 5000;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "4096"),
+           "robust merge: a chunk that is not a multiple of 4096 is refused", err.message);
+    photon_merge_result_free(&res);
+    o.chunk = 0, o.aggregate = (photon_aggregate_kind)7;
+    expect(photon_merge(base_path, list, 4, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "unknown"),
+           "robust merge: an unknown rule is refused", err.message);
+    photon_merge_result_free(&res);
+    free(d);
+    photon_model_free(&base);
+}
+
 /* Every refusal names the delta; by default one bad delta fails the merge. */
 /* ======================================================================= */
 /* Integrity: payload hashes, checked counters, readers that cannot stall  */
@@ -2019,6 +2285,8 @@ static const check_test tests[] = {
     CHECK_TEST(outer_optimizers),
     CHECK_TEST(merge_weighting_and_order),
     CHECK_TEST(merge_refusals),
+    CHECK_TEST(robust_rules),
+    CHECK_TEST(robust_refusals),
     CHECK_TEST(payload_hashes),
     CHECK_TEST(delta_counters),
     CHECK_TEST(readers_cannot_stall),

@@ -417,6 +417,7 @@ int main(int argc, char **argv) {
     if (o.inspect || o.check) { /* the modes that write nothing */
         int status = o.inspect ? inspect(&o) : check(&o);
         free((void *)o.deltas);
+        free((void *)o.screen);
         return status;
     }
     state_path = o.state_out ? o.state_out : o.state_in;
