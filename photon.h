@@ -55,8 +55,10 @@
         data position) that never leaves the client;
      5. federation: deltas tied by SHA-256 to the checkpoint they start from;
         outer optimizers (FedAvg, DiLoCo's Nesterov, FedAdam, FedYogi) with
-        their server state; the merge, which validates, weighs by tokens,
-        streams the deltas one at a time and writes an audit trail;
+        their server state; the merge, which validates, weighs by tokens
+        (or combines by a robust rule: median, trimmed mean, Multi-Krum,
+        norm clipping, screening on held-out data), streams the deltas in
+        chunks and writes an audit trail of what each client did;
      6. an APPENDIX of machinery the algorithm calls but does not depend on
         for its meaning: a deterministic thread pool, a blocked matrix
         product with AVX2/AVX-512 micro-kernels, vectorised exp/tanh, random
