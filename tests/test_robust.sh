@@ -137,6 +137,32 @@ clean = json.load(open("eval-clean.json"))["loss"]
 worst = {f: json.load(open("eval-" + f + ".json"))["loss"] / clean - 1 for f in sys.argv[1:]}
 print(worst); sys.exit(not all(v < 0.05 for v in worst.values()))' median-bad krum-bad screened ratio
 
+# ---- one element of an honest delta set to 3e38: finite, well formed ----
+python3 - d0.safetensors spike.safetensors <<'PY'
+import hashlib, json, struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+raw[8 + n + 400:8 + n + 404] = struct.pack("<f", 3e38)
+header["__metadata__"]["photon.data_sha256"] = hashlib.sha256(raw[8 + n:]).hexdigest()
+header["__metadata__"]["photon.client"] = "spike"
+text = json.dumps(header, separators=(",", ":")).encode()
+text += b" " * (-(8 + len(text)) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+PY
+spiked=(spike.safetensors d1.safetensors d2.safetensors d3.safetensors d4.safetensors)
+check "a delta with one value of 3e38 passes every format check" "$BIN/photon-merge" --base base.safetensors --check \
+    "${spiked[@]}"
+check "  ... screening refuses it: alone it gives a non-finite loss" "$BIN/photon-merge" --base base.safetensors \
+    --out spike-screen.safetensors --skip-bad --json "${spiked[@]}" --screen screen.txt --screen-tokens 2048
+cp "$W/err" spike.err
+check "  ... it is named on stderr with the reason" grep -q "spike.safetensors: screening: applied alone to the base it gives a non-finite loss" spike.err
+"$BIN/photon-merge" --base base.safetensors --out spike-median.safetensors --aggregate median "${spiked[@]}" 2>/dev/null
+"$BIN/photon-eval" --model spike-median.safetensors --data val.txt --json >eval-spike-median.json 2>/dev/null
+check "  ... the median takes it, and the model stays within 5% of the clean merge" \
+    python3 -c 'import json, sys; a, b = (json.load(open(f))["loss"] for f in sys.argv[1:]); sys.exit(not b < 1.05 * a)' \
+    eval-clean.json eval-spike-median.json
+
 # ---- bad settings: usage errors, one line each ----
 m=("$BIN/photon-merge" --base base.safetensors --out never.safetensors)
 check "--aggregate unknown: a usage error" expect_exit 2 "--aggregate must be mean, median, trimmed-mean or multi-krum" \
