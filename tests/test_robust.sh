@@ -57,6 +57,23 @@ for entry in "${rules[@]}"; do
     check "$name: --verify reproduces it byte for byte" "$BIN/photon-merge" --base base.safetensors \
         --verify "$name.safetensors" "${flags[@]}" "${honest[@]}"
 done
+check "nesterov steps on the median like on the mean" "$BIN/photon-merge" --base base.safetensors \
+    --out nesterov-median.safetensors --outer nesterov --server-state none.safetensors \
+    --server-state-out server-median.safetensors --aggregate median "${honest[@]}"
+check "  ... its first step is (1 + momentum) x outer lr x the median (0.7 x 1.9)" python3 - base.safetensors \
+    median.safetensors nesterov-median.safetensors <<'PY'
+import array, json, struct, sys
+def values(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    v = array.array("f"); v.frombytes(raw[8 + n:8 + n + 4 * (len(raw) - 8 - n) // 4])
+    return v
+base, med, nest = (values(p) for p in sys.argv[1:])
+worst = max(abs((b - n) - 0.7 * 1.9 * (b - m)) for b, m, n in zip(base, med, nest))
+print("largest difference", worst); sys.exit(not worst < 1e-5)
+PY
+check "  ... and --verify reproduces it from the same (absent) starting state" "$BIN/photon-merge" --base base.safetensors \
+    --verify nesterov-median.safetensors --outer nesterov --server-state none.safetensors --aggregate median "${honest[@]}"
 LATE=1 check "median: --verify as a mean does not match (the rule is in the audit trail)" expect_exit 1 "DOES NOT match" \
     "$BIN/photon-merge" --base base.safetensors --verify median.safetensors "${honest[@]}"
 LATE=1 check "trimmed mean: --verify with another --trim does not match" expect_exit 1 "DOES NOT match" \
