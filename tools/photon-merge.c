@@ -304,19 +304,18 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
         cli_json_number(stdout, e->accepted ? e->weight : 0.0);
         printf(",\"tokens\":%llu,\"loss\":", (unsigned long long)e->info.tokens);
         cli_json_number(stdout, e->info.loss);
-        printf(",\"norm\":");
-        cli_json_number(stdout, e->norm);
-        printf(",\"clipped\":%s,\"scale\":", e->accepted && e->scale < 1.0 ? "true" : "false");
-        cli_json_number(stdout, e->scale);
-        printf(",\"cosine\":");
-        cli_json_number(stdout, e->cosine);
-        printf(",\"screen_loss\":");
-        cli_json_number(stdout, e->screen_loss);
-        printf(",\"krum_score\":");
-        cli_json_number(stdout, e->krum_score);
-        printf(",\"trimmed\":");
-        cli_json_number(stdout, e->trimmed);
-        printf(",\"refused_by\":");
+        { /* what was measured of it (null where not) */
+            const char *names[6] = {"norm", "scale", "cosine", "screen_loss", "krum_score", "trimmed"};
+            double values[6];
+            int k;
+            values[0] = e->norm, values[1] = e->scale, values[2] = e->cosine, values[3] = e->screen_loss;
+            values[4] = e->krum_score, values[5] = e->trimmed;
+            for (k = 0; k < 6; k++) {
+                printf(",\"%s\":", names[k]);
+                cli_json_number(stdout, values[k]);
+            }
+        }
+        printf(",\"clipped\":%s,\"refused_by\":", e->accepted && e->scale < 1.0 ? "true" : "false");
         cli_json_string(stdout, e->refused_by);
         printf(",\"reason\":");
         cli_json_string(stdout, e->reason);
