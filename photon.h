@@ -508,17 +508,24 @@ PHOTONDEF const photon_st_tensor *photon_st_find(const photon_st_file *st, const
 PHOTONDEF photon_result photon_st_read_f32(const photon_st_file *st, const photon_st_tensor *t, float *dst,
                                            size_t count, photon_error *err);
 
-/* One F32 tensor to write. */
+/* One tensor to write: F32 values at data or, when bytes is set, elements
+   of dtype at bytes (little-endian, as stored). */
 typedef struct photon_st_entry {
     const char *name;
     int ndim;
     uint64_t shape[PHOTON_ST_MAX_DIMS];
     const float *data;
+    photon_dtype dtype; /* with bytes */
+    const void *bytes;
 } photon_st_entry;
 
 /* Writes tensors in the order given, with __metadata__ keys in the order
    given and last photon.data_sha256, the SHA-256 of the data section (every
    tensor's bytes, in order), atomically (temporary file, fsync, rename). */
+PHOTONDEF photon_result photon_st_write(const char *path, const photon_st_entry *entries, int num_entries,
+                                        const char *const *meta_keys, const char *const *meta_values, int num_meta,
+                                        photon_error *err);
+/* The same, named for the F32 tensors most files hold. */
 PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_entry *entries, int num_entries,
                                             const char *const *meta_keys, const char *const *meta_values,
                                             int num_meta, photon_error *err);
@@ -557,12 +564,15 @@ typedef struct photon_client_state {
     uint64_t data_tokens;   /* the dataset it belongs to: token count ... */
     uint64_t data_hash;     /* ... and hash */
     photon_commit_record commit; /* the outputs it was committed with */
+    float *residual;        /* error feedback: what the delta format dropped so far (num_params; NULL: none) */
     char file_sha256[65];   /* set by a load: the SHA-256 of the file, from the loading pass ("" if none) */
 } photon_client_state;
 
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *state, const photon_config *config,
                                                  const char *path, photon_error *err);
-/* Loads a client state written for this config; state->adamw is allocated. */
+PHOTONDEF void photon_client_state_free(photon_client_state *state);
+/* Loads a client state written for this config; state->adamw (and the
+   residual, if the file holds one) is allocated: photon_client_state_free. */
 PHOTONDEF photon_result photon_client_state_load(photon_client_state *state, const photon_config *config,
                                                  const char *path, photon_error *err);
 /* Where a client picks up: loads the client state at path (if a file is
@@ -659,6 +669,43 @@ PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char
    aggregator averages the deltas, weighted by the tokens each client trained
    on, and applies an outer optimizer to the global model. */
 
+/* What travels. A delta (and the global update of the downlink) is stored
+   in one of four formats (docs/FORMAT.md, "Delta formats"):
+     f32   every value as it is (4 bytes);
+     bf16  every value rounded to bfloat16, nearest even (2 bytes);
+     int8  blocks of 128 consecutive values of a tensor share one F32 scale,
+           the block's largest magnitude / 127; each value is the nearest
+           code in -127..127, halves away from zero (1 byte + 4/128);
+     int4  the same with codes -7..7, two to a byte (half a byte + 4/128).
+   Decoding is code x scale in float, the same everywhere, so a merge of
+   compressed deltas re-verifies bit for bit. */
+typedef enum photon_delta_format {
+    PHOTON_DELTA_F32,
+    PHOTON_DELTA_BF16,
+    PHOTON_DELTA_INT8,
+    PHOTON_DELTA_INT4
+} photon_delta_format;
+
+#define PHOTON_QUANT_BLOCK 128
+
+PHOTONDEF const char *photon_delta_format_name(photon_delta_format format);
+/* "f32", "bf16", "int8" or "int4"; -1 for anything else */
+PHOTONDEF int photon_delta_format_parse(const char *name);
+/* Bytes of the codes of n values (f32: 4n, bf16: 2n, int8: n, int4: (n+1)/2),
+   and the number of scales (int8, int4: one per block; else 0). */
+PHOTONDEF size_t photon_delta_code_bytes(photon_delta_format format, size_t n);
+PHOTONDEF size_t photon_delta_scale_count(photon_delta_format format, size_t n);
+/* Encodes n values (one tensor): codes (photon_delta_code_bytes) and
+   scales (photon_delta_scale_count floats; NULL for f32 and bf16). An int4
+   tensor of odd length pads its last byte's high half with code 0. */
+PHOTONDEF void photon_quantize(photon_delta_format format, const float *x, size_t n, void *codes, float *scales);
+/* Decodes them into out; refuses (PHOTON_ERR_FORMAT, naming the element or
+   block) a code out of range (int8 -128, int4 nibble 0, an int4 pad that is
+   not code 0), a scale that is negative or not finite, and a value that
+   decodes to NaN or Inf. */
+PHOTONDEF photon_result photon_dequantize(photon_delta_format format, const void *codes, const float *scales, size_t n,
+                                          float *out, photon_error *err);
+
 /* What a delta file says about itself (docs/FORMAT.md). */
 typedef struct photon_delta_info {
     char base_sha256[65];  /* the checkpoint file the client started from */
@@ -668,6 +715,7 @@ typedef struct photon_delta_info {
     uint64_t batch, seq;   /* each step's batch rows and sequence length (seq <= n_ctx) */
     uint64_t tokens;       /* tokens trained on in this round, local_steps x batch x seq: the FedAvg weight */
     float loss;            /* the last local training loss */
+    photon_delta_format format; /* how its values are stored */
     char sha256[65];       /* set by photon_delta_load: the file's own SHA-256, from the loading pass */
 } photon_delta_info;
 
@@ -675,17 +723,25 @@ typedef struct photon_delta_info {
    and signers). */
 PHOTONDEF int photon_client_id_valid(const char *id);
 
-/* Writes base_params - model->params as a delta file. */
+/* Writes base_params - model->params as a delta file (f32). */
 PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
                                           const photon_delta_info *info, const char *path, photon_error *err);
+/* The same in info->format. With residual (num_params floats, may be NULL:
+   no error feedback) the delta sent is v = base - params + residual, and
+   residual becomes v - decode(encode(v)): what the format dropped this
+   round, added to the next round's delta before it is encoded. */
+PHOTONDEF photon_result photon_delta_save_as(const photon_model *model, const float *base_params,
+                                             const photon_delta_info *info, float *residual, const char *path,
+                                             photon_error *err);
 /* What a delta says about itself, from its header alone (its values are not
    read; the config is the file's own): for tools that route or check
    deltas before a merge, e.g. to verify a signature by the client id. */
 PHOTONDEF photon_result photon_delta_read_info(const char *path, photon_delta_info *info, photon_config *config,
                                                photon_error *err);
-/* Reads a delta written for a model of this config: its info and its values
-   (num_params floats into values; NaN and Inf are refused), in one pass
-   over the file that also checks its payload hash and hashes the file.
+/* Reads a delta written for a model of this config, in any format: its
+   info and its decoded values (num_params floats into values; NaN and Inf
+   are refused), in one pass over the file that also checks its payload hash
+   and hashes the file.
    Nothing the delta says about itself goes unchecked: tokens must be
    local_steps x batch x seq, and no counter may overflow. */
 PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
@@ -776,6 +832,11 @@ typedef struct photon_merge_options {
     double screen_max_rise;       /* refuse a delta that raises the loss by more than this, in nats per token, */
     int screen_from_median;       /* ... over the base's loss (0) or over the median of the deltas' losses (1) */
     size_t chunk; /* values of each delta held at once (0: 65536; a multiple of 4096): memory, not results */
+    /* the downlink: with compress_update the next global model becomes
+       base + decode(encode(next - base)) in update_format, what a client
+       holding the base rebuilds from the update file (photon_update_save) */
+    int compress_update;
+    photon_delta_format update_format;
 } photon_merge_options;
 
 /* One delta's fate in a merge. */
@@ -807,6 +868,11 @@ typedef struct photon_merge_result {
     double median_norm;         /* the median norm of the valid deltas */
     double screen_base_loss;    /* screening: the base's own loss on the sample (NAN: no screening) */
     double screen_reference;    /* screening: the loss a rise is measured from (the base's, or the median) */
+    /* the encoded global update, with compress_update (for photon_update_save) */
+    photon_delta_format update_format;
+    unsigned char *update_codes;
+    float *update_scales;
+    char base_sha256[65];
     /* the audit trail, written into the checkpoint's __metadata__ */
     int num_meta;
     char **meta_keys, **meta_values;
@@ -829,6 +895,18 @@ PHOTONDEF photon_result photon_merge_save(const photon_merge_result *result, con
 /* Re-checks a merge: writes it to a temporary file beside path and
    compares the two byte for byte; *matches gets the answer. */
 PHOTONDEF photon_result photon_merge_verify(const photon_merge_result *result, const char *path, int *matches,
+                                            photon_error *err);
+
+/* The downlink. A merge with compress_update writes, besides the next
+   checkpoint, the update file: next - base encoded in update_format, with
+   the base's SHA-256, the next checkpoint's metadata and its SHA-256
+   (next_sha256: the file photon_merge_save wrote). A client holding the
+   base rebuilds the next checkpoint from it, bit for bit: photon_update_apply
+   writes base + decode(update) with that metadata, and refuses (writing
+   nothing at out_path's place) unless the result has that SHA-256. */
+PHOTONDEF photon_result photon_update_save(const photon_merge_result *result, const char *next_sha256, const char *path,
+                                           photon_error *err);
+PHOTONDEF photon_result photon_update_apply(const char *base_path, const char *update_path, const char *out_path,
                                             photon_error *err);
 
 /* ---------------------------------------------------------------- >>gpu */
@@ -3184,6 +3262,10 @@ static photon_result photon__st_take(const photon_st_file *st, const photon_st_t
     int width = t->dtype == PHOTON_DTYPE_F32 ? 4 : 2;
     unsigned char *bytes = (unsigned char *)dst;
     if (lo >= hi) return PHOTON_OK;
+    if (t->dtype == PHOTON_DTYPE_I8 || t->dtype == PHOTON_DTYPE_U8) { /* codes, as stored: decoded by their reader */
+        memcpy(bytes + (lo - t->begin), chunk + (lo - pos), (size_t)(hi - lo));
+        return PHOTON_OK;
+    }
     count = (t->end - t->begin) / (uint64_t)width;
     memcpy(bytes + (width == 4 ? 0 : 2 * count) + (lo - t->begin), chunk + (lo - pos), (size_t)(hi - lo));
     if (hi != t->end) return PHOTON_OK;
@@ -3269,7 +3351,24 @@ static photon_result photon__st_stream(const photon_st_file *st, photon__st_sink
 PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_entry *entries, int num_entries,
                                             const char *const *meta_keys, const char *const *meta_values,
                                             int num_meta, photon_error *err) {
+    return photon_st_write(path, entries, num_entries, meta_keys, meta_values, num_meta, err);
+}
+
+/* An entry's bytes: its F32 data, or its raw bytes of its dtype. */
+static const void *photon__entry_bytes(const photon_st_entry *e, uint64_t *size, photon_dtype *dtype) {
+    uint64_t n = 1;
+    int k;
+    for (k = 0; k < e->ndim; k++) n *= e->shape[k];
+    *dtype = e->bytes ? e->dtype : PHOTON_DTYPE_F32;
+    *size = n * (uint64_t)photon__dtype_sizes[*dtype];
+    return e->bytes ? e->bytes : (const void *)e->data;
+}
+
+PHOTONDEF photon_result photon_st_write(const char *path, const photon_st_entry *entries, int num_entries,
+                                        const char *const *meta_keys, const char *const *meta_values, int num_meta,
+                                        photon_error *err) {
     photon__text h = {NULL, 0, 0, 0};
+    photon_dtype dtype;
     photon__atomic out;
     photon_sha256 payload;
     char payload_hex[65];
@@ -3280,9 +3379,9 @@ PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_en
     if (!photon__little_endian()) return photon__fail(err, PHOTON_ERR_ARGUMENT, "photon needs a little-endian host");
     photon_sha256_init(&payload); /* the data section, as it will be written */
     for (i = 0; i < num_entries; i++) {
-        uint64_t n = 1;
-        for (k = 0; k < entries[i].ndim; k++) n *= entries[i].shape[k];
-        if (n) photon_sha256_update(&payload, entries[i].data, (size_t)n * 4);
+        uint64_t size;
+        const void *bytes = photon__entry_bytes(&entries[i], &size, &dtype);
+        if (size) photon_sha256_update(&payload, bytes, (size_t)size);
     }
     photon_sha256_final(&payload, payload_hex);
     photon__text_puts(&h, "{\"__metadata__\":{");
@@ -3296,11 +3395,13 @@ PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_en
     photon__text_json_string(&h, payload_hex);
     photon__text_puts(&h, "}");
     for (i = 0; i < num_entries; i++) {
-        uint64_t bytes = 4;
-        for (k = 0; k < entries[i].ndim; k++) bytes *= entries[i].shape[k];
+        uint64_t bytes;
+        photon__entry_bytes(&entries[i], &bytes, &dtype);
         photon__text_puts(&h, ",");
         photon__text_json_string(&h, entries[i].name);
-        photon__text_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        photon__text_puts(&h, ":{\"dtype\":\"");
+        photon__text_puts(&h, photon__dtype_names[dtype]);
+        photon__text_puts(&h, "\",\"shape\":[");
         for (k = 0; k < entries[i].ndim; k++) {
             if (k) photon__text_puts(&h, ",");
             photon__text_u64(&h, entries[i].shape[k]);
@@ -3328,9 +3429,9 @@ PHOTONDEF photon_result photon_st_write_f32(const char *path, const photon_st_en
     fwrite(h.s, 1, h.len, out.f);
     PHOTON_FREE(h.s);
     for (i = 0; i < num_entries; i++) {
-        uint64_t n = 1;
-        for (k = 0; k < entries[i].ndim; k++) n *= entries[i].shape[k];
-        if (n && fwrite(entries[i].data, 4, (size_t)n, out.f) != (size_t)n) break;
+        uint64_t size;
+        const void *bytes = photon__entry_bytes(&entries[i], &size, &dtype);
+        if (size && fwrite(bytes, 1, (size_t)size, out.f) != (size_t)size) break;
     }
     return photon__atomic_commit(&out, err);
 }
@@ -3561,16 +3662,18 @@ static photon_result photon__read_commit(const photon_st_file *st, photon_commit
 
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
-    photon_st_entry entries[2];
+    photon_st_entry entries[3];
     photon__meta meta;
     char hash[20];
     memset(entries, 0, sizeof entries);
     entries[0].name = "adamw.m";
     entries[1].name = "adamw.v";
-    entries[0].ndim = entries[1].ndim = 1;
-    entries[0].shape[0] = entries[1].shape[0] = s->adamw.n;
+    entries[2].name = "residual";
+    entries[0].ndim = entries[1].ndim = entries[2].ndim = 1;
+    entries[0].shape[0] = entries[1].shape[0] = entries[2].shape[0] = s->adamw.n;
     entries[0].data = s->adamw.m;
     entries[1].data = s->adamw.v;
+    entries[2].data = s->residual;
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)s->data_hash);
     photon__meta_header(&meta, "client_state", config);
     photon__meta_u64(&meta, "photon.step", s->step);
@@ -3588,24 +3691,32 @@ PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, c
         for (k = 0; k < PHOTON__COMMIT_KEYS; k++)
             if (fields[k][0]) photon__meta_str(&meta, keys[k], fields[k]);
     }
-    return photon_st_write_f32(path, entries, 2, meta.keys, meta.values, meta.n, err);
+    return photon_st_write_f32(path, entries, s->residual ? 3 : 2, meta.keys, meta.values, meta.n, err);
 }
 
-/* One pass over a state file with up to two F32 tensors (a may be NULL). */
-static photon_result photon__stream_two(const photon_st_file *st, const photon_st_tensor *a, float *da,
-                                        const photon_st_tensor *b, float *db, char file_hex[65], photon_error *err) {
-    photon__st_sink sinks[2];
+/* One pass over a state file with up to three F32 tensors (a, c may be NULL). */
+static photon_result photon__stream_state(const photon_st_file *st, const photon_st_tensor *a, float *da,
+                                        const photon_st_tensor *b, float *db, const photon_st_tensor *c, float *dc,
+                                        char file_hex[65], photon_error *err) {
+    photon__st_sink sinks[3];
     int n = 0;
     if (a) sinks[n].t = a, sinks[n++].dst = da;
     if (b) sinks[n].t = b, sinks[n++].dst = db;
+    if (c) sinks[n].t = c, sinks[n++].dst = dc;
     return photon__st_stream(st, sinks, n, 1, file_hex, err);
+}
+
+PHOTONDEF void photon_client_state_free(photon_client_state *s) {
+    photon_adamw_state_free(&s->adamw);
+    PHOTON_FREE(s->residual);
+    s->residual = NULL;
 }
 
 PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
     photon_st_file st;
     photon_config c;
-    const photon_st_tensor *m, *v;
+    const photon_st_tensor *m, *v, *e;
     const char *hash;
     size_t n = 0;
     photon_result r = photon_st_open(&st, path, err);
@@ -3626,16 +3737,22 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     }
     m = photon_st_find(&st, "adamw.m");
     v = photon_st_find(&st, "adamw.v");
+    e = photon_st_find(&st, "residual");
     n = photon__num_params(config);
-    if (!m || !v || st.num_tensors != 2)
-        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a client state holds exactly the tensors adamw.m and adamw.v", path);
-    else if (m->ndim != 1 || v->ndim != 1 || m->shape[0] != n || v->shape[0] != n)
-        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be vectors of %zu values, one per parameter",
-                         path, n);
-    else if (m->dtype != PHOTON_DTYPE_F32 || v->dtype != PHOTON_DTYPE_F32)
-        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m and adamw.v must be F32", path);
+    if (!m || !v || st.num_tensors != (e ? 3 : 2))
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a client state holds exactly the tensors adamw.m and adamw.v (and "
+                         "residual, with error feedback)", path);
+    else if (m->ndim != 1 || v->ndim != 1 || m->shape[0] != n || v->shape[0] != n ||
+             (e && (e->ndim != 1 || e->shape[0] != n)))
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m, adamw.v and residual must be vectors of %zu values, one "
+                         "per parameter", path, n);
+    else if (m->dtype != PHOTON_DTYPE_F32 || v->dtype != PHOTON_DTYPE_F32 || (e && e->dtype != PHOTON_DTYPE_F32))
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m, adamw.v and residual must be F32", path);
+    else if (e && !(s->residual = (float *)photon__calloc(n, sizeof(float))))
+        r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
-             (r = photon__stream_two(&st, m, s->adamw.m, v, s->adamw.v, s->file_sha256, err)) == PHOTON_OK &&
+             (r = photon__stream_state(&st, m, s->adamw.m, v, s->adamw.v, e, s->residual, s->file_sha256, err)) ==
+                 PHOTON_OK &&
              (r = photon__read_commit(&st, &s->commit, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.step", &s->step, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.adamw_step", &s->adamw.t, err)) == PHOTON_OK &&
@@ -3658,7 +3775,7 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
                 r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: adamw.v holds a negative second moment at element %zu",
                                  path, i);
     }
-    if (r != PHOTON_OK) photon_adamw_state_free(&s->adamw);
+    if (r != PHOTON_OK) photon_client_state_free(s);
     photon_st_close(&st);
     return r;
 }
@@ -3678,7 +3795,7 @@ PHOTONDEF photon_result photon_client_state_resume(photon_client_state *s, const
                          "these files hold %llu tokens, hash %016llx", path, (unsigned long long)s->data_tokens,
                          (unsigned long long)s->data_hash, (unsigned long long)ds->num_tokens,
                          (unsigned long long)ds->hash);
-        photon_adamw_state_free(&s->adamw);
+        photon_client_state_free(s);
         return r;
     }
     loader->position = s->data_position;
@@ -3744,7 +3861,7 @@ static int photon__pending_state_loads(const char *path, photon_commit_record *c
     photon_st_close(&st);
     if (!ok || photon_client_state_load(&s, &config, path, &ignored) != PHOTON_OK) return 0;
     *c = s.commit;
-    photon_adamw_state_free(&s.adamw);
+    photon_client_state_free(&s);
     return 1;
 }
 
@@ -4368,20 +4485,6 @@ PHOTONDEF int photon_client_id_valid(const char *id) {
     return n > 0 && n < 64 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-/* The tensor entries of a buffer laid out as the model's parameters. */
-static photon_st_entry *photon__entries(const photon_model *m, const float *buffer) {
-    photon_st_entry *e = (photon_st_entry *)photon__calloc((size_t)m->num_tensors, sizeof(photon_st_entry));
-    int i;
-    for (i = 0; e && i < m->num_tensors; i++) {
-        e[i].name = m->tensors[i].name;
-        e[i].ndim = m->tensors[i].ndim;
-        e[i].shape[0] = (uint64_t)m->tensors[i].shape[0];
-        e[i].shape[1] = (uint64_t)m->tensors[i].shape[1];
-        e[i].data = buffer + m->tensors[i].offset;
-    }
-    return e;
-}
-
 /* tokens = local_steps x batch x seq, every factor at least 1, the sequence
    within the context, and no product that overflows: what a delta says it
    trained on follows from how it trained. */
@@ -4391,14 +4494,212 @@ static int photon__delta_counts_agree(const photon_delta_info *d, const photon_c
     return d->tokens == d->local_steps * d->batch * d->seq;
 }
 
+/* ---- delta formats ---- */
+
+PHOTONDEF const char *photon_delta_format_name(photon_delta_format f) {
+    switch (f) {
+    case PHOTON_DELTA_BF16: return "bf16";
+    case PHOTON_DELTA_INT8: return "int8";
+    case PHOTON_DELTA_INT4: return "int4";
+    default: return "f32";
+    }
+}
+
+PHOTONDEF int photon_delta_format_parse(const char *name) {
+    int k;
+    for (k = PHOTON_DELTA_F32; k <= PHOTON_DELTA_INT4; k++)
+        if (strcmp(name, photon_delta_format_name((photon_delta_format)k)) == 0) return k;
+    return -1;
+}
+
+static int photon__format_is_int(photon_delta_format f) { return f == PHOTON_DELTA_INT8 || f == PHOTON_DELTA_INT4; }
+static int photon__format_max_code(photon_delta_format f) { return f == PHOTON_DELTA_INT8 ? 127 : 7; }
+
+PHOTONDEF size_t photon_delta_code_bytes(photon_delta_format f, size_t n) {
+    return f == PHOTON_DELTA_F32 ? 4 * n : f == PHOTON_DELTA_BF16 ? 2 * n : f == PHOTON_DELTA_INT8 ? n : (n + 1) / 2;
+}
+
+PHOTONDEF size_t photon_delta_scale_count(photon_delta_format f, size_t n) {
+    return photon__format_is_int(f) ? (n + PHOTON_QUANT_BLOCK - 1) / PHOTON_QUANT_BLOCK : 0;
+}
+
+/* float to bfloat16, nearest even; a finite value that would round to
+   infinity keeps the largest finite bfloat16 of its sign. */
+static uint16_t photon__f32_to_bf16(float x) {
+    uint32_t bits;
+    uint16_t h;
+    memcpy(&bits, &x, 4);
+    h = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    if ((h & 0x7f80u) == 0x7f80u && (bits & 0x7f800000u) != 0x7f800000u) h = (uint16_t)((bits >> 16 & 0x8000u) | 0x7f7fu);
+    return h;
+}
+
+/* The value a code stands for: the same float product everywhere. */
+static float photon__decode(int code, float scale) { return (float)code * scale; }
+
+/* The nearest code to x at this scale, halves away from zero, within +-max. */
+static int photon__encode(float x, float scale, int max) {
+    double q = (double)x / (double)scale;
+    double c = q >= 0 ? floor(q + 0.5) : -floor(0.5 - q);
+    return c > max ? max : c < -max ? -max : (int)c;
+}
+
+PHOTONDEF void photon_quantize(photon_delta_format f, const float *x, size_t n, void *codes, float *scales) {
+    unsigned char *out = (unsigned char *)codes;
+    size_t i, b, blocks = photon_delta_scale_count(f, n);
+    int max = photon__format_max_code(f);
+    if (f == PHOTON_DELTA_F32) {
+        memcpy(codes, x, n * 4);
+        return;
+    }
+    if (f == PHOTON_DELTA_BF16) {
+        for (i = 0; i < n; i++) {
+            uint16_t h = photon__f32_to_bf16(x[i]);
+            out[2 * i] = (unsigned char)(h & 0xff), out[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        return;
+    }
+    if (f == PHOTON_DELTA_INT4) memset(out, 0x88, (n + 1) / 2); /* code 0 everywhere, the pad included */
+    for (b = 0; b < blocks; b++) {
+        size_t lo = b * PHOTON_QUANT_BLOCK, hi = lo + PHOTON_QUANT_BLOCK < n ? lo + PHOTON_QUANT_BLOCK : n;
+        float a = 0.0f, s;
+        for (i = lo; i < hi; i++) a = fabsf(x[i]) > a ? fabsf(x[i]) : a;
+        s = a / (float)max;
+        scales[b] = s;
+        for (i = lo; i < hi; i++) {
+            int c = s > 0.0f ? photon__encode(x[i], s, max) : 0;
+            if (f == PHOTON_DELTA_INT8) out[i] = (unsigned char)(signed char)c;
+            else out[i / 2] = (unsigned char)(i % 2 ? (out[i / 2] & 0x0f) | (c + 8) << 4 : (out[i / 2] & 0xf0) | (c + 8));
+        }
+    }
+}
+
+PHOTONDEF photon_result photon_dequantize(photon_delta_format f, const void *codes, const float *scales, size_t n,
+                                          float *out, photon_error *err) {
+    const unsigned char *in = (const unsigned char *)codes;
+    size_t i, b;
+    if (f == PHOTON_DELTA_F32) memcpy(out, codes, n * 4);
+    if (f == PHOTON_DELTA_BF16)
+        for (i = 0; i < n; i++) out[i] = photon__bf16_to_f32((uint16_t)(in[2 * i] | in[2 * i + 1] << 8));
+    for (b = 0; photon__format_is_int(f) && b < photon_delta_scale_count(f, n); b++)
+        if (!(scales[b] >= 0.0f) || !photon__is_finite(scales[b]))
+            return photon__fail(err, PHOTON_ERR_FORMAT, "block %zu has scale %g: a scale is a finite number, at least 0",
+                                b, (double)scales[b]);
+    for (i = 0; photon__format_is_int(f) && i < n; i++) {
+        int c = f == PHOTON_DELTA_INT8 ? (int)(signed char)in[i] : (int)((i % 2 ? in[i / 2] >> 4 : in[i / 2] & 0x0f)) - 8;
+        if (c < -photon__format_max_code(f))
+            return photon__fail(err, PHOTON_ERR_FORMAT, "element %zu has code %d, out of range (-%d..%d)", i, c,
+                                photon__format_max_code(f), photon__format_max_code(f));
+        out[i] = photon__decode(c, scales[i / PHOTON_QUANT_BLOCK]);
+    }
+    if (f == PHOTON_DELTA_INT4 && n % 2 && in[n / 2] >> 4 != 8)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "the pad after the last of %zu values is code %d, not 0", n,
+                            (in[n / 2] >> 4) - 8);
+    for (i = 0; i < n; i++)
+        if (!photon__is_finite(out[i]))
+            return photon__fail(err, PHOTON_ERR_FORMAT, "element %zu decodes to %s", i, out[i] != out[i] ? "NaN" : "Inf");
+    return PHOTON_OK;
+}
+
+/* The names of a delta's stored tensors: the model's names, and for the
+   integer formats "NAME.scales" before each. */
+typedef struct photon__coded {
+    photon_st_entry *entries;
+    int num_entries;
+    unsigned char *codes; /* every tensor's codes, in the model's order */
+    float *scales;        /* every tensor's scales */
+    char *names;          /* the ".scales" names, 64 bytes each */
+} photon__coded;
+
+static void photon__coded_free(photon__coded *c) {
+    PHOTON_FREE(c->entries);
+    PHOTON_FREE(c->codes);
+    PHOTON_FREE(c->scales);
+    PHOTON_FREE(c->names);
+    memset(c, 0, sizeof *c);
+}
+
+/* Room for a whole parameter vector in format f, and the table of its
+   tensors as stored. */
+static int photon__coded_init(photon__coded *c, const photon_model *m, photon_delta_format f) {
+    size_t code_at = 0, scale_at = 0, codes = 0, scales = 0;
+    int i, e = 0;
+    memset(c, 0, sizeof *c);
+    for (i = 0; i < m->num_tensors; i++) {
+        codes += photon_delta_code_bytes(f, m->tensors[i].size);
+        scales += photon_delta_scale_count(f, m->tensors[i].size);
+    }
+    c->entries = (photon_st_entry *)photon__calloc((size_t)m->num_tensors * 2, sizeof(photon_st_entry));
+    c->codes = (unsigned char *)PHOTON_MALLOC(codes + 1);
+    c->scales = (float *)photon__calloc(scales + 1, sizeof(float));
+    c->names = (char *)photon__calloc((size_t)m->num_tensors, 64);
+    if (!c->entries || !c->codes || !c->scales || !c->names) {
+        photon__coded_free(c);
+        return 0;
+    }
+    for (i = 0; i < m->num_tensors; i++) {
+        const photon_tensor_info *t = &m->tensors[i];
+        size_t n = t->size, nb = photon_delta_scale_count(f, n);
+        if (nb) {
+            snprintf(c->names + 64 * (size_t)i, 64, "%s.scales", t->name);
+            c->entries[e].name = c->names + 64 * (size_t)i;
+            c->entries[e].ndim = 1;
+            c->entries[e].shape[0] = nb;
+            c->entries[e].data = c->scales + scale_at;
+            e++;
+        }
+        c->entries[e].name = t->name;
+        c->entries[e].ndim = f == PHOTON_DELTA_INT4 ? 1 : t->ndim;
+        c->entries[e].shape[0] = f == PHOTON_DELTA_INT4 ? (uint64_t)(n + 1) / 2 : (uint64_t)t->shape[0];
+        c->entries[e].shape[1] = (uint64_t)t->shape[1];
+        c->entries[e].dtype = f == PHOTON_DELTA_F32    ? PHOTON_DTYPE_F32
+                              : f == PHOTON_DELTA_BF16 ? PHOTON_DTYPE_BF16
+                              : f == PHOTON_DELTA_INT8 ? PHOTON_DTYPE_I8
+                                                       : PHOTON_DTYPE_U8;
+        c->entries[e].bytes = c->codes + code_at;
+        e++;
+        code_at += photon_delta_code_bytes(f, n);
+        scale_at += nb;
+    }
+    c->num_entries = e;
+    return 1;
+}
+
+/* Encodes the parameter vector v tensor by tensor into c; with residual,
+   residual = v - decode(encode(v)). */
+static void photon__coded_fill(photon__coded *c, const photon_model *m, photon_delta_format f, const float *v,
+                               float *residual, float *scratch) {
+    size_t code_at = 0, scale_at = 0, j;
+    int i;
+    for (i = 0; i < m->num_tensors; i++) {
+        const photon_tensor_info *t = &m->tensors[i];
+        photon_quantize(f, v + t->offset, t->size, c->codes + code_at, c->scales + scale_at);
+        if (residual) {
+            photon_dequantize(f, c->codes + code_at, c->scales + scale_at, t->size, scratch, NULL);
+            for (j = 0; j < t->size; j++) residual[t->offset + j] = v[t->offset + j] - scratch[j];
+        }
+        code_at += photon_delta_code_bytes(f, t->size);
+        scale_at += photon_delta_scale_count(f, t->size);
+    }
+}
+
 PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float *base_params,
                                           const photon_delta_info *info, const char *path, photon_error *err) {
-    float *delta;
-    photon_st_entry *entries;
+    photon_delta_info f32 = *info;
+    f32.format = PHOTON_DELTA_F32;
+    return photon_delta_save_as(model, base_params, &f32, NULL, path, err);
+}
+
+PHOTONDEF photon_result photon_delta_save_as(const photon_model *model, const float *base_params,
+                                             const photon_delta_info *info, float *residual, const char *path,
+                                             photon_error *err) {
+    float *delta, *scratch = NULL;
+    photon__coded coded;
+    size_t largest = 0, j;
+    int i;
     photon__meta meta;
     char loss[32];
     photon_result r;
-    size_t i;
     if (!photon_client_id_valid(info->client))
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "client id '%s' must be 1 to 63 letters, digits, '.', '_' or '-'",
                             info->client);
@@ -4409,14 +4710,18 @@ PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float
                             "the delta claims (or the sequence exceeds the context)", path,
                             (unsigned long long)info->local_steps, (unsigned long long)info->batch,
                             (unsigned long long)info->seq, (unsigned long long)info->tokens);
+    if ((int)info->format < PHOTON_DELTA_F32 || (int)info->format > PHOTON_DELTA_INT4)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: unknown delta format %d", path, (int)info->format);
+    for (i = 0; i < model->num_tensors; i++) largest = model->tensors[i].size > largest ? model->tensors[i].size : largest;
     delta = (float *)photon__calloc(model->num_params, sizeof(float));
-    entries = photon__entries(model, delta);
-    if (!delta || !entries) {
+    if (residual) scratch = (float *)photon__calloc(largest, sizeof(float));
+    if (!delta || (residual && !scratch) || !photon__coded_init(&coded, model, info->format)) {
         PHOTON_FREE(delta);
-        PHOTON_FREE(entries);
+        PHOTON_FREE(scratch);
         return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     }
-    for (i = 0; i < model->num_params; i++) delta[i] = base_params[i] - model->params[i];
+    for (j = 0; j < model->num_params; j++) delta[j] = base_params[j] - model->params[j] + (residual ? residual[j] : 0.0f);
+    photon__coded_fill(&coded, model, info->format, delta, residual, scratch);
     snprintf(loss, sizeof loss, "%.9g", (double)info->loss);
     photon__meta_header(&meta, "delta", &model->config);
     photon__meta_str(&meta, "photon.base_sha256", info->base_sha256);
@@ -4427,10 +4732,32 @@ PHOTONDEF photon_result photon_delta_save(const photon_model *model, const float
     photon__meta_u64(&meta, "photon.seq", info->seq);
     photon__meta_u64(&meta, "photon.tokens", info->tokens);
     photon__meta_str(&meta, "photon.loss", loss);
-    r = photon_st_write_f32(path, entries, model->num_tensors, meta.keys, meta.values, meta.n, err);
+    if (info->format != PHOTON_DELTA_F32) photon__meta_str(&meta, "photon.delta_format", photon_delta_format_name(info->format));
+    if (photon__format_is_int(info->format)) photon__meta_u64(&meta, "photon.quant_block", PHOTON_QUANT_BLOCK);
+    r = photon_st_write(path, coded.entries, coded.num_entries, meta.keys, meta.values, meta.n, err);
     PHOTON_FREE(delta);
-    PHOTON_FREE(entries);
+    PHOTON_FREE(scratch);
+    photon__coded_free(&coded);
     return r;
+}
+
+/* photon.delta_format (absent: f32) and, for int8 and int4, photon.quant_block. */
+static photon_result photon__read_format(photon_st_file *st, const char *path, photon_delta_format *format,
+                                         photon_error *err) {
+    const char *v = photon_st_meta(st, "photon.delta_format");
+    uint64_t block = 0;
+    int f = v ? photon_delta_format_parse(v) : PHOTON_DELTA_F32;
+    photon_result r;
+    if (f < 0)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.delta_format '%.20s' is not f32, bf16, int8 "
+                            "or int4", path, v);
+    *format = (photon_delta_format)f;
+    if (!photon__format_is_int(*format)) return PHOTON_OK;
+    if ((r = photon__parse_u64(st, "photon.quant_block", &block, err)) != PHOTON_OK) return r;
+    if (block != PHOTON_QUANT_BLOCK)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: block size %llu; photon's %s blocks hold %d values", path,
+                            (unsigned long long)block, v, PHOTON_QUANT_BLOCK);
+    return PHOTON_OK;
 }
 
 /* What a delta's header says, each field checked; *c gets its config. */
@@ -4476,7 +4803,7 @@ static photon_result photon__delta_header(photon_st_file *st, const char *path, 
         info->loss = (float)loss;
     }
     if (info->tokens == 0) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
-    return PHOTON_OK;
+    return photon__read_format(st, path, &info->format, err);
 }
 
 /* Reads a delta's header and metadata (not its values), for this model. */
@@ -4505,12 +4832,74 @@ PHOTONDEF photon_result photon_delta_read_info(const char *path, photon_delta_in
     return r;
 }
 
+/* A stored tensor of a delta in format f is what f makes of the model's
+   tensor t: NAME (F32 or BF16 in its shape, I8 in its shape, U8 of
+   (n+1)/2 bytes) and, for int8 and int4, NAME.scales (F32, one per block). */
+static photon_result photon__check_coded(const photon_st_file *st, const photon_tensor_info *t, photon_delta_format f,
+                                         const photon_st_tensor **codes, const photon_st_tensor **scales,
+                                         photon_error *err) {
+    char name[64];
+    photon_dtype want = f == PHOTON_DELTA_BF16 ? PHOTON_DTYPE_BF16 : f == PHOTON_DELTA_INT8 ? PHOTON_DTYPE_I8 : PHOTON_DTYPE_U8;
+    uint64_t bytes = photon_delta_code_bytes(f, t->size), nb = photon_delta_scale_count(f, t->size);
+    snprintf(name, sizeof name, "%s.scales", t->name);
+    *codes = photon_st_find(st, t->name);
+    *scales = nb ? photon_st_find(st, name) : NULL;
+    if (!*codes || (nb && !*scales))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: a %s delta holds tensor '%s'%s%s%s: it is missing", st->path,
+                            photon_delta_format_name(f), t->name, nb ? " and '" : "", nb ? name : "", nb ? "'" : "");
+    if ((*codes)->dtype != want || (*codes)->end - (*codes)->begin != bytes)
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' of a %s delta must be %s, %llu bytes", st->path,
+                            t->name, photon_delta_format_name(f), photon__dtype_names[want], (unsigned long long)bytes);
+    if (nb && ((*scales)->dtype != PHOTON_DTYPE_F32 || (*scales)->end - (*scales)->begin != 4 * nb))
+        return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' must be F32, %llu scales (one per %d values)", st->path,
+                            name, (unsigned long long)nb, PHOTON_QUANT_BLOCK);
+    return PHOTON_OK;
+}
+
+/* Reads a bf16, int8 or int4 delta in one pass and decodes it into values. */
+static photon_result photon__read_coded(const photon_st_file *st, const photon_model *m, photon_delta_format f,
+                                        float *values, char file_hex[65], photon_error *err) {
+    photon__coded c;
+    photon__st_sink *sinks = (photon__st_sink *)photon__calloc((size_t)m->num_tensors * 2 + 1, sizeof *sinks);
+    size_t code_at = 0, scale_at = 0;
+    int i, n = 0;
+    photon_result r;
+    memset(&c, 0, sizeof c);
+    r = sinks && photon__coded_init(&c, m, f) ? PHOTON_OK
+                                                            : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
+    for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
+        const photon_st_tensor *codes, *scales;
+        if ((r = photon__check_coded(st, &m->tensors[i], f, &codes, &scales, err)) != PHOTON_OK) break;
+        sinks[n].t = codes, sinks[n++].dst = f == PHOTON_DELTA_BF16 ? values + m->tensors[i].offset
+                                                                    : (float *)(void *)(c.codes + code_at);
+        if (scales) sinks[n].t = scales, sinks[n++].dst = c.scales + scale_at;
+        code_at += photon_delta_code_bytes(f, m->tensors[i].size);
+        scale_at += photon_delta_scale_count(f, m->tensors[i].size);
+    }
+    if (r == PHOTON_OK && st->num_tensors != n)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: a %s delta holds %d tensors, this one %d", st->path,
+                         photon_delta_format_name(f), n, st->num_tensors);
+    if (r == PHOTON_OK) r = photon__st_stream(st, sinks, n, 1, file_hex, err);
+    for (i = 0, code_at = scale_at = 0; r == PHOTON_OK && f != PHOTON_DELTA_BF16 && i < m->num_tensors; i++) {
+        const photon_tensor_info *t = &m->tensors[i];
+        photon_error why;
+        if (photon_dequantize(f, c.codes + code_at, c.scales + scale_at, t->size, values + t->offset, &why) != PHOTON_OK)
+            r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s': %s", st->path, t->name, why.message);
+        code_at += photon_delta_code_bytes(f, t->size);
+        scale_at += photon_delta_scale_count(f, t->size);
+    }
+    PHOTON_FREE(sinks);
+    if (c.entries) photon__coded_free(&c);
+    return r;
+}
+
 PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
                                           float *values, photon_error *err) {
     photon_st_file st;
     photon_result r = photon__delta_open(model, path, &st, info, err);
     if (r != PHOTON_OK) return r;
-    r = photon__read_params(&st, model, values, info->sha256, err);
+    r = info->format == PHOTON_DELTA_F32 ? photon__read_params(&st, model, values, info->sha256, err)
+                                         : photon__read_coded(&st, model, info->format, values, info->sha256, err);
     photon_st_close(&st);
     return r;
 }
@@ -4652,7 +5041,7 @@ PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const p
                 r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor %s is missing or not an F32 vector of %zu values",
                                  path, names[k], s->n);
         }
-        if (r == PHOTON_OK) r = photon__stream_two(&st, t[0], s->m, t[1], s->v, s->file_sha256, err);
+        if (r == PHOTON_OK) r = photon__stream_state(&st, t[0], s->m, t[1], s->v, NULL, NULL, s->file_sha256, err);
     }
     if (r == PHOTON_OK && s->v) {
         size_t i;
@@ -4876,6 +5265,8 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
     }
     if (r == PHOTON_OK) r = photon__audit(res, "photon.weighting", oc->uniform ? "uniform" : "tokens", err);
     if (r == PHOTON_OK && robust) r = photon__merge_audit_rules(res, o, err);
+    if (r == PHOTON_OK && o->compress_update)
+        r = photon__audit(res, "photon.update_format", photon_delta_format_name(o->update_format), err);
     if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.clients", (uint64_t)res->accepted, err);
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];
@@ -4892,6 +5283,9 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.tokens, err);
         snprintf(key, sizeof key, "photon.delta.%d.local_steps", n);
         if (r == PHOTON_OK) r = photon__audit_u64(res, key, e->info.local_steps, err);
+        snprintf(key, sizeof key, "photon.delta.%d.format", n); /* f32 deltas keep the keys they always had */
+        if (r == PHOTON_OK && e->info.format != PHOTON_DELTA_F32)
+            r = photon__audit(res, key, photon_delta_format_name(e->info.format), err);
         if (r == PHOTON_OK && robust) r = photon__merge_audit_measures(res, e, "delta", n, err);
         n++;
     }
@@ -5089,25 +5483,47 @@ static int photon__merge_judge(photon_merge_result *res, const photon_merge_opti
 typedef struct photon__delta_stream {
     photon_st_file st;
     photon_sha256 hash;
+    const photon_model *m;
+    photon_delta_format format;
+    int tensor;            /* the model tensor being read ... */
+    size_t pos;            /* ... and how many of its values are done */
+    float *scales;         /* int8, int4: the current tensor's scales */
+    size_t scales_cap;
+    unsigned char *bytes;  /* staging for codes */
+    size_t bytes_cap;
+    unsigned char held;    /* int4: the byte whose high half is the next value (pos odd) */
 } photon__delta_stream;
 
 /* Opens a measured delta for streaming. Its tensors must lie in the data
-   section in the model's order (as photon writes them), so that the data
-   section is the parameter vector itself. */
+   section in the model's order (as photon writes them; int8 and int4 each
+   tensor's scales just before its codes), so the data can be decoded front
+   to back. */
 static photon_result photon__stream_open(const photon_model *m, const photon_merge_entry *e, photon__delta_stream *s,
                                          photon_error *err) {
     photon_delta_info info;
     unsigned char buf[4096];
-    uint64_t left;
+    uint64_t left, at = 0;
     int i;
-    photon_result r = photon__delta_open(m, e->path, &s->st, &info, err);
-    if (r != PHOTON_OK) return r;
+    photon_result r;
+    memset(s, 0, sizeof *s);
+    if ((r = photon__delta_open(m, e->path, &s->st, &info, err)) != PHOTON_OK) return r;
+    s->m = m, s->format = info.format;
     for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
-        const photon_st_tensor *t = photon_st_find(&s->st, m->tensors[i].name);
-        if (!t || t->begin != 4 * (uint64_t)m->tensors[i].offset)
+        const photon_tensor_info *ti = &m->tensors[i];
+        const photon_st_tensor *codes = photon_st_find(&s->st, ti->name), *scales = NULL;
+        size_t nb = photon_delta_scale_count(info.format, ti->size);
+        char name[64];
+        snprintf(name, sizeof name, "%s.scales", ti->name);
+        if (nb) {
+            scales = photon_st_find(&s->st, name);
+            if (scales && scales->begin == at) at += 4 * (uint64_t)nb;
+            else at = UINT64_MAX;
+        }
+        if (!codes || codes->begin != at)
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s' is not where the model's order puts it; the merge "
                              "streams deltas whose tensors are stored in the model's order, as photon writes them",
-                             e->path, m->tensors[i].name);
+                             e->path, ti->name);
+        at += photon_delta_code_bytes(info.format, ti->size);
     }
     photon_sha256_init(&s->hash);
     if (r == PHOTON_OK && fseek((FILE *)s->st.handle, 0, SEEK_SET) != 0)
@@ -5123,11 +5539,84 @@ static photon_result photon__stream_open(const photon_model *m, const photon_mer
     return r;
 }
 
-static photon_result photon__stream_read(photon__delta_stream *s, float *dst, size_t count, photon_error *err) {
-    if (fread(dst, 4, count, (FILE *)s->st.handle) != count)
+/* Reads n bytes of the data section into dst, hashing them. */
+static photon_result photon__stream_bytes(photon__delta_stream *s, void *dst, size_t n, photon_error *err) {
+    if (fread(dst, 1, n, (FILE *)s->st.handle) != n)
         return photon__fail(err, PHOTON_ERR_IO, "%s: read failed (truncated while merging?)", s->st.path);
-    photon_sha256_update(&s->hash, dst, count * 4);
+    photon_sha256_update(&s->hash, dst, n);
     return PHOTON_OK;
+}
+
+/* Room for n bytes of staging. */
+static int photon__stream_room(unsigned char **buf, size_t *cap, size_t n) {
+    if (*cap >= n) return 1;
+    PHOTON_FREE(*buf);
+    *buf = (unsigned char *)PHOTON_MALLOC(n);
+    *cap = *buf ? n : 0;
+    return *buf != NULL;
+}
+
+/* The next k values of the current tensor, decoded as photon_dequantize
+   decodes them (the measuring pass checked every code and scale; the file
+   hash at the end proves these are the same bytes). */
+static photon_result photon__stream_decode(photon__delta_stream *s, const photon_tensor_info *t, float *dst, size_t k,
+                                           photon_error *err) {
+    size_t i, first = s->pos, n;
+    photon_result r;
+    if (s->format == PHOTON_DELTA_F32) return photon__stream_bytes(s, dst, 4 * k, err);
+    if (s->format == PHOTON_DELTA_BF16) {
+        if (!photon__stream_room(&s->bytes, &s->bytes_cap, 2 * k))
+            return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", s->st.path);
+        if ((r = photon__stream_bytes(s, s->bytes, 2 * k, err)) != PHOTON_OK) return r;
+        for (i = 0; i < k; i++) dst[i] = photon__bf16_to_f32((uint16_t)(s->bytes[2 * i] | s->bytes[2 * i + 1] << 8));
+        return PHOTON_OK;
+    }
+    if (s->format == PHOTON_DELTA_INT8) {
+        if (!photon__stream_room(&s->bytes, &s->bytes_cap, k))
+            return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", s->st.path);
+        if ((r = photon__stream_bytes(s, s->bytes, k, err)) != PHOTON_OK) return r;
+        for (i = 0; i < k; i++)
+            dst[i] = photon__decode((int)(signed char)s->bytes[i], s->scales[(first + i) / PHOTON_QUANT_BLOCK]);
+        return PHOTON_OK;
+    }
+    /* int4: value j is the low half of byte j/2 when j is even, the high half when odd */
+    n = (first + k + 1) / 2 - (first + 1) / 2; /* the bytes that start in [first, first + k) */
+    if (!photon__stream_room(&s->bytes, &s->bytes_cap, n + 1))
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", s->st.path);
+    if ((r = photon__stream_bytes(s, s->bytes, n, err)) != PHOTON_OK) return r;
+    for (i = 0; i < k; i++) {
+        size_t j = first + i;
+        unsigned char byte = j % 2 ? (j / 2 == (first + 1) / 2 - 1 && first % 2 ? s->held : s->bytes[j / 2 - (first + 1) / 2])
+                                   : s->bytes[j / 2 - (first + 1) / 2];
+        int code = (j % 2 ? byte >> 4 : byte & 0x0f) - 8;
+        dst[i] = photon__decode(code, s->scales[j / PHOTON_QUANT_BLOCK]);
+    }
+    if (n) s->held = s->bytes[n - 1];
+    (void)t;
+    return PHOTON_OK;
+}
+
+/* The next count values of the parameter vector, in the model's order,
+   across tensors. */
+static photon_result photon__stream_read(photon__delta_stream *s, float *dst, size_t count, photon_error *err) {
+    photon_result r = PHOTON_OK;
+    while (r == PHOTON_OK && count > 0) {
+        const photon_tensor_info *t = &s->m->tensors[s->tensor];
+        size_t k = t->size - s->pos < count ? t->size - s->pos : count, nb = photon_delta_scale_count(s->format, t->size);
+        if (s->pos == 0 && nb) { /* a new tensor: its scales come first */
+            if (s->scales_cap < nb) {
+                PHOTON_FREE(s->scales);
+                s->scales = (float *)PHOTON_MALLOC(nb * sizeof(float));
+                s->scales_cap = s->scales ? nb : 0;
+                if (!s->scales) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", s->st.path);
+            }
+            if ((r = photon__stream_bytes(s, s->scales, 4 * nb, err)) != PHOTON_OK) return r;
+        }
+        r = photon__stream_decode(s, t, dst, k, err);
+        dst += k, count -= k, s->pos += k;
+        if (s->pos == t->size) s->pos = 0, s->tensor++;
+    }
+    return r;
 }
 
 /* Closes the stream; 1 if the file still hashes as it did when measured. */
@@ -5137,6 +5626,8 @@ static int photon__stream_close(photon__delta_stream *s, const char *sha256) {
     int same = fread(&extra, 1, 1, (FILE *)s->st.handle) == 0; /* nothing after the last tensor */
     photon_sha256_final(&s->hash, hex);
     photon_st_close(&s->st);
+    PHOTON_FREE(s->scales);
+    PHOTON_FREE(s->bytes);
     return same && strcmp(hex, sha256) == 0;
 }
 
@@ -5438,6 +5929,41 @@ static photon_result photon__merge_aggregate(photon_merge_result *res, const pho
     return r == PHOTON_OK ? r : photon__fail(caller_err, r, "%s", local.message);
 }
 
+/* The downlink: next - base encoded, and the next model replaced by what
+   the encoding gives back, base + decode(encode(next - base)) (scratch: a
+   parameter vector), so that the aggregator and every client that applies
+   the update hold the same bits. The encoding is kept for
+   photon_update_save. */
+static photon_result photon__merge_compress_update(photon_merge_result *res, const photon_merge_options *o,
+                                                   const float *base, float *scratch, photon_error *err) {
+    photon__coded c;
+    size_t j, n = res->model.num_params, code_at = 0, scale_at = 0;
+    int i;
+    if (!base || !photon__coded_init(&c, &res->model, o->update_format))
+        return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory encoding the update");
+    for (j = 0; j < n; j++) scratch[j] = res->model.params[j] - base[j];
+    photon__coded_fill(&c, &res->model, o->update_format, scratch, NULL, NULL);
+    for (i = 0; i < res->model.num_tensors; i++) {
+        const photon_tensor_info *t = &res->model.tensors[i];
+        photon_dequantize(o->update_format, c.codes + code_at, c.scales + scale_at, t->size, scratch + t->offset, NULL);
+        code_at += photon_delta_code_bytes(o->update_format, t->size);
+        scale_at += photon_delta_scale_count(o->update_format, t->size);
+    }
+    for (j = 0; j < n; j++) {
+        res->model.params[j] = base[j] + scratch[j];
+        if (!photon__is_finite(res->model.params[j])) {
+            photon__coded_free(&c);
+            return photon__fail(err, PHOTON_ERR_NUMERIC, "the %s update gives a non-finite parameter at index %zu",
+                                photon_delta_format_name(o->update_format), j);
+        }
+    }
+    res->update_format = o->update_format;
+    res->update_codes = c.codes, res->update_scales = c.scales;
+    c.codes = NULL, c.scales = NULL;
+    photon__coded_free(&c);
+    return PHOTON_OK;
+}
+
 /* The first refused delta's reason, as the merge's error. */
 static photon_result photon__merge_first_refusal(const photon_merge_result *res, photon_error *err) {
     int i;
@@ -5508,7 +6034,8 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     partial = (double *)photon__calloc(n / PHOTON__MERGE_BLOCK + 1, sizeof(double));
     scratch = (double *)photon__calloc((size_t)num_deltas + 1, sizeof(double));
     values = (float *)photon__calloc(n, sizeof(float));
-    if (o->screen && (base = (float *)photon__calloc(n, sizeof(float))) != NULL)
+    memcpy(res->base_sha256, base_hash, sizeof res->base_sha256);
+    if ((o->screen || o->compress_update) && (base = (float *)photon__calloc(n, sizeof(float))) != NULL)
         memcpy(base, res->model.params, n * sizeof(float));
     if (!res->entries || !partial || !scratch || !values) {
         r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory merging %d deltas", num_deltas);
@@ -5579,6 +6106,7 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
             r = photon__fail(err, PHOTON_ERR_NUMERIC, "the outer step produced a non-finite parameter at index %zu", j);
             goto fail;
         }
+    if (o->compress_update && (r = photon__merge_compress_update(res, o, base, values, err)) != PHOTON_OK) goto fail;
     res->model.step += max_steps; /* every client follows one schedule */
     res->model.tokens_seen += tokens;
     res->model.round += 1;
@@ -5607,6 +6135,8 @@ PHOTONDEF void photon_merge_result_free(photon_merge_result *res) {
     PHOTON_FREE(res->meta_keys);
     PHOTON_FREE(res->meta_values);
     PHOTON_FREE(res->entries);
+    PHOTON_FREE(res->update_codes);
+    PHOTON_FREE(res->update_scales);
     photon_server_state_free(&res->state);
     photon_model_free(&res->model);
     memset(res, 0, sizeof *res);
@@ -5633,6 +6163,165 @@ PHOTONDEF photon_result photon_merge_verify(const photon_merge_result *res, cons
 #endif
     if ((r = photon_merge_save(res, tmp, err)) == PHOTON_OK) r = photon_files_equal(tmp, path, matches, err);
     remove(tmp);
+    return r;
+}
+
+/* ---- the downlink: the global update as a file ---- */
+
+/* Bytes of codes and count of scales of a whole parameter vector in f. */
+static void photon__coded_size(const photon_model *m, photon_delta_format f, size_t *codes, size_t *scales) {
+    int i;
+    *codes = *scales = 0;
+    for (i = 0; i < m->num_tensors; i++) {
+        *codes += photon_delta_code_bytes(f, m->tensors[i].size);
+        *scales += photon_delta_scale_count(f, m->tensors[i].size);
+    }
+}
+
+PHOTONDEF photon_result photon_update_save(const photon_merge_result *res, const char *next_sha256, const char *path,
+                                           photon_error *err) {
+    const photon_model *m = &res->model;
+    photon__coded c;
+    photon__meta meta;
+    const char **k, **v;
+    char *names;
+    size_t codes, scales;
+    int i, n = 0, total = 2 * res->num_meta + 24;
+    photon_result r;
+    if (!res->update_codes)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: this merge made no compressed update", path);
+    if (!photon__valid_sha256(next_sha256))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s: next checkpoint hash '%.70s' is not 64 hex digits", path,
+                            next_sha256);
+    k = (const char **)photon__calloc((size_t)total, sizeof(char *));
+    v = (const char **)photon__calloc((size_t)total, sizeof(char *));
+    names = (char *)photon__calloc((size_t)total, 48);
+    if (!k || !v || !names || !photon__coded_init(&c, m, res->update_format)) {
+        PHOTON_FREE((void *)k);
+        PHOTON_FREE((void *)v);
+        PHOTON_FREE(names);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
+    photon__coded_size(m, res->update_format, &codes, &scales);
+    memcpy(c.codes, res->update_codes, codes);
+    memcpy(c.scales, res->update_scales, scales * sizeof(float));
+    photon__meta_header(&meta, "update", &m->config);
+    photon__meta_str(&meta, "photon.base_sha256", res->base_sha256);
+    photon__meta_str(&meta, "photon.next_sha256", next_sha256);
+    if (res->update_format != PHOTON_DELTA_F32)
+        photon__meta_str(&meta, "photon.delta_format", photon_delta_format_name(res->update_format));
+    if (photon__format_is_int(res->update_format)) photon__meta_u64(&meta, "photon.quant_block", PHOTON_QUANT_BLOCK);
+    photon__meta_u64(&meta, "photon.next.step", m->step);
+    photon__meta_u64(&meta, "photon.next.tokens_seen", m->tokens_seen);
+    photon__meta_u64(&meta, "photon.next.seed", m->seed);
+    photon__meta_u64(&meta, "photon.next.round", m->round);
+    for (i = 0; i < meta.n; i++) k[n] = meta.keys[i], v[n++] = meta.values[i];
+    for (i = 0; i < res->num_meta; i++) { /* the next checkpoint's audit trail, in order */
+        snprintf(names + 48 * (size_t)(2 * i), 48, "photon.next.meta.%d.key", i);
+        snprintf(names + 48 * (size_t)(2 * i + 1), 48, "photon.next.meta.%d.value", i);
+        k[n] = names + 48 * (size_t)(2 * i), v[n++] = res->meta_keys[i];
+        k[n] = names + 48 * (size_t)(2 * i + 1), v[n++] = res->meta_values[i];
+    }
+    r = photon_st_write(path, c.entries, c.num_entries, k, v, n, err);
+    PHOTON_FREE((void *)k);
+    PHOTON_FREE((void *)v);
+    PHOTON_FREE(names);
+    photon__coded_free(&c);
+    return r;
+}
+
+/* The next checkpoint's counters and audit trail, from an update's header. */
+static photon_result photon__update_next(photon_st_file *st, photon_model *m, char ***keys, char ***values, int *count,
+                                         photon_error *err) {
+    photon_result r;
+    int i;
+    *keys = *values = NULL;
+    *count = 0;
+    if ((r = photon__parse_u64(st, "photon.next.step", &m->step, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.next.tokens_seen", &m->tokens_seen, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.next.seed", &m->seed, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.next.round", &m->round, err)) != PHOTON_OK)
+        return r;
+    while (1) {
+        char key[48];
+        snprintf(key, sizeof key, "photon.next.meta.%d.key", *count);
+        if (!photon_st_meta(st, key)) break;
+        (*count)++;
+    }
+    *keys = (char **)photon__calloc((size_t)*count + 1, sizeof(char *));
+    *values = (char **)photon__calloc((size_t)*count + 1, sizeof(char *));
+    if (!*keys || !*values) return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
+    for (i = 0; i < *count; i++) {
+        char key[48];
+        const char *kv, *vv;
+        snprintf(key, sizeof key, "photon.next.meta.%d.key", i);
+        kv = photon_st_meta(st, key);
+        snprintf(key, sizeof key, "photon.next.meta.%d.value", i);
+        vv = photon_st_meta(st, key);
+        if (!vv) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ lacks %s", st->path, key);
+        (*keys)[i] = (char *)kv, (*values)[i] = (char *)vv; /* owned by st */
+    }
+    return PHOTON_OK;
+}
+
+PHOTONDEF photon_result photon_update_apply(const char *base_path, const char *update_path, const char *out_path,
+                                            photon_error *err) {
+    photon_model m;
+    photon_st_file st;
+    photon_config c;
+    photon_delta_format format;
+    float *update = NULL;
+    char **keys = NULL, **values = NULL, hash[65];
+    const char *want_base, *want_next;
+    int count = 0;
+    size_t j;
+    photon_result r = photon_checkpoint_load(&m, base_path, err);
+    if (r != PHOTON_OK) return r;
+    if ((r = photon_st_open(&st, update_path, err)) != PHOTON_OK) {
+        photon_model_free(&m);
+        return r;
+    }
+    want_base = photon_st_meta(&st, "photon.base_sha256");
+    want_next = photon_st_meta(&st, "photon.next_sha256");
+    if ((r = photon__check_kind(&st, "update", err)) != PHOTON_OK || (r = photon__read_config(&st, &c, err)) != PHOTON_OK ||
+        (r = photon__read_format(&st, update_path, &format, err)) != PHOTON_OK)
+        goto done;
+    if (memcmp(&c, &m.config, sizeof c) != 0) {
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: update is for another model config than %s", update_path, base_path);
+        goto done;
+    }
+    if (!want_base || !want_next || !photon__valid_sha256(want_base) || !photon__valid_sha256(want_next)) {
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.base_sha256 or photon.next_sha256 is missing or "
+                         "not a SHA-256", update_path);
+        goto done;
+    }
+    if (strcmp(want_base, m.file_sha256) != 0) {
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: stale: the update is for base %.12s..., %s is %.12s... (fetch the "
+                         "full checkpoint)", update_path, want_base, base_path, m.file_sha256);
+        goto done;
+    }
+    if (!(update = (float *)photon__calloc(m.num_params, sizeof(float)))) {
+        r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", update_path);
+        goto done;
+    }
+    r = format == PHOTON_DELTA_F32 ? photon__read_params(&st, &m, update, NULL, err)
+                                   : photon__read_coded(&st, &m, format, update, NULL, err);
+    if (r == PHOTON_OK) r = photon__update_next(&st, &m, &keys, &values, &count, err);
+    if (r != PHOTON_OK) goto done;
+    for (j = 0; j < m.num_params; j++) m.params[j] += update[j];
+    if ((r = photon__checkpoint_write(&m, out_path, (const char *const *)keys, (const char *const *)values, count, err)) ==
+            PHOTON_OK &&
+        (r = photon_sha256_file(out_path, hash, err)) == PHOTON_OK && strcmp(hash, want_next) != 0) {
+        remove(out_path);
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: base + update hashes to %.12s..., not the %.12s... the update "
+                         "names: nothing written", update_path, hash, want_next);
+    }
+done:
+    PHOTON_FREE(update);
+    PHOTON_FREE(keys);
+    PHOTON_FREE(values);
+    photon_st_close(&st);
+    photon_model_free(&m);
     return r;
 }
 

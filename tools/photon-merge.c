@@ -13,9 +13,10 @@ static const char *usage =
     "       photon-merge --base GLOBAL --verify NEXT [options] DELTA...\n"
     "       photon-merge --base GLOBAL --check [bounds] DELTA...\n"
     "       photon-merge --inspect DELTA...\n"
+    "       photon-merge --base GLOBAL --apply UPDATE --out NEXT\n"
     "\n"
-    "Merges client deltas (from photon-train --delta-out) into the next global\n"
-    "checkpoint. Every file is read once: its payload hash (photon.data_sha256) is\n"
+    "Merges client deltas (from photon-train --delta-out, in any --delta-format,\n"
+    "mixed as they come) into the next global checkpoint. Every file is read once: its payload hash (photon.data_sha256) is\n"
     "checked as it loads. Deltas are checked against the base (hash, round, config,\n"
     "tensors), for repeated client ids, NaN/Inf, tokens that are not local steps x\n"
     "batch x sequence, counters that would overflow, and the bounds below, and are\n"
@@ -77,13 +78,23 @@ static const char *usage =
     "                       a multiple of 4096): memory is about deltas x N floats plus two\n"
     "                       models; the result does not change\n"
     "\n"
+    "The downlink (docs/FORMAT.md, \"Delta formats\"):\n"
+    "  --update-out UPDATE  also write the global update, next - base, encoded with\n"
+    "                       --update-format (f32, bf16, int8, int4): a client holding\n"
+    "                       GLOBAL rebuilds NEXT from it bit for bit (--apply). NEXT is\n"
+    "                       itself base + the decoded update, so the aggregator holds\n"
+    "                       what its clients hold; give --verify the same --update-format\n"
+    "  --apply UPDATE       with --base and --out: write base + UPDATE, checked against\n"
+    "                       the SHA-256 of the checkpoint it was made with (nothing is\n"
+    "                       written if it differs, or if GLOBAL is not its base)\n"
+    "\n"
     "  --json               print a summary as JSON on stdout\n"
     "  --threads N          threads for the heavy loops (default: one per core; results do not change)\n"
     CLI_ACCEPT_UNHASHED_HELP
     "  --help, --version\n";
 
 typedef struct merge_options {
-    const char *base, *out, *verify, *state_in, *state_out;
+    const char *base, *out, *verify, *state_in, *state_out, *update_out, *apply;
     const char **deltas, **screen;
     int num_deltas, num_screen, json, inspect, check;
     int have_trim, have_byzantine, have_select, have_screen_flags;
@@ -217,6 +228,16 @@ static void parse_args(merge_options *o, int argc, char **argv) {
                 cli_usage_error("--screen-from must be median or base, got '%s'", v);
             o->merge.screen_from_median = strcmp(v, "median") == 0;
             o->have_screen_flags = 1;
+        } else if (cli_is(&a, "--update-out")) {
+            o->update_out = cli_value(&a);
+        } else if (cli_is(&a, "--update-format")) {
+            const char *v = cli_value(&a);
+            int f = photon_delta_format_parse(v);
+            if (f < 0) cli_usage_error("--update-format must be f32, bf16, int8 or int4, got '%s'", v);
+            o->merge.update_format = (photon_delta_format)f;
+            o->merge.compress_update = 1;
+        } else if (cli_is(&a, "--apply")) {
+            o->apply = cli_value(&a);
         } else if (cli_is(&a, "--chunk")) {
             long long c = cli_int(&a, 4096, 1LL << 32);
             if (c % 4096) cli_usage_error("--chunk %lld: must be a multiple of 4096", c);
@@ -257,6 +278,14 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         return;
     }
     if (!o->base) cli_usage_error("--base is required");
+    if (o->apply) {
+        if (!o->out || o->verify || o->check || o->num_deltas || o->update_out || o->merge.compress_update)
+            cli_usage_error("--apply UPDATE takes --base and --out only");
+        return;
+    }
+    if (o->update_out && !o->merge.compress_update) cli_usage_error("--update-out needs --update-format");
+    if (o->merge.compress_update && o->out && !o->update_out)
+        cli_usage_error("--update-format with --out goes with --update-out (where the update is written)");
     if (o->check) {
         if (o->out || o->verify || o->state_in) cli_usage_error("--check writes nothing: no --out, --verify or --server-state");
         if (robust(o))
@@ -293,6 +322,12 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
     cli_json_number(stdout, res->clip_bound > 0 ? res->clip_bound : NAN);
     printf(",\"screen_base_loss\":");
     cli_json_number(stdout, res->screen_base_loss);
+    printf(",\"update\":");
+    if (o->update_out) cli_json_string(stdout, o->update_out);
+    else printf("null");
+    printf(",\"update_format\":");
+    if (o->merge.compress_update) printf("\"%s\"", photon_delta_format_name(o->merge.update_format));
+    else printf("null");
     printf(",\"deltas\":[");
     for (i = 0; i < res->num_entries; i++) {
         const photon_merge_entry *e = &res->entries[i];
@@ -302,7 +337,8 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
         cli_json_string(stdout, e->info.client);
         printf(",\"accepted\":%s,\"weight\":", e->accepted ? "true" : "false");
         cli_json_number(stdout, e->accepted ? e->weight : 0.0);
-        printf(",\"tokens\":%llu,\"loss\":", (unsigned long long)e->info.tokens);
+        printf(",\"format\":\"%s\",\"tokens\":%llu,\"loss\":", photon_delta_format_name(e->info.format),
+               (unsigned long long)e->info.tokens);
         cli_json_number(stdout, e->info.loss);
         { /* what was measured of it (null where not) */
             const char *names[6] = {"norm", "scale", "cosine", "screen_loss", "krum_score", "trimmed"};
@@ -345,6 +381,30 @@ static void report(const merge_options *o, const photon_merge_result *res) {
                 e->accepted ? "" : " - ", e->accepted ? "" : e->refused_by);
     }
     (void)o;
+}
+
+/* --apply: base + update, as one output checked against the hash it names. */
+static int apply(merge_options *o) {
+    photon_outputs outputs;
+    photon_error err;
+    const char *temp = NULL;
+    photon_outputs_init(&outputs);
+    if (photon_outputs_add(&outputs, o->out, &temp, &err) != PHOTON_OK ||
+        photon_update_apply(o->base, o->apply, temp, &err) != PHOTON_OK || photon_outputs_commit(&outputs, &err) != PHOTON_OK) {
+        photon_outputs_abort(&outputs);
+        cli_fail(&err);
+    }
+    fprintf(stderr, "%s: applied %s to %s: %s\n", cli_prog, o->apply, o->base, o->out);
+    if (o->json) {
+        printf("{\"out\":");
+        cli_json_string(stdout, o->out);
+        printf(",\"update\":");
+        cli_json_string(stdout, o->apply);
+        printf("}\n");
+    }
+    free((void *)o->deltas);
+    free((void *)o->screen);
+    return 0;
 }
 
 /* One JSON line per delta: what its header says. */
@@ -404,7 +464,7 @@ int main(int argc, char **argv) {
     photon_error err;
     photon_outputs outputs;
     photon_dataset screen;
-    const char *out_temp = NULL, *state_temp = NULL, *state_path;
+    const char *out_temp = NULL, *state_temp = NULL, *update_temp = NULL, *state_path;
     int i, verified = 0;
     cli_start("photon-merge");
     parse_args(&o, argc, argv);
@@ -413,6 +473,7 @@ int main(int argc, char **argv) {
         if (photon_dataset_load(&screen, o.screen, o.num_screen, &err) != PHOTON_OK) cli_fail(&err);
         o.merge.screen = &screen;
     }
+    if (o.apply) return apply(&o);
     if (o.inspect || o.check) { /* the modes that write nothing */
         int status = o.inspect ? inspect(&o) : check(&o);
         free((void *)o.deltas);
@@ -422,7 +483,8 @@ int main(int argc, char **argv) {
     state_path = o.state_out ? o.state_out : o.state_in;
     photon_outputs_init(&outputs); /* the checkpoint and the server state appear together */
     if ((o.out && photon_outputs_add(&outputs, o.out, &out_temp, &err) != PHOTON_OK) ||
-        (o.out && o.state_in && photon_outputs_add(&outputs, state_path, &state_temp, &err) != PHOTON_OK))
+        (o.out && o.state_in && photon_outputs_add(&outputs, state_path, &state_temp, &err) != PHOTON_OK) ||
+        (o.update_out && photon_outputs_add(&outputs, o.update_out, &update_temp, &err) != PHOTON_OK))
         cli_fail(&err);
     if (photon_merge(o.base, o.deltas, o.num_deltas, o.state_in, &o.merge, &res, &err) != PHOTON_OK) {
         for (i = 0; i < res.num_entries; i++)
@@ -441,8 +503,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s %s the merge of %d deltas into %s\n", cli_prog, o.verify,
                 verified ? "matches" : "DOES NOT match", res.accepted, o.base);
     } else {
+        char next_sha[65];
         if (photon_merge_save(&res, out_temp, &err) != PHOTON_OK ||
             (state_temp && photon_server_state_save(&res.state, &res.model.config, state_temp, &err) != PHOTON_OK) ||
+            (update_temp && (photon_sha256_file(out_temp, next_sha, &err) != PHOTON_OK ||
+                             photon_update_save(&res, next_sha, update_temp, &err) != PHOTON_OK)) ||
             photon_outputs_commit(&outputs, &err) != PHOTON_OK) {
             photon_outputs_abort(&outputs);
             cli_fail(&err);
@@ -452,6 +517,8 @@ int main(int argc, char **argv) {
                 photon_outer_name(o.merge.outer.kind), o.out,
                 (unsigned long long)res.model.round, (unsigned long long)res.model.step);
     }
+    if (o.update_out) fprintf(stderr, "%s: wrote the %s update %s\n", cli_prog,
+                              photon_delta_format_name(o.merge.update_format), o.update_out);
     if (o.json) print_json(&o, &res, verified);
     photon_merge_result_free(&res);
     photon_dataset_free(&screen);

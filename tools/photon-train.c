@@ -69,6 +69,12 @@ static const char *usage =
     "federated rounds:\n"
     "  --delta-out DELTA    write this round's delta (the --model weights minus the\n"
     "                       trained weights) for photon-merge; needs --model\n"
+    "  --delta-format F     f32 (default), bf16, int8 or int4: int8 is about 26% of the\n"
+    "                       f32 size, int4 about 13% (blocks of 128 values with one\n"
+    "                       scale each; docs/FORMAT.md). With --state, what the format\n"
+    "                       drops is kept there (error feedback, never sent) and added\n"
+    "                       to the next round's delta before it is encoded\n"
+    "  --no-error-feedback  encode each delta alone; the state keeps no residual\n"
     "  --client-id ID       this client's name in the delta (letters, digits, . _ -)\n"
     "                       With --state: if FILE's last commit wrote the delta now at\n"
     "                       DELTA against this same --model, the round is done: a note,\n"
@@ -90,7 +96,8 @@ typedef struct train_options {
     photon_config config;
     uint64_t seed;
     const char *model_path, *out_path, *state_path, *delta_path, *client_id;
-    int reset_optimizer, have_vocab;
+    int reset_optimizer, have_vocab, no_error_feedback, have_format;
+    photon_delta_format delta_format;
     const char *tokenizer;
     const char **data_paths;
     int num_data;
@@ -189,6 +196,15 @@ static void parse_args(train_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--reset-optimizer")) {
             cli_no_value(&a);
             o->reset_optimizer = 1;
+        } else if (cli_is(&a, "--delta-format")) {
+            const char *v = cli_value(&a);
+            int f = photon_delta_format_parse(v);
+            if (f < 0) cli_usage_error("--delta-format must be f32, bf16, int8 or int4, got '%s'", v);
+            o->delta_format = (photon_delta_format)f;
+            o->have_format = 1;
+        } else if (cli_is(&a, "--no-error-feedback")) {
+            cli_no_value(&a);
+            o->no_error_feedback = 1;
         } else if (cli_is(&a, "--delta-out")) {
             o->delta_path = cli_value(&a);
         } else if (cli_is(&a, "--client-id")) {
@@ -216,6 +232,8 @@ static void parse_args(train_options *o, int argc, char **argv) {
     if (o->delta_path && !o->model_path) cli_usage_error("--delta-out needs --model: a delta is taken against a checkpoint");
     if (o->delta_path && !o->client_id) cli_usage_error("--delta-out needs --client-id");
     if (o->client_id && !o->delta_path) cli_usage_error("--client-id goes with --delta-out");
+    if ((o->have_format || o->no_error_feedback) && !o->delta_path)
+        cli_usage_error("--delta-format and --no-error-feedback go with --delta-out");
     if (o->delta_path && o->steps == 0) cli_usage_error("--delta-out needs at least one step");
     if (o->client_id && !photon_client_id_valid(o->client_id))
         cli_usage_error("--client-id must be 1 to 63 letters, digits, '.', '_' or '-'");
@@ -286,6 +304,31 @@ static void exit_if_done(const train_options *o, const photon_model *model) {
 
 /* The state's record of this commit: the hash of each output's temporary,
    the very bytes the commit renames into place. */
+/* Writes the round's delta in its format. With --state and without
+   --no-error-feedback the state's residual (what earlier rounds' encoding
+   dropped) goes into this delta and takes what this one drops; an f32
+   delta takes it all, and the state keeps none. */
+static photon_result save_delta(const train_options *o, const photon_model *model, const float *base_params,
+                                const photon_delta_info *info, photon_client_state *state, const char *path,
+                                photon_error *err) {
+    int feedback = o->state_path && !o->no_error_feedback;
+    photon_result r;
+    if (feedback && info->format != PHOTON_DELTA_F32 && !state->residual) {
+        state->residual = (float *)calloc(model->num_params, sizeof(float));
+        if (!state->residual) {
+            err->code = PHOTON_ERR_MEMORY;
+            snprintf(err->message, sizeof err->message, "%s: out of memory for the error-feedback residual", path);
+            return err->code;
+        }
+    }
+    r = photon_delta_save_as(model, base_params, info, feedback ? state->residual : NULL, path, err);
+    if (!feedback || info->format == PHOTON_DELTA_F32) {
+        free(state->residual);
+        state->residual = NULL;
+    }
+    return r;
+}
+
 static void record_commit(const train_options *o, photon_client_state *state, const char *base_sha256,
                           const char *out_temp, const char *delta_temp) {
     photon_commit_record *c = &state->commit;
@@ -438,7 +481,8 @@ int main(int argc, char **argv) {
             info.seq = (uint64_t)o.seq;
             info.tokens = (uint64_t)(done * o.batch * o.seq);
             info.loss = st.loss;
-            r = photon_delta_save(&model, base_params, &info, delta_temp, &err);
+            info.format = o.delta_format;
+            r = save_delta(&o, &model, base_params, &info, &state, delta_temp, &err);
         }
         if (r == PHOTON_OK && o.state_path) {
             photon_client_state_record(&state, &model, &ds, &loader);
@@ -474,7 +518,7 @@ int main(int argc, char **argv) {
     free(inputs);
     free(targets);
     free((void *)o.data_paths);
-    photon_adamw_state_free(&state.adamw);
+    photon_client_state_free(&state);
     photon_dataset_free(&ds);
     photon_model_free(&model);
     photon_lock_release(&lock);
