@@ -674,8 +674,9 @@ PHOTONDEF photon_result photon_hf_export(const char *checkpoint_path, const char
      f32   every value as it is (4 bytes);
      bf16  every value rounded to bfloat16, nearest even (2 bytes);
      int8  blocks of 128 consecutive values of a tensor share one F32 scale,
-           the block's largest magnitude / 127; each value is the nearest
-           code in -127..127, halves away from zero (1 byte + 4/128);
+           the block's largest magnitude / 127 (the float below it where
+           127 x scale would overflow); each value is the nearest code in
+           -127..127, halves away from zero (1 byte + 4/128);
      int4  the same with codes -7..7, two to a byte (half a byte + 4/128).
    Decoding is code x scale in float, the same everywhere, so a merge of
    compressed deltas re-verifies bit for bit. */
@@ -4565,6 +4566,7 @@ PHOTONDEF void photon_quantize(photon_delta_format f, const float *x, size_t n, 
         float a = 0.0f, s;
         for (i = lo; i < hi; i++) a = fabsf(x[i]) > a ? fabsf(x[i]) : a;
         s = a / (float)max;
+        while (!photon__is_finite((float)max * s)) s = nextafterf(s, 0.0f); /* near FLT_MAX: the top code must decode */
         scales[b] = s;
         for (i = lo; i < hi; i++) {
             int c = s > 0.0f ? photon__encode(x[i], s, max) : 0;

@@ -56,6 +56,13 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
   model (first round only): --vocab N --ctx N --layers N --heads N --width N
   local training:      --batch B --seq T --lr X --warmup N --min-lr-frac X --weight-decay X
                        --reset-optimizer (fresh AdamW moments every round)
+  compression:         --delta-format f32|bf16|int8|int4 (each client's delta, with error
+                       feedback kept in its state; --no-error-feedback turns it off)
+                       --update-format f32|bf16|int8|int4: the aggregator also writes
+                       AGG/update-rR.safetensors, and a client that holds round R-1's
+                       checkpoint gets that update instead and rebuilds round R's
+                       checkpoint from it bit for bit (photon-merge --apply); others
+                       get the whole checkpoint. log.tsv counts bytes down and up
   merge:               --outer NAME --outer-lr X --momentum M --weighting tokens|uniform
                        robust (photon-merge --help): --aggregate RULE --trim F --byzantine F
                        --krum-select M --clip-norm X|auto[:F] --max-norm-ratio R --screen FILE
@@ -92,7 +99,7 @@ TXT
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" remote_bin="" ssh_cmd="ssh"
 agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
-model_flags=() train_flags=() merge_flags=() outer=fedavg tokenizer="" sign_key="" allowed_signers="" skip_bad=0
+model_flags=() train_flags=() merge_flags=() update_format="" outer=fedavg tokenizer="" sign_key="" allowed_signers="" skip_bad=0
 batch=8 seq=64 min_clients=0
 
 die() { echo "federate.sh: $*" >&2; exit 2; }
@@ -112,7 +119,9 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --seq) seq=$2; shift 2 ;;
     --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
-    --reset-optimizer) train_flags+=("$1"); shift ;;
+    --reset-optimizer | --no-error-feedback) train_flags+=("$1"); shift ;;
+    --delta-format) train_flags+=("$1" "$2"); shift 2 ;;
+    --update-format) update_format=$2; merge_flags+=("$1" "$2"); shift 2 ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
     --aggregate | --trim | --byzantine | --krum-select | --clip-norm | --max-norm-ratio | --screen-tokens | --screen-max-rise | \
@@ -175,6 +184,26 @@ copy() {
 
 file_bytes() { wc -c <"$1" | tr -d ' '; }
 
+# send_global C: round r's base ($prev) to client C: with --update-format, as
+# update-r(r-1) when the client holds the checkpoint that update was made
+# from (photon-merge --apply rebuilds $prev there, checked against its
+# SHA-256), else the whole file. Sets sent (bytes) and how (update|checkpoint).
+send_global() {
+    local c=$1 dir=${clients[$1]} upd="$agg/update-r$((r - 1)).safetensors" from have
+    how=checkpoint sent=$(file_bytes "$prev")
+    if [ -n "$update_format" ] && [ -f "$upd" ] && [ "$r" -gt 1 ]; then
+        from=$(sha256sum "$agg/global-r$((r - 2)).safetensors" | cut -c1-64)
+        have=$(run_in "$dir" "sha256sum global.safetensors 2>/dev/null | cut -c1-64" 2>/dev/null || true)
+        if [ "$have" = "$from" ] && copy "$upd" "$dir/update.safetensors" &&
+            run_in "$dir" "$(photon "$dir" photon-merge) --base global.safetensors --apply update.safetensors \
+--out global.next.safetensors && mv -f global.next.safetensors global.safetensors"; then
+            how=update sent=$(file_bytes "$upd")
+            return 0
+        fi
+    fi
+    copy "$prev" "$dir/global.safetensors"
+}
+
 # json FILE KEY...: fields of the JSON a photon tool printed, as written there (null: null), on one line
 json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1]), parse_float=str)
 print(" ".join("null" if d[k] is None else str(d[k]) for k in sys.argv[2:]))' "$@"; }
@@ -219,7 +248,8 @@ settings() { # one "flag<TAB>value" line per setting (compared as a set: their o
         --sample "$sample" --outer "$outer"
     for ((i = 0; i < ${#model_flags[@]}; i += 2)); do printf '%s\t%s\n' "${model_flags[i]}" "${model_flags[i + 1]}"; done
     for ((i = 0; i < ${#train_flags[@]}; i++)); do
-        if [ "${train_flags[i]}" = --reset-optimizer ]; then printf '%s\tyes\n' --reset-optimizer
+        if [ "${train_flags[i]}" = --reset-optimizer ] || [ "${train_flags[i]}" = --no-error-feedback ]; then
+            printf '%s\tyes\n' "${train_flags[i]}"
         else printf '%s\t%s\n' "${train_flags[i]}" "${train_flags[i + 1]}"; i=$((i + 1)); fi
     done
     for ((i = 0; i < ${#merge_flags[@]}; i += 2)); do printf '%s\t%s\n' "${merge_flags[i]}" "${merge_flags[i + 1]}"; done
@@ -254,8 +284,8 @@ print(json.dumps(new, indent=1, sort_keys=True))
 ' "$@"
 }
 
-# the log's line for round R, if it is there whole (8 fields)
-log_line() { awk -F'\t' -v r="$1" 'NR > 1 && $1 == r && NF == 8 { print; exit }' "$agg/log.tsv" 2>/dev/null; }
+# the log's line for round R, if it is there whole (10 fields; 8 before bytes_down and bytes_up)
+log_line() { awk -F'\t' -v r="$1" 'NR > 1 && $1 == r && (NF == 10 || NF == 8) { print; exit }' "$agg/log.tsv" 2>/dev/null; }
 round_done() { # round R is complete: its checkpoint, its record and its log line are all there
     if [ "$1" = 0 ]; then [ -f "$agg/global-r0.safetensors" ] && [ -f "$agg/eval-r0.json" ]
     else [ -f "$agg/global-r$1.safetensors" ] && [ -f "$agg/round-$1/record.json" ]; fi && [ -n "$(log_line "$1")" ]
@@ -306,8 +336,8 @@ if [ "$done_r" -lt 0 ]; then # no client has trained in this federation yet
     "$bin/photon-eval" --model "$global0" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | write_atomic "$agg/eval-r0.json"
     loss0=$(json "$agg/eval-r0.json" loss)
     {
-        printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\tmerged\n'
-        printf '0\t0\t%.4f\t%.3f\t-\t0\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print exp(l)}')"
+        printf 'round\tclients\teval_loss\tperplexity\tbits_per_byte\tbytes_moved\tseconds\tmerged\tbytes_down\tbytes_up\n'
+        printf '0\t0\t%.4f\t%.3f\t-\t0\t0\t0\t0\t0\n' "$loss0" "$(awk -v l="$loss0" 'BEGIN{print exp(l)}')"
     } | write_atomic "$agg/log.tsv"
     done_r=0
 fi
@@ -320,18 +350,21 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     mkdir -p "$rd" "$lg"
     rm -f "$lg/left-out"
     chosen=$(sample_clients "$r")
-    moved=0 todo=()
+    moved=0 down=0 up=0 todo=()
     declare -A why=()
     # a delta this round already copied back (before a kill) is kept, not trained again
     for c in $chosen; do
         id=${ids[c]}
         if [ -f "$rd/delta-$id.safetensors" ]; then moved=$((moved + $(file_bytes "$prev"))); else todo+=("$c"); fi
     done
-    # 2. the global checkpoint goes out
+    # 2. the global checkpoint goes out: as last round's update to a client
+    # that holds the checkpoint it was made from, else whole
     out=()
+    : >"$lg/bytes.tsv"
     for c in "${todo[@]}"; do
-        if copy "$prev" "${clients[c]}/global.safetensors" 2>"$lg/copy-${ids[c]}.log"; then
-            out+=("$c") moved=$((moved + $(file_bytes "$prev")))
+        if send_global "$c" 2>"$lg/copy-${ids[c]}.log"; then
+            out+=("$c") moved=$((moved + sent)) down=$((down + sent))
+            printf '%s\tdown\t%s\t%d\n' "${ids[c]}" "$how" "$sent" >>"$lg/bytes.tsv"
         else
             why[$c]="copying the global checkpoint to it failed: $(tail -n 1 "$lg/copy-${ids[c]}.log")"
         fi
@@ -378,7 +411,8 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     for c in $chosen; do
         id=${ids[c]} d="$rd/delta-$id.safetensors"
         [ -f "$d" ] || continue
-        moved=$((moved + $(file_bytes "$d")))
+        moved=$((moved + $(file_bytes "$d"))) up=$((up + $(file_bytes "$d")))
+        printf '%s\tup\tdelta\t%d\n' "$id" "$(file_bytes "$d")" >>"$lg/bytes.tsv"
         if [ -n "$allowed_signers" ] &&
             ! BIN=$bin "$here/examples/delta-sig.sh" verify "$agg/allowed_signers" "$d" >/dev/null 2>"$lg/signature-$id.log"; then
             why[$c]=$(tail -n 1 "$lg/signature-$id.log")
@@ -404,8 +438,10 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     fi
     round_flags=(--outer "$outer" "${merge_flags[@]}" --max-local-steps "$steps")
     [ "$skip_bad" = 0 ] || round_flags+=(--skip-bad)
+    update_flags=()
+    [ -z "$update_format" ] || update_flags=(--update-out "$agg/update-r$r.safetensors")
     if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" --min-clients "$min_clients" \
-        --json "${deltas[@]}" >"$lg/merge.json" 2>"$lg/merge.log"; then
+        "${update_flags[@]}" --json "${deltas[@]}" >"$lg/merge.json" 2>"$lg/merge.log"; then
         if [ "$skip_bad" = 1 ] && grep -q 'valid deltas' "$lg/merge.log"; then # photon-merge left out too many
             while IFS= read -r line; do
                 f=${line#photon-merge: refused } f=${f%%: *} f=${f##*/delta-} f=${f%.safetensors}
@@ -437,9 +473,9 @@ for d in json.load(open(sys.argv[1])).get("deltas", []):
     "$bin/photon-eval" --model "$next" "${tok_flags[@]}" --data "${val[@]}" --seq "$seq" --json | write_atomic "$agg/eval-r$r.json"
     read -r loss bpb < <(json "$agg/eval-r$r.json" loss bits_per_byte)
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
-    line=$(printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\t%d' "$r" "$(echo $chosen | wc -w)" "$loss" \
+    line=$(printf '%d\t%d\t%.4f\t%.3f\t%s\t%d\t%s\t%d\t%d\t%d' "$r" "$(echo $chosen | wc -w)" "$loss" \
         "$(awk -v l="$loss" 'BEGIN{print exp(l)}')" "$(awk -v b="$bpb" 'BEGIN{if (b == "null") print "-"; else printf "%.4f", b}')" \
-        "$moved" "$secs" "$merged")
+        "$moved" "$secs" "$merged" "$down" "$up")
     { cat "$agg/log.tsv"; printf '%s\n' "$line"; } | write_atomic "$agg/log.tsv"
     printf '%s\n' "$line"
     unset why

@@ -1672,6 +1672,224 @@ static void test_robust_refusals(void) {
     photon_model_free(&base);
 }
 
+/* ======================================================================= */
+/* Compressed deltas: formats against a direct computation                 */
+/* ======================================================================= */
+
+/* The codes and decoded values of x in format f, computed directly. */
+static void quant_reference(photon_delta_format f, const float *x, size_t n, int *codes, float *decoded) {
+    int max = f == PHOTON_DELTA_INT8 ? 127 : 7;
+    size_t b, i;
+    for (b = 0; b * 128 < n; b++) {
+        size_t lo = b * 128, hi = lo + 128 < n ? lo + 128 : n;
+        float a = 0.0f, s;
+        for (i = lo; i < hi; i++)
+            if (fabsf(x[i]) > a) a = fabsf(x[i]);
+        s = a / (float)max;
+        if (isinf((float)max * s)) s = nextafterf(s, 0.0f);
+        for (i = lo; i < hi; i++) {
+            double q = s > 0 ? (double)x[i] / s : 0.0, r = q < 0 ? -floor(-q + 0.5) : floor(q + 0.5);
+            int c = r > max ? max : r < -max ? -max : (int)r;
+            codes[i] = c;
+            decoded[i] = (float)c * s;
+        }
+    }
+}
+
+static void test_quantize_roundtrip(void) {
+    static const size_t sizes[] = {1, 2, 127, 128, 129, 255, 300, 1000};
+    float *x = (float *)calloc(1000, sizeof(float)), *y = (float *)calloc(1000, sizeof(float));
+    float *ref = (float *)calloc(1000, sizeof(float)), scales[8];
+    int *codes = (int *)calloc(1000, sizeof(int));
+    unsigned char *bytes = (unsigned char *)calloc(2000, 1);
+    uint64_t rng = 5;
+    int f, kind, ok_codes = 1, ok_bound = 1, ok_bf16 = 1;
+    size_t k, i;
+    char label[160];
+    for (kind = 0; kind < 5; kind++) /* random, zeros, constant, the largest float, subnormals */
+        for (k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            size_t n = sizes[k];
+            fill_random(x, n, 1.0f, &rng);
+            for (i = 0; i < n; i++) {
+                if (kind == 1) x[i] = 0.0f;
+                if (kind == 2) x[i] = -0.375f;
+                if (kind == 3 && i % 7 == 0) x[i] = i % 2 ? -FLT_MAX : FLT_MAX;
+                if (kind == 4) x[i] = x[i] * 1e-39f; /* subnormal */
+            }
+            for (f = PHOTON_DELTA_INT8; f <= PHOTON_DELTA_INT4; f++) {
+                photon_error err;
+                photon_quantize((photon_delta_format)f, x, n, bytes, scales);
+                quant_reference((photon_delta_format)f, x, n, codes, ref);
+                if (photon_dequantize((photon_delta_format)f, bytes, scales, n, y, &err) != PHOTON_OK) ok_codes = 0;
+                for (i = 0; i < n; i++) {
+                    int c = f == PHOTON_DELTA_INT8 ? (int)(signed char)bytes[i]
+                                                   : (int)(i % 2 ? bytes[i / 2] >> 4 : bytes[i / 2] & 15) - 8;
+                    float s = scales[i / 128];
+                    if (c != codes[i] || y[i] != ref[i]) ok_codes = 0;
+                    /* the error bound: half a step, and the step's own rounding; 0 where the scale underflowed */
+                    if (fabs((double)x[i] - y[i]) > 0.5 * s * (1 + 1e-6) + fabs((double)y[i]) * 1.2e-7 &&
+                        !(s == 0 && fabs(x[i]) < 1e-40))
+                        ok_bound = 0;
+                }
+                if (f == PHOTON_DELTA_INT4 && n % 2 && bytes[n / 2] >> 4 != 8) ok_codes = 0;
+            }
+            photon_quantize(PHOTON_DELTA_BF16, x, n, bytes, NULL);
+            photon_dequantize(PHOTON_DELTA_BF16, bytes, NULL, n, y, NULL);
+            for (i = 0; i < n; i++) { /* nearest bfloat16: within half its step, 2^-8 of the value (2^-133 below 2^-126) */
+                double e = fabs((double)x[i] - y[i]), bound = fabs((double)x[i]) * (1.0 / 256) + 1e-40;
+                if (e > bound || !isfinite(y[i])) ok_bf16 = 0;
+            }
+        }
+    expect(ok_codes, "int8 and int4: codes and decoded values equal a direct computation (block sizes 1 to 1000, zeros, "
+                     "constants, the largest float, subnormals; the int4 pad is code 0)", NULL);
+    expect(ok_bound, "int8 and int4: every value within half a step of its block's scale", NULL);
+    expect(ok_bf16, "bf16: every value within 2^-8 of itself, the largest float stays finite", NULL);
+    { /* ties: halves go away from zero */
+        float t[4] = {1.0f, 0.5f / 127, -1.5f / 127, 0.25f / 127};
+        photon_quantize(PHOTON_DELTA_INT8, t, 4, bytes, scales);
+        snprintf(label, sizeof label, "int8: halves round away from zero (codes %d %d %d %d)", (signed char)bytes[0],
+                 (signed char)bytes[1], (signed char)bytes[2], (signed char)bytes[3]);
+        expect((signed char)bytes[0] == 127 && (signed char)bytes[1] == 1 && (signed char)bytes[2] == -2 &&
+                   (signed char)bytes[3] == 0, label, NULL);
+    }
+    { /* what a reader must refuse */
+        photon_error err;
+        float s[1] = {1.0f}, bad[1] = {NAN};
+        unsigned char c8[2] = {0x80, 0}, c4[1] = {0x08}, pad[1] = {0x98};
+        expect(photon_dequantize(PHOTON_DELTA_INT8, c8, s, 2, y, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "-128"),
+               "int8: code -128 is refused", err.message);
+        expect(photon_dequantize(PHOTON_DELTA_INT4, c4, s, 2, y, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "-8"),
+               "int4: nibble 0 (code -8) is refused", err.message);
+        expect(photon_dequantize(PHOTON_DELTA_INT4, pad, s, 1, y, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "pad"),
+               "int4: a pad other than code 0 is refused", err.message);
+        expect(photon_dequantize(PHOTON_DELTA_INT8, c8 + 1, bad, 1, y, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "scale"),
+               "int8: a NaN scale is refused", err.message);
+        s[0] = 3e38f, c8[0] = 127;
+        expect(photon_dequantize(PHOTON_DELTA_INT8, c8, s, 1, y, &err) == PHOTON_ERR_FORMAT && strstr(err.message, "Inf"),
+               "int8: a scale that decodes to Inf is refused", err.message);
+    }
+    free(x), free(y), free(ref), free(codes), free(bytes);
+}
+
+/* Error feedback keeps exactly what the format dropped; a merge of mixed
+   formats is the merge of their decoded values (within the formats' error
+   of the true deltas), streamed in chunks that cut tensors at odd places. */
+static void test_delta_formats(void) {
+    photon_config cfg = {61, 16, 1, 3, 33}; /* odd tensor sizes: int4 halves that straddle chunks */
+    photon_model base, local;
+    photon_delta_info info, back;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    char base_path[512], base_hash[65], paths[3][512];
+    const char *list[3];
+    float *truth[3], *decoded[3], *residual, *v;
+    uint64_t rng = 11;
+    size_t j, n;
+    int k, exact = 1, ef = 1;
+    double worst = 0.0, bound = 0.0;
+    photon_model_init(&base, &cfg, 7, NULL);
+    n = base.num_params;
+    snprintf(base_path, sizeof base_path, "%s", tmp_path("fmt-base.safetensors"));
+    photon_checkpoint_save(&base, base_path, NULL);
+    photon_sha256_file(base_path, base_hash, NULL);
+    photon_model_init(&local, &cfg, 1, NULL);
+    residual = (float *)calloc(n, sizeof(float));
+    v = (float *)calloc(n, sizeof(float));
+    for (k = 0; k < 3; k++) {
+        photon_delta_format f = k == 0 ? PHOTON_DELTA_F32 : k == 1 ? PHOTON_DELTA_INT8 : PHOTON_DELTA_INT4;
+        truth[k] = (float *)calloc(n, sizeof(float));
+        decoded[k] = (float *)calloc(n, sizeof(float));
+        fill_random(truth[k], n, 0.01f, &rng);
+        for (j = 0; j < n; j++) local.params[j] = base.params[j] - truth[k][j];
+        for (j = 0; j < n; j++) truth[k][j] = base.params[j] - local.params[j];
+        memset(&info, 0, sizeof info);
+        memcpy(info.base_sha256, base_hash, 65);
+        info.round = 1, info.local_steps = 1, info.batch = 100 * (uint64_t)(k + 1), info.seq = 1;
+        info.tokens = info.batch, info.loss = 2.0f, info.format = f;
+        snprintf(info.client, sizeof info.client, "f%d", k);
+        snprintf(paths[k], sizeof paths[k], "%s", tmp_path(k == 0 ? "fmt0.safetensors" : k == 1 ? "fmt1.safetensors" : "fmt2.safetensors"));
+        list[k] = paths[k];
+        if (k == 2) fill_random(residual, n, 0.002f, &rng); /* a residual from an earlier round */
+        for (j = 0; j < n; j++) v[j] = truth[k][j] + (k == 2 ? residual[j] : 0.0f);
+        photon_delta_save_as(&local, base.params, &info, k == 2 ? residual : NULL, paths[k], NULL);
+        if (photon_delta_load(&base, paths[k], &back, decoded[k], &err) != PHOTON_OK || back.format != f) {
+            expect(0, "compressed deltas load", err.message);
+            exact = 0;
+        }
+        if (k == 2) {
+            for (j = 0; j < n; j++) ef &= residual[j] == v[j] - decoded[2][j];
+            memcpy(truth[2], v, n * sizeof(float)); /* what was meant to travel */
+        }
+    }
+    expect(ef, "error feedback: the residual is exactly (delta + old residual) - what the int4 file decodes to", NULL);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.chunk = 4096;
+    if (photon_merge(base_path, list, 3, NULL, &o, &res, &err) != PHOTON_OK) {
+        expect(0, "a merge of f32, int8 and int4 deltas runs", err.message);
+    } else {
+        for (j = 0; j < n; j++) {
+            double dec = (100.0 * decoded[0][j] + 200.0 * decoded[1][j] + 300.0 * decoded[2][j]) / 600.0;
+            double tru = (100.0 * truth[0][j] + 200.0 * truth[1][j] + 300.0 * truth[2][j]) / 600.0;
+            float want = base.params[j] - (float)dec;
+            exact &= res.model.params[j] == want;
+            if (fabs(((double)base.params[j] - res.model.params[j]) - tru) > worst)
+                worst = fabs(((double)base.params[j] - res.model.params[j]) - tru);
+        }
+        for (k = 1; k < 3; k++) /* each format's largest error, weighted */
+            for (j = 0, v[0] = 0; j < n; j++)
+                if (fabs((double)truth[k][j] - decoded[k][j]) > v[0]) v[0] = (float)fabs((double)truth[k][j] - decoded[k][j]);
+        bound = 0.0;
+        for (k = 1; k < 3; k++) {
+            double e = 0.0;
+            for (j = 0; j < n; j++)
+                if (fabs((double)truth[k][j] - decoded[k][j]) > e) e = fabs((double)truth[k][j] - decoded[k][j]);
+            bound += e * (k == 1 ? 200.0 : 300.0) / 600.0;
+        }
+        expect(exact, "a merge of f32, int8 and int4 deltas (chunks of 4096 across odd-sized int4 tensors) equals the "
+                      "float64 mean of their decoded values", NULL);
+        {
+            char label[200];
+            snprintf(label, sizeof label, "  ... and the float64 mean of the true deltas within the formats' error (%.2e <= %.2e)",
+                     worst, bound + 1e-7);
+            expect(worst <= bound + 1e-7, label, NULL);
+        }
+        {
+            photon_st_file st;
+            photon_merge_save(&res, tmp_path("fmt-next.safetensors"), NULL);
+            photon_st_open(&st, tmp_path("fmt-next.safetensors"), NULL);
+            expect(photon_st_meta(&st, "photon.delta.1.format") && strcmp(photon_st_meta(&st, "photon.delta.1.format"), "int8") == 0 &&
+                       !photon_st_meta(&st, "photon.delta.0.format"),
+                   "the audit trail names each compressed delta's format (f32 deltas keep the keys they had)", NULL);
+            photon_st_close(&st);
+        }
+    }
+    photon_merge_result_free(&res);
+    { /* the downlink: base + decoded update is the next checkpoint, bit for bit */
+        char next[512], update[512], applied[512], sha[65];
+        snprintf(next, sizeof next, "%s", tmp_path("fmt-next4.safetensors"));
+        snprintf(update, sizeof update, "%s", tmp_path("fmt-update4.safetensors"));
+        snprintf(applied, sizeof applied, "%s", tmp_path("fmt-applied4.safetensors"));
+        o.compress_update = 1, o.update_format = PHOTON_DELTA_INT4;
+        remove(applied);
+        expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_OK &&
+                   photon_merge_save(&res, next, &err) == PHOTON_OK && photon_sha256_file(next, sha, &err) == PHOTON_OK &&
+                   photon_update_save(&res, sha, update, &err) == PHOTON_OK &&
+                   photon_update_apply(base_path, update, applied, &err) == PHOTON_OK && files_equal(next, applied),
+               "an int4 update applied to the base rebuilds the next checkpoint bit for bit", err.message);
+        photon_merge_result_free(&res);
+        remove(applied);
+        expect(photon_update_apply(next, update, applied, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "stale") &&
+                   !files_equal(next, applied),
+               "an update applied to another base is refused as stale, writing nothing", err.message);
+    }
+    for (k = 0; k < 3; k++) free(truth[k]), free(decoded[k]);
+    free(residual), free(v);
+    photon_model_free(&local);
+    photon_model_free(&base);
+}
+
 /* Every refusal names the delta; by default one bad delta fails the merge. */
 /* ======================================================================= */
 /* Integrity: payload hashes, checked counters, readers that cannot stall  */
@@ -2289,6 +2507,8 @@ static const check_test tests[] = {
     CHECK_TEST(merge_refusals),
     CHECK_TEST(robust_rules),
     CHECK_TEST(robust_refusals),
+    CHECK_TEST(quantize_roundtrip),
+    CHECK_TEST(delta_formats),
     CHECK_TEST(payload_hashes),
     CHECK_TEST(delta_counters),
     CHECK_TEST(readers_cannot_stall),
