@@ -201,6 +201,9 @@ bench: bin/photon-bench bin/photon-train bin/photon-eval bin/photon-data
 	./bin/photon-bench --config small --steps 7
 	./bin/photon-bench --config gpt2 --steps 5
 	./bin/photon-bench --merge
+	./bin/photon-bench --merge --delta-format bf16
+	./bin/photon-bench --merge --delta-format int8
+	./bin/photon-bench --merge --delta-format int4
 	bash bench/bench_bpe.sh
 	bash bench/bench_hf_import.sh bin
 

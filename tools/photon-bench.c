@@ -14,6 +14,7 @@
 #include "cli.h"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 static const char *usage =
@@ -25,6 +26,7 @@ static const char *usage =
     "  --steps N         timed steps after 2 warm-up steps (default 5)\n"
     "  --merge           time photon-merge over --deltas deltas of GPT-2 124M instead\n"
     "  --deltas N        deltas for --merge (default 8)\n"
+    "  --delta-format F  their format for --merge: f32 (default), bf16, int8, int4\n"
     "  --dir DIR         where --merge writes its files (default /tmp)\n"
     "  --threads N       threads (default: one per core)\n"
     "  --device cpu|cuda time the CPU's step (default) or the GPU's (a CUDA build)\n"
@@ -182,11 +184,11 @@ static void bench_gpu_training(const char *name, const photon_config *cfg, int B
 }
 #endif
 
-static void bench_merge(const char *dir, int num_deltas, int json) {
+static void bench_merge(const char *dir, int num_deltas, photon_delta_format format, int json) {
     photon_config cfg = {50257, 1024, 12, 12, 768};
     char base[4096], paths[64][4096], base_hash[65];
     const char *delta_paths[64];
-    double seconds, gbytes = 0.0, rss, t0;
+    double seconds, gbytes = 0.0, rss, t0, delta_bytes = 0.0, f32_bytes = 0.0;
     int k, status;
     pid_t child;
     photon_error err;
@@ -208,11 +210,17 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
             info.round = 1, info.local_steps = 64, info.batch = 4, info.seq = 64, info.tokens = 64 * 4 * 64;
             info.loss = 3.0f;
             snprintf(info.client, sizeof info.client, "bench-%d", k);
+            info.format = format;
             for (i = 0; i < m.num_params; i++) m.params[i] = base_params[i] + 1e-3f * (photon_rand_uniform(&rng) - 0.5f);
             snprintf(paths[k], sizeof paths[k], "%s/photon-bench-delta-%d.safetensors", dir, k);
-            if (photon_delta_save(&m, base_params, &info, paths[k], &err) != PHOTON_OK) cli_fail(&err);
+            if (photon_delta_save_as(&m, base_params, &info, NULL, paths[k], &err) != PHOTON_OK) cli_fail(&err);
             delta_paths[k] = paths[k];
-            gbytes += (double)m.num_params * 4 / 1e9;
+            {
+                struct stat sb;
+                if (stat(paths[k], &sb) == 0) delta_bytes = (double)sb.st_size;
+            }
+            f32_bytes = (double)m.num_params * 4;
+            gbytes += delta_bytes / 1e9;
         }
         free(base_params);
         photon_model_free(&m);
@@ -237,12 +245,14 @@ static void bench_merge(const char *dir, int num_deltas, int json) {
     }
     rss = peak_rss_mb(RUSAGE_CHILDREN);
     if (json)
-        printf("{\"merge_deltas\":%d,\"threads\":%d,\"seconds\":%.2f,\"gbytes_read\":%.2f,\"gb_per_s\":%.2f,"
-               "\"peak_rss_mb\":%.0f,\"model_mb\":%.0f}\n",
-               num_deltas, photon_threads(), seconds, gbytes, gbytes / seconds, rss, gbytes / num_deltas * 1e3 / 1.048576);
+        printf("{\"merge_deltas\":%d,\"delta_format\":\"%s\",\"delta_bytes\":%.0f,\"delta_vs_f32\":%.4f,\"threads\":%d,"
+               "\"seconds\":%.2f,\"gbytes_read\":%.2f,\"peak_rss_mb\":%.0f,\"model_mb\":%.0f}\n",
+               num_deltas, photon_delta_format_name(format), delta_bytes, delta_bytes / f32_bytes, photon_threads(), seconds,
+               gbytes, rss, f32_bytes / 1048576.0);
     else
-        printf("merge: %d deltas of GPT-2 124M (%.2f GB) in %.2f s = %.2f GB/s; peak memory %.0f MiB = %.1f models\n",
-               num_deltas, gbytes, seconds, gbytes / seconds, rss, rss / (gbytes / num_deltas * 1e3 / 1.048576));
+        printf("merge: %d %s deltas of GPT-2 124M, %.1f MB each (%.1f%% of the f32 values), in %.2f s; peak memory %.0f "
+               "MiB = %.1f models\n", num_deltas, photon_delta_format_name(format), delta_bytes / 1e6,
+               100.0 * delta_bytes / f32_bytes, seconds, rss, rss / (f32_bytes / 1048576.0));
     remove(base);
     for (k = 0; k < num_deltas; k++) remove(paths[k]);
 }
@@ -251,6 +261,7 @@ int main(int argc, char **argv) {
     cli_args a;
     const char *config = "small", *dir = "/tmp";
     int B = 4, T = 64, steps = 5, merge = 0, deltas = 8, json = 0, peak_only = 0;
+    photon_delta_format format = PHOTON_DELTA_F32;
     double peak_tflops = 0.0;
     cli_device dev;
     cli_start("photon-bench");
@@ -276,6 +287,11 @@ int main(int argc, char **argv) {
         } else if (cli_is(&a, "--merge")) {
             cli_no_value(&a);
             merge = 1;
+        } else if (cli_is(&a, "--delta-format")) {
+            const char *v = cli_value(&a);
+            int f = photon_delta_format_parse(v);
+            if (f < 0) cli_usage_error("--delta-format must be f32, bf16, int8 or int4, got '%s'", v);
+            format = (photon_delta_format)f;
         } else if (cli_is(&a, "--deltas")) {
             deltas = (int)cli_int(&a, 1, 64);
         } else if (cli_is(&a, "--dir")) {
@@ -299,7 +315,7 @@ int main(int argc, char **argv) {
         if (json) printf("{\"threads\":%d,\"matmul_peak_gflops\":%.1f}\n", photon_threads(), p);
         else printf("matmul peak: %.1f GFLOP/s on a 2048^3 product, %d threads\n", p, photon_threads());
     } else if (merge) {
-        bench_merge(dir, deltas, json);
+        bench_merge(dir, deltas, format, json);
     } else {
         int small = strcmp(config, "small") == 0;
         photon_config small_cfg = {50257, 256, 4, 4, 256}, gpt2_cfg = {50257, 1024, 12, 12, 768};
