@@ -35,6 +35,10 @@ usage: examples/aggregator.sh --exchange DIR|HOST:PATH --allowed-signers FILE [o
                             robust (photon-merge --help): --aggregate RULE --trim F --byzantine F
                             --krum-select M --clip-norm X|auto[:F] --max-norm-ratio R --screen FILE
                             --screen-tokens N --screen-max-rise X --screen-from median|base
+  compression:              --delta-format f32|bf16|int8|int4 (the members' deltas, error
+                            feedback in their states; --no-error-feedback) --update-format F:
+                            each round's update is published beside its checkpoint, and a
+                            member holding the checkpoint before fetches that instead
   --bin DIR                 the photon tools (default: bin/ beside this script)
   --ssh CMD                 the remote shell rsync uses for HOST:PATH (default: ssh)
   -h, --help
@@ -50,10 +54,10 @@ TXT
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" EX="" EX_SSH=ssh work=aggregator rounds=4 min_clients=1 deadline=600 poll=2 signers=""
-val=() model_flags=() train_flags=() merge_flags=() outer=fedavg seed=1 steps=64 batch=8 seq=64
+val=() model_flags=() train_flags=() merge_flags=() update_format="" outer=fedavg seed=1 steps=64 batch=8 seq=64
 die() { echo "aggregator.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
-    case "$1" in -h | --help | --reset-optimizer | --val) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
+    case "$1" in -h | --help | --reset-optimizer | --no-error-feedback | --val) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
     case "$1" in
     -h | --help) usage; exit 0 ;;
     --exchange) EX=$2; shift 2 ;;
@@ -70,7 +74,9 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --seq) seq=$2; shift 2 ;;
     --lr | --warmup | --min-lr-frac | --weight-decay) train_flags+=("$1" "$2"); shift 2 ;;
-    --reset-optimizer) train_flags+=("$1"); shift ;;
+    --reset-optimizer | --no-error-feedback) train_flags+=("$1"); shift ;;
+    --delta-format) train_flags+=("$1" "$2"); shift 2 ;;
+    --update-format) update_format=$2; merge_flags+=("$1" "$2"); shift 2 ;;
     --outer) outer=$2; shift 2 ;;
     --outer-lr | --momentum | --weighting) merge_flags+=("$1" "$2"); shift 2 ;;
     --aggregate | --trim | --byzantine | --krum-select | --clip-norm | --max-norm-ratio | --screen-tokens | --screen-max-rise | \
@@ -168,19 +174,27 @@ publish_round() {
     local r=$1 base=global-r$(($1 - 1)).safetensors
     if [ ! -f "$work/round-$r/round.json" ]; then
         mkdir -p "$work/round-$r"
+        update=null update_from=null
+        if [ "$r" -gt 1 ] && [ -f "$work/update-r$((r - 1)).safetensors" ]; then
+            update=update-r$((r - 1)).safetensors update_from=$(ex_sha256 "$work/global-r$((r - 2)).safetensors")
+        fi
         python3 - "$r" "$base" "$(ex_sha256 "$work/$base")" "$(now)" "$deadline" "$min_clients" "$rounds" \
-            "${#members[@]}" "${members[@]}" "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
+            "$update" "$update_from" "${#members[@]}" "${members[@]}" "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
 import json, sys
 a = sys.argv[1:]
-n = int(a[7])
+n = int(a[9])
+null = lambda v: None if v == "null" else v
 print(json.dumps({
     "format": "photon-round", "version": 1, "round": int(a[0]), "rounds": int(a[6]),
     "base": a[1], "base_sha256": a[2], "published_unix": int(a[3]), "deadline_unix": int(a[3]) + int(a[4]),
-    "min_clients": int(a[5]), "members": a[8:8 + n], "train_args": a[8 + n:]}, indent=1, sort_keys=True))
+    "update": null(a[7]), "update_from_sha256": null(a[8]),
+    "min_clients": int(a[5]), "members": a[10:10 + n], "train_args": a[10 + n:]}, indent=1, sort_keys=True))
 PY
         mv "$work/round-$r/round.json.tmp" "$work/round-$r/round.json"
     fi
-    if [ "$r" -gt 1 ]; then publish "round $r's base" "$base" "round-$((r - 1))/record.json"
+    if [ "$r" -gt 1 ] && [ -f "$work/update-r$((r - 1)).safetensors" ]; then
+        publish "round $r's base" "$base" "update-r$((r - 1)).safetensors" "round-$((r - 1))/record.json"
+    elif [ "$r" -gt 1 ]; then publish "round $r's base" "$base" "round-$((r - 1))/record.json"
     else publish "round $r's base" "$base"; fi
     publish "round $r" "round-$r/round.json" "round-$r/inbox/"
 }
@@ -312,8 +326,11 @@ merge_round() {
     { printf '%s\n' "${round_flags[@]}" --min-clients "$k"
       [ "$outer" = fedavg ] || printf '%s\n' --server-state "../server-r$((r - 1)).safetensors"; } >"$dir/merge-flags"
     mkdir -p "$dir/logs"
+    update_flags=()
+    [ -z "$update_format" ] || update_flags=(--update-out "$work/update-r$r.safetensors")
     "$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" --out "$work/global-r$r.safetensors" \
-        "${round_flags[@]}" --min-clients "$k" "${state_flags[@]}" --json "${cands[@]}" >"$dir/merge.json" 2>"$dir/logs/merge.log" ||
+        "${round_flags[@]}" --min-clients "$k" "${state_flags[@]}" "${update_flags[@]}" --json "${cands[@]}" \
+        >"$dir/merge.json" 2>"$dir/logs/merge.log" ||
         { log "round $r: the merge failed: $(tail -n 1 "$dir/logs/merge.log")"; exit 1; }
     BIN=$bin "$here/examples/round-record.sh" "$work" "$r" >"$dir/record.json.tmp" ||
         { log "round $r: the merge does not reproduce from its record"; exit 1; }
@@ -337,6 +354,7 @@ report_round() {
     fi
     for f in "$dir"/inbox/*; do [ -f "$f" ] && bytes_in=$((bytes_in + $(ex_bytes "$f"))); done
     bytes_out=$(( $(ex_bytes "$work/global-r$r.safetensors") + $(ex_bytes "$dir/record.json") ))
+    [ ! -f "$work/update-r$r.safetensors" ] || bytes_out=$((bytes_out + $(ex_bytes "$work/update-r$r.safetensors")))
     read -r merged refused reasons < <(python3 - "$dir/record.json" "$dir/inbox" "${members[@]}" <<'PY'
 import json, os, sys
 rec = json.load(open(sys.argv[1]))

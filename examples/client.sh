@@ -103,8 +103,13 @@ if not isinstance(args, list) or "--steps" not in args:
     sys.exit(f"{path}: train_args must list photon-train flags, --steps among them")
 out = []
 for flag in it:
-    if flag == "--reset-optimizer":
+    if flag in ("--reset-optimizer", "--no-error-feedback"):
         out.append(flag)
+    elif flag == "--delta-format":
+        v = next(it, None)
+        if v not in ("f32", "bf16", "int8", "int4"):
+            sys.exit(f"{path}: --delta-format needs f32, bf16, int8 or int4, got {v!r}")
+        out += [flag, v]
     elif flag in valued:
         v = next(it, None)
         if not isinstance(v, str) or not re.fullmatch(r"[0-9.eE+-]{1,32}", v):
@@ -112,7 +117,10 @@ for flag in it:
         out += [flag, v]
     else:
         sys.exit(f"{path}: train_args asks for {flag!r}, which a client does not take from the aggregator")
-print(rj["base"]); print(rj["base_sha256"])
+update, since = rj.get("update"), rj.get("update_from_sha256")
+if update is not None and not (re.fullmatch(r"update-r[0-9]+\.safetensors", str(update)) and re.fullmatch(r"[0-9a-f]{64}", str(since))):
+    sys.exit(f"{path}: update or update_from_sha256 is not an update name and a SHA-256")
+print(rj["base"]); print(rj["base_sha256"]); print(update or "-"); print(since or "-")
 print("\n".join(out))
 PY
 }
@@ -134,6 +142,28 @@ fetch_base() {
     fi
     bytes_down=$((bytes_down + $(ex_bytes "$work/global.safetensors.part")))
     mv "$work/global.safetensors.part" "$work/global.safetensors"
+}
+
+# fetch_update NAME FROM SHA: when this member holds the checkpoint FROM
+# (last round's base) and the round offers the update NAME made from it,
+# rebuild the round's base from the update (photon-merge --apply checks it
+# against the SHA-256 the update names; then SHA, round.json's, is checked
+# too); else fail, and fetch_base fetches the whole checkpoint
+fetch_update() {
+    local name=$1 from=$2 sha=$3
+    [ "$name" != - ] && [ -f "$work/global.safetensors" ] && [ "$(ex_sha256 "$work/global.safetensors")" = "$from" ] || return 1
+    ex_get "$name" "$work/update.safetensors.part" || return 1
+    if "$bin/photon-merge" --base "$work/global.safetensors" --apply "$work/update.safetensors.part" \
+        --out "$work/global.next.safetensors" 2>"$work/logs/apply.log" &&
+        [ "$(ex_sha256 "$work/global.next.safetensors")" = "$sha" ]; then
+        bytes_down=$((bytes_down + $(ex_bytes "$work/update.safetensors.part")))
+        mv "$work/global.next.safetensors" "$work/global.safetensors"
+        rm -f "$work/update.safetensors.part"
+        return 0
+    fi
+    log "the update $name did not rebuild the round's checkpoint: $(tail -n 1 "$work/logs/apply.log") (fetching it whole)"
+    rm -f "$work/update.safetensors.part" "$work/global.next.safetensors"
+    return 1
 }
 
 # train R: photon-train from the round's base with this member's state
@@ -167,13 +197,13 @@ while true; do
     if [ "$r" -eq 0 ] || [ "$r" -le "$(delivered)" ]; then sleep "$poll"; continue; fi
     start=$(now)
     mapfile -t lines < <(round_args "$r") || true
-    if [ ${#lines[@]} -lt 3 ]; then
+    if [ ${#lines[@]} -lt 5 ]; then
         log "round $r: $(round_args "$r" 2>&1 >/dev/null | tail -n 1) (waiting for a round it can take)"
         sleep "$poll"
         continue
     fi
-    base=${lines[0]} base_sha=${lines[1]} args=("${lines[@]:2}")
-    fetch_base "$base" "$base_sha" || { sleep "$poll"; continue; }
+    base=${lines[0]} base_sha=${lines[1]} update=${lines[2]} since=${lines[3]} args=("${lines[@]:4}")
+    fetch_update "$update" "$since" "$base_sha" || fetch_base "$base" "$base_sha" || { sleep "$poll"; continue; }
     log "round $r: training from $base"
     if ! train "$r"; then
         echo "client.sh: $id: round $r: photon-train failed: $(tail -n 1 "$work/logs/train-r$r.log")" >&2

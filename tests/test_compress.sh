@@ -171,6 +171,42 @@ check "  ... every round's record verifies" "$ROOT/examples/verify-round.sh" fed
 check "  ... the clients hold round 2's checkpoint, rebuilt from updates" cmp fed/client0/global.safetensors \
     fed/agg/global-r2.safetensors
 
+# ---- independent parties: aggregator.sh and client.sh, compressed both ways ----
+if command -v rsync >/dev/null && command -v ssh-keygen >/dev/null && command -v setsid >/dev/null; then
+    for id in c1 c2; do ssh-keygen -q -t ed25519 -N '' -C "$id" -f "key-$id"; done
+    for id in c1 c2; do echo "$id namespaces=\"photon-delta\" $(cut -d' ' -f1,2 "key-$id.pub")"; done >allowed_signers
+    mkdir -p exchange
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null; done; rm -rf "$W"' EXIT
+    setsid "$ROOT/examples/aggregator.sh" --exchange exchange --work agg --allowed-signers allowed_signers --rounds 3 \
+        --min-clients 2 --deadline 30 --poll 0.2 --layers 1 --heads 2 --width 32 --ctx 32 --local-steps 6 --batch 2 \
+        --seq 32 --lr 3e-3 --val val.txt --bin "$BIN" --delta-format int4 --update-format int8 >agg.out 2>agg.err &
+    pids+=($!)
+    for c in 1 2; do
+        setsid "$ROOT/examples/client.sh" --exchange exchange --id "c$c" --key "key-c$c" --data "train$c.txt" \
+            --work "client-c$c" --poll 0.2 --threads 1 --bin "$BIN" >"c$c.out" 2>"c$c.err" &
+        pids+=($!)
+    done
+    limit=$(($(date +%s) + 120))
+    until [ -f exchange/final.json ] || [ "$(date +%s)" -ge "$limit" ]; do sleep 0.2; done
+    sleep 1
+    check "aggregator.sh --delta-format int4 --update-format int8 with two client.sh: 3 rounds end" test -f exchange/final.json
+    check "  ... the members sent int4 deltas" bash -c "grep -q '\"format\":\"int4\"' agg/round-3/merge.json"
+    check "  ... from round 2 the members rebuilt the checkpoint from the published update" bash -c "
+        test -f exchange/update-r1.safetensors && test -f exchange/update-r2.safetensors &&
+        cmp client-c1/global.safetensors agg/global-r2.safetensors && ! grep -q 'did not rebuild' c1.err c2.err"
+    check "  ... a client's round lines count bytes up (int4) and down: round 3's update under 35% of round 1's checkpoint" \
+        python3 -c 'import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l[:1].isdigit()]
+up, down = [int(r[4]) for r in rows], [int(r[5]) for r in rows]
+print("up", up, "down", down); sys.exit(not (len(rows) == 3 and down[2] < 0.35 * down[0] and all(u > 0 for u in up)))' c1.out
+    check "  ... every round's record verifies" "$ROOT/examples/verify-round.sh" agg
+    for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null; done
+    pids=()
+else
+    skip "test_compress: aggregator.sh and client.sh: rsync, ssh-keygen or setsid is not installed"
+fi
+
 # ---- usage errors ----
 check "--delta-format unknown: a usage error" expect_exit 2 "--delta-format must be f32, bf16, int8 or int4" \
     "$BIN/photon-train" --model base.safetensors --data train0.txt --steps 1 --delta-out x.safetensors --client-id c \
