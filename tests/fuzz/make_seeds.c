@@ -79,9 +79,10 @@ static void deltas(void) {
     check(photon_checkpoint_load(&base, base_path, &err), "photon_checkpoint_load", &err);
     memset(&info, 0, sizeof info);
     check(photon_sha256_file(base_path, info.base_sha256, &err), "photon_sha256_file", &err);
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 5; k++) { /* f32 twice, then bf16, int8 and int4 */
         check(photon_model_init(&local, &fuzz_config, 100 + (uint64_t)k, &err), "photon_model_init", &err);
-        snprintf(info.client, sizeof info.client, "%s", clients[k]);
+        snprintf(info.client, sizeof info.client, "%s", clients[k % 2]);
+        info.format = k < 2 ? PHOTON_DELTA_F32 : (photon_delta_format)(k - 1);
         info.round = base.round + 1;
         info.local_steps = 10 + (uint64_t)k;
         info.batch = 1 + (uint64_t)k;
@@ -89,7 +90,8 @@ static void deltas(void) {
         info.tokens = info.local_steps * info.batch * info.seq;
         info.loss = 2.5f + (float)k;
         snprintf(name, sizeof name, "delta-%d.safetensors", k);
-        check(photon_delta_save(&local, base.params, &info, seed_path("delta", name), &err), "photon_delta_save", &err);
+        check(photon_delta_save_as(&local, base.params, &info, NULL, seed_path("delta", name), &err), "photon_delta_save_as",
+              &err);
         copy_to_safetensors(seed_path("delta", name), name);
         photon_model_free(&local);
     }
