@@ -5718,6 +5718,22 @@ static void photon__krum_blocks(void *ctx, size_t begin, size_t end, int thread)
     }
 }
 
+/* One chunk of every stream, each read (and hashed) by its own task. */
+typedef struct photon__read_job {
+    photon__delta_stream *streams;
+    float *chunk;
+    size_t stride, count;
+    photon_result *results;
+    photon_error *errors;
+} photon__read_job;
+
+static void photon__read_task(void *ctx, int task, int thread) {
+    photon__read_job *j = (photon__read_job *)ctx;
+    (void)thread;
+    j->results[task] = photon__stream_read(&j->streams[task], j->chunk + (size_t)task * j->stride, j->count,
+                                           &j->errors[task]);
+}
+
 /* Streams the taken deltas (take[0..m)) chunk by chunk through one pass:
    the aggregate into agg (and the dot products dots_total, the cut counts)
    or, with agg NULL, Multi-Krum's pairwise squared distances into
@@ -5729,19 +5745,27 @@ static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_
     size_t n = res->model.num_params, stride = job->stride, begin, b, blocks = stride / PHOTON__MERGE_BLOCK;
     size_t npairs = (size_t)job->m * (size_t)(job->m - 1) / 2;
     photon__delta_stream *streams = (photon__delta_stream *)photon__calloc((size_t)job->m, sizeof *streams);
+    photon_result *results = (photon_result *)photon__calloc((size_t)job->m, sizeof(photon_result));
+    photon_error *errors = (photon_error *)photon__calloc((size_t)job->m, sizeof(photon_error));
     int i, opened = 0;
-    photon_result r = streams ? PHOTON_OK : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory opening the deltas");
+    photon_result r = streams && results && errors ? PHOTON_OK
+                                                   : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory opening the deltas");
     *changed = -1;
     for (i = 0; r == PHOTON_OK && i < job->m; i++, opened++) {
         r = photon__stream_open(&res->model, &res->entries[take[i]], &streams[i], err);
         if (r != PHOTON_OK) *changed = take[i];
     }
     for (begin = 0; r == PHOTON_OK && begin < n; begin += stride) {
+        photon__read_job reads;
         job->count = n - begin < stride ? n - begin : stride;
+        reads.streams = streams, reads.chunk = (float *)job->chunk, reads.stride = stride, reads.count = job->count;
+        reads.results = results, reads.errors = errors;
+        photon__parallel(job->m, photon__read_task, &reads); /* each delta's chunk read and hashed on its own */
         for (i = 0; r == PHOTON_OK && i < job->m; i++)
-            if ((r = photon__stream_read(&streams[i], (float *)job->chunk + (size_t)i * stride, job->count, err)) !=
-                PHOTON_OK)
+            if ((r = results[i]) != PHOTON_OK) {
                 *changed = take[i];
+                if (err) *err = errors[i];
+            }
         if (r != PHOTON_OK) break;
         blocks = (job->count + PHOTON__MERGE_BLOCK - 1) / PHOTON__MERGE_BLOCK;
         if (agg) {
@@ -5764,6 +5788,8 @@ static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_
             r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: changed while it was being merged", res->entries[take[i]].path);
         }
     PHOTON_FREE(streams);
+    PHOTON_FREE(results);
+    PHOTON_FREE(errors);
     return r;
 }
 
