@@ -4566,7 +4566,8 @@ PHOTONDEF void photon_quantize(photon_delta_format f, const float *x, size_t n, 
         float a = 0.0f, s;
         for (i = lo; i < hi; i++) a = fabsf(x[i]) > a ? fabsf(x[i]) : a;
         s = a / (float)max;
-        while (!photon__is_finite((float)max * s)) s = nextafterf(s, 0.0f); /* near FLT_MAX: the top code must decode */
+        if (!photon__is_finite((float)max * s)) s = FLT_MAX / (float)max; /* near FLT_MAX: the top code must decode */
+        while (!photon__is_finite((float)max * s)) s = nextafterf(s, 0.0f);
         scales[b] = s;
         for (i = lo; i < hi; i++) {
             int c = s > 0.0f ? photon__encode(x[i], s, max) : 0;
@@ -5373,7 +5374,7 @@ static int photon__merge_measure_one(photon_merge_result *res, const photon_merg
     memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
     if (strcmp(info.base_sha256, e->info.base_sha256) != 0 || strcmp(info.client, e->info.client) != 0 ||
         info.round != e->info.round || info.local_steps != e->info.local_steps || info.batch != e->info.batch ||
-        info.seq != e->info.seq || info.tokens != e->info.tokens) { /* replaced between the two reads */
+        info.seq != e->info.seq || info.tokens != e->info.tokens || info.format != e->info.format) { /* replaced since */
         snprintf(e->reason, sizeof e->reason, "%s: changed while it was being merged (its header differs from the "
                  "one checked)", e->path);
         return 0;
@@ -5625,7 +5626,9 @@ static photon_result photon__stream_read(photon__delta_stream *s, float *dst, si
 static int photon__stream_close(photon__delta_stream *s, const char *sha256) {
     char hex[65];
     unsigned char extra;
-    int same = fread(&extra, 1, 1, (FILE *)s->st.handle) == 0; /* nothing after the last tensor */
+    int same;
+    if (!s->st.handle) return 0;
+    same = fread(&extra, 1, 1, (FILE *)s->st.handle) == 0; /* nothing after the last tensor */
     photon_sha256_final(&s->hash, hex);
     photon_st_close(&s->st);
     PHOTON_FREE(s->scales);
@@ -5645,8 +5648,7 @@ typedef struct photon__agg_job {
     double *dots;          /* per block: m dot products with the aggregate, then its squared norm */
     double *pairs;         /* multi-krum, per block: the m*(m-1)/2 squared distances */
     uint32_t *cut;         /* per block: how many of each delta's values the rule cut */
-    double *sorted;        /* per thread: m values */
-    int *order;            /* per thread: m indices */
+    int failed;            /* a task could not get its scratch memory */
 } photon__agg_job;
 
 /* The rule's value for one coordinate, from the m deltas' (scaled) values;
@@ -5680,6 +5682,10 @@ static void photon__agg_blocks(void *ctx, size_t begin, size_t end, int thread) 
     double *v = (double *)photon__scratch(thread, (size_t)m * 6 + 8), *sorted = v + m;
     int *order = (int *)(sorted + m);
     size_t b, c;
+    if (!v) { /* out of memory: the pass fails */
+        ((photon__agg_job *)ctx)->failed = 1;
+        return;
+    }
     for (b = begin; b < end; b++) {
         size_t hi = (b + 1) * PHOTON__MERGE_BLOCK < j->count ? (b + 1) * PHOTON__MERGE_BLOCK : j->count;
         double *dots = j->dots + b * (size_t)(m + 1);
@@ -5751,9 +5757,11 @@ static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_
     photon_result r = streams && results && errors ? PHOTON_OK
                                                    : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory opening the deltas");
     *changed = -1;
-    for (i = 0; r == PHOTON_OK && i < job->m; i++, opened++) {
+    for (i = 0; r == PHOTON_OK && i < job->m; i++) {
         r = photon__stream_open(&res->model, &res->entries[take[i]], &streams[i], err);
-        if (r != PHOTON_OK) *changed = take[i];
+        if (r == PHOTON_OK) opened++;
+        else if (r == PHOTON_ERR_FORMAT || r == PHOTON_ERR_MISMATCH) *changed = take[i]; /* not the file measured */
+        /* out of memory or files, or a file gone: the merge fails, naming it */
     }
     for (begin = 0; r == PHOTON_OK && begin < n; begin += stride) {
         photon__read_job reads;
@@ -5771,6 +5779,10 @@ static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_
         if (agg) {
             job->out = agg + begin;
             photon__parallel_range(blocks, 1, photon__agg_blocks, job);
+            if (job->failed) {
+                r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory aggregating %d deltas", job->m);
+                break;
+            }
             for (b = 0; b < blocks; b++) { /* block sums, in order */
                 for (i = 0; i <= job->m; i++) dots_total[i] += job->dots[b * (size_t)(job->m + 1) + (size_t)i];
                 for (i = 0; i < job->m; i++) cut_total[i] += job->cut[b * (size_t)job->m + (size_t)i];
@@ -6299,7 +6311,7 @@ PHOTONDEF photon_result photon_update_apply(const char *base_path, const char *u
     photon_config c;
     photon_delta_format format;
     float *update = NULL;
-    char **keys = NULL, **values = NULL, hash[65];
+    char **keys = NULL, **values = NULL, hash[65], tmp[4096 + 16];
     const char *want_base, *want_next;
     int count = 0;
     size_t j;
@@ -6337,13 +6349,17 @@ PHOTONDEF photon_result photon_update_apply(const char *base_path, const char *u
     if (r == PHOTON_OK) r = photon__update_next(&st, &m, &keys, &values, &count, err);
     if (r != PHOTON_OK) goto done;
     for (j = 0; j < m.num_params; j++) m.params[j] += update[j];
-    if ((r = photon__checkpoint_write(&m, out_path, (const char *const *)keys, (const char *const *)values, count, err)) ==
+    snprintf(tmp, sizeof tmp, "%.4096s.apply", out_path); /* checked before it takes out_path's place */
+    if ((r = photon__checkpoint_write(&m, tmp, (const char *const *)keys, (const char *const *)values, count, err)) ==
             PHOTON_OK &&
-        (r = photon_sha256_file(out_path, hash, err)) == PHOTON_OK && strcmp(hash, want_next) != 0) {
-        remove(out_path);
-        r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: base + update hashes to %.12s..., not the %.12s... the update "
-                         "names: nothing written", update_path, hash, want_next);
+        (r = photon_sha256_file(tmp, hash, err)) == PHOTON_OK) {
+        if (strcmp(hash, want_next) != 0)
+            r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: base + update hashes to %.12s..., not the %.12s... the update "
+                             "names: nothing written", update_path, hash, want_next);
+        else if (rename(tmp, out_path) != 0)
+            r = photon__fail(err, PHOTON_ERR_IO, "%s: cannot rename into place: %s", out_path, strerror(errno));
     }
+    remove(tmp);
 done:
     PHOTON_FREE(update);
     PHOTON_FREE(keys);

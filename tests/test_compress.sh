@@ -131,6 +131,12 @@ elif what == "code":  # int8: the first code of a tensor to -128
 elif what == "scale":  # the first scale of a tensor to NaN
     at = head["h.0.attn.c_attn.weight.scales"]["data_offsets"][0]
     data[at:at + 4] = struct.pack("<f", float("nan"))
+elif what == "reorder":  # the same tensors, stored last to first
+    names = [k for k in head if k != "__metadata__"]
+    parts, at = {k: data[head[k]["data_offsets"][0]:head[k]["data_offsets"][1]] for k in names}, 0
+    data = bytearray()
+    for k in reversed(names):
+        head[k]["data_offsets"] = [at, at + len(parts[k])]; at += len(parts[k]); data += parts[k]
 head["__metadata__"]["photon.data_sha256"] = hashlib.sha256(data).hexdigest()
 text = json.dumps(head, separators=(",", ":")).encode(); text += b" " * (-(8 + len(text)) % 8)
 open(dst, "wb").write(struct.pack("<Q", len(text)) + text + bytes(data))
@@ -139,6 +145,7 @@ PY
 edit d-c0-int8.safetensors bad-block.safetensors block
 edit d-c0-int8.safetensors bad-code.safetensors code
 edit d-c0-int8.safetensors bad-scale.safetensors scale
+edit d-c0-int8.safetensors bad-order.safetensors reorder
 head -c 30000 d-c0-int8.safetensors >bad-cut.safetensors
 check "a delta whose block size is not 128 is refused" expect_exit 1 "bad-block.safetensors: block size 64" \
     "$BIN/photon-merge" --base base.safetensors --out never.safetensors bad-block.safetensors
@@ -147,11 +154,14 @@ check "a delta with a code out of range is refused, naming the tensor" expect_ex
     "$BIN/photon-merge" --base base.safetensors --out never.safetensors bad-code.safetensors
 check "a delta with a NaN scale is refused" expect_exit 1 "bad-scale.safetensors: tensor 'h.0.attn.c_attn.weight.scales' holds NaN" \
     "$BIN/photon-merge" --base base.safetensors --out never.safetensors bad-scale.safetensors
+check "a delta whose tensors are stored in another order is refused (the merge streams the model's order)" expect_exit 1 \
+    "bad-order.safetensors: tensor '.*' is not where the model's order puts it" \
+    "$BIN/photon-merge" --base base.safetensors --out never.safetensors bad-order.safetensors d-c1-int4.safetensors
 check "a truncated compressed delta is refused" expect_exit 1 "bad-cut.safetensors: truncated" \
     "$BIN/photon-merge" --base base.safetensors --out never.safetensors bad-cut.safetensors
 check "  ... --skip-bad leaves the corrupt ones out and merges the good one" bash -c "'$BIN/photon-merge' --base base.safetensors \
     --out skip.safetensors --skip-bad bad-block.safetensors bad-code.safetensors bad-scale.safetensors bad-cut.safetensors \
-    d-c1-int4.safetensors 2>&1 | grep -q 'merged 1 of 5'"
+    bad-order.safetensors d-c1-int4.safetensors 2>&1 | grep -q 'merged 1 of 6'"
 check "  ... nothing written by the others" nothing_written never.safetensors
 
 # ---- federate.sh: compressed both ways ----
@@ -215,6 +225,9 @@ check "--delta-format without --delta-out: a usage error" expect_exit 2 "go with
     "$BIN/photon-train" --model base.safetensors --data train0.txt --steps 1 --out x.safetensors --delta-format int8
 check "--update-out without --update-format: a usage error" expect_exit 2 "--update-out needs --update-format" \
     "$BIN/photon-merge" --base base.safetensors --out x.safetensors --update-out u.safetensors "${mixed[@]}"
+check "--update-out with --verify: a usage error (verify writes nothing)" expect_exit 2 "--update-out goes with --out" \
+    "$BIN/photon-merge" --base base.safetensors --verify next-int8.safetensors --update-format int8 \
+    --update-out u.safetensors "${mixed[@]}"
 check "--apply with deltas: a usage error" expect_exit 2 "--apply UPDATE takes --base and --out only" \
     "$BIN/photon-merge" --base base.safetensors --apply update-int8.safetensors --out x.safetensors "${mixed[@]}"
 check "  ... nothing written" nothing_written x.safetensors u.safetensors

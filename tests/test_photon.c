@@ -1676,6 +1676,11 @@ static void test_robust_refusals(void) {
 /* Compressed deltas: formats against a direct computation                 */
 /* ======================================================================= */
 
+static long file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
 /* The codes and decoded values of x in format f, computed directly. */
 static void quant_reference(photon_delta_format f, const float *x, size_t n, int *codes, float *decoded) {
     int max = f == PHOTON_DELTA_INT8 ? 127 : 7;
@@ -1878,6 +1883,17 @@ static void test_delta_formats(void) {
                    photon_update_save(&res, sha, update, &err) == PHOTON_OK &&
                    photon_update_apply(base_path, update, applied, &err) == PHOTON_OK && files_equal(next, applied),
                "an int4 update applied to the base rebuilds the next checkpoint bit for bit", err.message);
+        { /* an update naming another result: refused, and what stood at out_path is still there */
+            FILE *keep = fopen(applied, "wb");
+            char bad[512];
+            snprintf(bad, sizeof bad, "%s", tmp_path("fmt-badupdate.safetensors"));
+            if (keep) fputs("keep", keep), fclose(keep);
+            photon_update_save(&res, "0000000000000000000000000000000000000000000000000000000000000000", bad, NULL);
+            expect(photon_update_apply(base_path, bad, applied, &err) == PHOTON_ERR_MISMATCH &&
+                       strstr(err.message, "nothing written") && file_size(applied) == 4,
+                   "an update whose result is not the checkpoint it names is refused; the file at out_path stays",
+                   err.message);
+        }
         photon_merge_result_free(&res);
         remove(applied);
         expect(photon_update_apply(next, update, applied, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "stale") &&

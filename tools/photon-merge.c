@@ -284,6 +284,7 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         return;
     }
     if (o->update_out && !o->merge.compress_update) cli_usage_error("--update-out needs --update-format");
+    if (o->update_out && !o->out) cli_usage_error("--update-out goes with --out (--verify takes --update-format alone)");
     if (o->merge.compress_update && o->out && !o->update_out)
         cli_usage_error("--update-format with --out goes with --update-out (where the update is written)");
     if (o->check) {
