@@ -86,22 +86,7 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 t_start=$(date +%s)
 
 # --- data: results.sh's slices, noniid8 layout; held-out 5% split into screen | eval ---
-# piece FILE K N: the K-th of N contiguous pieces of FILE (as in results.sh)
-piece() {
-    local size n0 n1
-    size=$(wc -c <"$1")
-    n0=$((size * $2 / $3)) n1=$((size * ($2 + 1) / $3))
-    dd if="$1" iflag=skip_bytes,count_bytes skip="$n0" count=$((n1 - n0)) bs=65536 status=none
-}
-# interleave OUT CHUNK FILE...: chunk k of every file, then chunk k+1 of every file, ... (as in results.sh)
-interleave() {
-    local dst=$1 size=$2 i=0 tmp="$work/interleave"
-    shift 2
-    rm -rf "$tmp" && mkdir -p "$tmp"
-    for f in "$@"; do split -b "$size" -a 6 -d "$f" "$tmp/$(printf '%03d' "$i")-"; i=$((i + 1)); done
-    (cd "$tmp" && ls | LC_ALL=C sort -t- -k2,2 -k1,1 | xargs cat) >"$dst"
-    rm -rf "$tmp"
-}
+. "$here/bench/slices.sh" # piece, interleave (as in results.sh)
 dd="$work/data" files=() evalset=() screenparts=()
 mkdir -p "$dd"
 for i in "${!domains[@]}"; do
