@@ -302,8 +302,6 @@ static void exit_if_done(const train_options *o, const photon_model *model) {
     exit(0);
 }
 
-/* The state's record of this commit: the hash of each output's temporary,
-   the very bytes the commit renames into place. */
 /* Writes the round's delta in its format. With --state and without
    --no-error-feedback the state's residual (what earlier rounds' encoding
    dropped) goes into this delta and takes what this one drops; an f32
@@ -329,6 +327,8 @@ static photon_result save_delta(const train_options *o, const photon_model *mode
     return r;
 }
 
+/* The state's record of this commit: the hash of each output's temporary,
+   the very bytes the commit renames into place. */
 static void record_commit(const train_options *o, photon_client_state *state, const char *base_sha256,
                           const char *out_temp, const char *delta_temp) {
     photon_commit_record *c = &state->commit;
