@@ -279,7 +279,7 @@ static void parse_args(merge_options *o, int argc, char **argv) {
     }
     if (!o->base) cli_usage_error("--base is required");
     if (o->apply) {
-        if (!o->out || o->verify || o->check || o->num_deltas || o->update_out || o->merge.compress_update)
+        if (!o->out || o->verify || o->check || o->num_deltas || o->update_out || o->merge.compress_update || robust(o))
             cli_usage_error("--apply UPDATE takes --base and --out only");
         return;
     }
