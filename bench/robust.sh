@@ -74,19 +74,10 @@ take=1000000 chunk=128 B=8 T=64 lr=2e-3 seed=1
 model=(--layers 2 --heads 2 --width 64 --ctx 64 --vocab 256)
 train_flags=(--batch "$B" --seq "$T" --lr "$lr" --warmup 10 --total-steps $((rounds * steps)) --threads 1)
 
-for d in "${domains[@]}"; do [ -r "$data_dir/$d.txt" ] || die "$data_dir/$d.txt not found (--data-dir)"; done
-data_dir=$(cd "$data_dir" && pwd)
-if [ -z "$work" ]; then
-    work=$(mktemp -d "${TMPDIR:-/tmp}/photon-robust.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
-fi
-mkdir -p "$work" "$out/runs"
-out=$(cd "$out" && pwd) work=$(cd "$work" && pwd)
-log() { echo "[$(date +%H:%M:%S)] $*"; }
-t_start=$(date +%s)
+. "$here/bench/slices.sh" # piece, interleave, bench_dirs, log (shared with the other bench runs)
+bench_dirs robust
 
 # --- data: results.sh's slices, noniid8 layout; held-out 5% split into screen | eval ---
-. "$here/bench/slices.sh" # piece, interleave (as in results.sh)
 dd="$work/data" files=() evalset=() screenparts=()
 mkdir -p "$dd"
 for i in "${!domains[@]}"; do

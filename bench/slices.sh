@@ -20,3 +20,22 @@ interleave() {
     (cd "$tmp" && ls | LC_ALL=C sort -t- -k2,2 -k1,1 | xargs cat) >"$dst"
     rm -rf "$tmp"
 }
+
+# bench_dirs NAME: the settings every bench run shares once its options are
+# read: every file of ${domains[@]} readable in $data_dir (made absolute),
+# $work (a new scratch directory photon-NAME.XXXXXX under $TMPDIR, removed on
+# exit, unless --work gave one) and $out/runs made, both absolute; log() and
+# $t_start for the progress lines and the wall time.
+bench_dirs() {
+    local d
+    for d in "${domains[@]}"; do [ -r "$data_dir/$d.txt" ] || die "$data_dir/$d.txt not found (--data-dir)"; done
+    data_dir=$(cd "$data_dir" && pwd)
+    if [ -z "$work" ]; then
+        work=$(mktemp -d "${TMPDIR:-/tmp}/photon-$1.XXXXXX")
+        trap 'rm -rf "$work"' EXIT
+    fi
+    mkdir -p "$work" "$out/runs"
+    out=$(cd "$out" && pwd) work=$(cd "$work" && pwd)
+    t_start=$(date +%s)
+}
+log() { echo "[$(date +%H:%M:%S)] $*"; }
