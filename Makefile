@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-build test-commit test-robust test-compress test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
+.PHONY: test-build test-commit test-robust test-compress test-groups test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -93,6 +93,10 @@ test-commit: $(TOOLS)
 # robust merges as a user meets them: every rule, --verify, a diverged client, memory with 16 deltas (tests/test_robust.sh)
 test-robust: $(TOOLS)
 	bash tests/test_robust.sh bin
+
+# federations of federations: group deltas, two levels = flat, nested --verify (tests/test_groups.sh)
+test-groups: $(TOOLS)
+	bash tests/test_groups.sh bin
 
 # compressed deltas and downlink: formats, error feedback, --apply bit for bit, corrupt files, federate.sh (tests/test_compress.sh)
 test-compress: $(TOOLS)
@@ -188,7 +192,7 @@ test-build:
 	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BINS)
 
 # every suite, then their summed "N passed, N failed" lines (tests/total.sh)
-SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-compress test-commit test-parties \
+SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-compress test-groups test-commit test-parties \
          test-synthlang test-bpe test-hf test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out

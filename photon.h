@@ -717,6 +717,9 @@ typedef struct photon_delta_info {
     uint64_t tokens;       /* tokens trained on in this round, local_steps x batch x seq: the FedAvg weight */
     float loss;            /* the last local training loss */
     photon_delta_format format; /* how its values are stored */
+    uint64_t members;      /* 0: one client's delta; K: a sub-federation's aggregate of K deltas (a group
+                              delta: photon_merge with group_id). A group delta's tokens are its members'
+                              sum, its local_steps their largest, batch and seq 0 */
     char sha256[65];       /* set by photon_delta_load: the file's own SHA-256, from the loading pass */
 } photon_delta_info;
 
@@ -838,6 +841,15 @@ typedef struct photon_merge_options {
        holding the base rebuilds from the update file (photon_update_save) */
     int compress_update;
     photon_delta_format update_format;
+    /* a federation of federations: with group_id (a client id) the merge
+       makes this sub-federation's group delta instead of the next global
+       checkpoint: the members' aggregate against the same base, weighing
+       the sum of their tokens, with the audit trail listing them, which a
+       parent merge takes like any client's delta (photon_merge_save writes
+       it). Only FedAvg at lr 1 may run below the root (the parent's outer
+       optimizer sees the members' mean unchanged), with no server state
+       and no downlink update */
+    const char *group_id;
 } photon_merge_options;
 
 /* One delta's fate in a merge. */
@@ -869,6 +881,11 @@ typedef struct photon_merge_result {
     double median_norm;         /* the median norm of the valid deltas */
     double screen_base_loss;    /* screening: the base's own loss on the sample (NAN: no screening) */
     double screen_reference;    /* screening: the loss a rise is measured from (the base's, or the median) */
+    /* with group_id: the group delta's values (the aggregate), the largest
+       local step count and the tokens of its members */
+    float *aggregate;
+    uint64_t max_local_steps, tokens;
+    char group_id[64];
     /* the encoded global update, with compress_update (for photon_update_save) */
     photon_delta_format update_format;
     unsigned char *update_codes;
@@ -891,7 +908,8 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
                                      const char *server_state_path, const photon_merge_options *options,
                                      photon_merge_result *result, photon_error *err);
 PHOTONDEF void photon_merge_result_free(photon_merge_result *result);
-/* Writes the merged checkpoint with its audit trail. */
+/* Writes the merged checkpoint with its audit trail (with group_id: the
+   group delta, its audit trail in its metadata). */
 PHOTONDEF photon_result photon_merge_save(const photon_merge_result *result, const char *path, photon_error *err);
 /* Re-checks a merge: writes it to a temporary file beside path and
    compares the two byte for byte; *matches gets the answer. */
@@ -4763,6 +4781,40 @@ static photon_result photon__read_format(photon_st_file *st, const char *path, p
     return PHOTON_OK;
 }
 
+/* A group delta's counts follow from the members its audit trail lists
+   (photon.delta.N.tokens, .local_steps): tokens their sum, local_steps
+   their largest, photon.clients their number. */
+static photon_result photon__group_counts(photon_st_file *st, const char *path, photon_delta_info *info,
+                                          photon_error *err) {
+    uint64_t clients = 0, k, sum = 0, most = 0;
+    char key[64];
+    photon_result r;
+    if ((r = photon__parse_u64(st, "photon.members", &info->members, err)) != PHOTON_OK ||
+        (r = photon__parse_u64(st, "photon.clients", &clients, err)) != PHOTON_OK)
+        return r;
+    if (info->members < 1 || info->members != clients || info->members > 1u << 20)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: group delta of %llu members lists %llu merged deltas", path,
+                            (unsigned long long)info->members, (unsigned long long)clients);
+    for (k = 0; k < info->members; k++) {
+        uint64_t t, steps;
+        snprintf(key, sizeof key, "photon.delta.%llu.tokens", (unsigned long long)k);
+        if ((r = photon__parse_u64(st, key, &t, err)) != PHOTON_OK) return r;
+        snprintf(key, sizeof key, "photon.delta.%llu.local_steps", (unsigned long long)k);
+        if ((r = photon__parse_u64(st, key, &steps, err)) != PHOTON_OK) return r;
+        if (t == 0 || steps == 0 || sum > UINT64_MAX - t)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: member %llu of the group claims %llu tokens in %llu steps%s",
+                                path, (unsigned long long)k, (unsigned long long)t, (unsigned long long)steps,
+                                sum > UINT64_MAX - t ? " (the sum passes 2^64-1)" : "");
+        sum += t;
+        most = steps > most ? steps : most;
+    }
+    if (sum != info->tokens || most != info->local_steps)
+        return photon__fail(err, PHOTON_ERR_FORMAT, "%s: a group delta claims %llu tokens and %llu local steps; its members "
+                            "add up to %llu tokens, at most %llu steps", path, (unsigned long long)info->tokens,
+                            (unsigned long long)info->local_steps, (unsigned long long)sum, (unsigned long long)most);
+    return PHOTON_OK;
+}
+
 /* What a delta's header says, each field checked; *c gets its config. */
 static photon_result photon__delta_header(photon_st_file *st, const char *path, photon_delta_info *info, photon_config *c,
                                           photon_error *err) {
@@ -4774,7 +4826,9 @@ static photon_result photon__delta_header(photon_st_file *st, const char *path, 
         (r = photon__parse_u64(st, "photon.local_steps", &info->local_steps, err)) != PHOTON_OK ||
         (r = photon__parse_u64(st, "photon.tokens", &info->tokens, err)) != PHOTON_OK)
         return r;
-    if (strcmp(photon_st_meta(st, "photon.version"), "1") != 0) { /* format 1 deltas had neither batch nor seq */
+    if (photon_st_meta(st, "photon.members")) { /* a group delta: its counts are its members' */
+        if ((r = photon__group_counts(st, path, info, err)) != PHOTON_OK) return r;
+    } else if (strcmp(photon_st_meta(st, "photon.version"), "1") != 0) { /* format 1 deltas had neither batch nor seq */
         if ((r = photon__parse_u64(st, "photon.batch", &info->batch, err)) != PHOTON_OK ||
             (r = photon__parse_u64(st, "photon.seq", &info->seq, err)) != PHOTON_OK)
             return r;
@@ -5289,6 +5343,8 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
         snprintf(key, sizeof key, "photon.delta.%d.format", n); /* f32 deltas keep the keys they always had */
         if (r == PHOTON_OK && e->info.format != PHOTON_DELTA_F32)
             r = photon__audit(res, key, photon_delta_format_name(e->info.format), err);
+        snprintf(key, sizeof key, "photon.delta.%d.members", n); /* the nesting: a group delta lists its own */
+        if (r == PHOTON_OK && e->info.members) r = photon__audit_u64(res, key, e->info.members, err);
         if (r == PHOTON_OK && robust) r = photon__merge_audit_measures(res, e, "delta", n, err);
         n++;
     }
@@ -5374,7 +5430,8 @@ static int photon__merge_measure_one(photon_merge_result *res, const photon_merg
     memcpy(e->sha256, info.sha256, sizeof e->sha256); /* the file hash, from the same pass */
     if (strcmp(info.base_sha256, e->info.base_sha256) != 0 || strcmp(info.client, e->info.client) != 0 ||
         info.round != e->info.round || info.local_steps != e->info.local_steps || info.batch != e->info.batch ||
-        info.seq != e->info.seq || info.tokens != e->info.tokens || info.format != e->info.format) { /* replaced since */
+        info.seq != e->info.seq || info.tokens != e->info.tokens || info.format != e->info.format ||
+        info.members != e->info.members) { /* replaced since */
         snprintf(e->reason, sizeof e->reason, "%s: changed while it was being merged (its header differs from the "
                  "one checked)", e->path);
         return 0;
@@ -6031,6 +6088,15 @@ static photon_result photon__merge_check_options(const photon_merge_options *o, 
     if (o->chunk % PHOTON__MERGE_BLOCK != 0)
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "chunk of %zu values: must be a multiple of %d", o->chunk,
                             PHOTON__MERGE_BLOCK);
+    if (o->group_id && !photon_client_id_valid(o->group_id))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "group id '%s' must be 1 to 63 letters, digits, '.', '_' or '-'",
+                            o->group_id);
+    if (o->group_id && (o->outer.kind != PHOTON_OUTER_FEDAVG || o->outer.lr != 1.0f))
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "a group delta passes its members' mean up unchanged: outer "
+                            "optimizers (here %s at lr %g) run at the root only, so a group merge takes fedavg at lr 1",
+                            photon_outer_name(o->outer.kind), (double)o->outer.lr);
+    if (o->group_id && o->compress_update)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "a group delta goes up, not down: no update format with a group id");
     return PHOTON_OK;
 }
 
@@ -6048,6 +6114,9 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
     res->screen_base_loss = NAN;
     if (num_deltas < 1) return photon__fail(err, PHOTON_ERR_ARGUMENT, "no deltas to merge");
     if ((r = photon__merge_check_options(o, err)) != PHOTON_OK) return r;
+    if (o->group_id && server_state_path)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "a group merge keeps no server state (%s): the root's outer "
+                            "optimizer does", server_state_path);
     if ((r = photon_checkpoint_load(&res->model, base_path, err)) != PHOTON_OK) return r;
     memcpy(base_hash, res->model.file_sha256, sizeof base_hash); /* from the loading pass */
     n = res->model.num_params;
@@ -6140,7 +6209,13 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
                          num_deltas, o->min_clients > 1 ? o->min_clients : 1);
         goto fail;
     }
-    photon_outer_step(res->model.params, values, n, &o->outer, &res->state);
+    if (o->group_id) { /* a group delta: the aggregate goes up as it is; the base stays */
+        snprintf(res->group_id, sizeof res->group_id, "%s", o->group_id);
+        res->aggregate = values, values = NULL;
+        res->max_local_steps = max_steps, res->tokens = tokens;
+    } else {
+        photon_outer_step(res->model.params, values, n, &o->outer, &res->state);
+    }
     for (j = 0; j < n; j++)
         if (!photon__is_finite(res->model.params[j])) {
             r = photon__fail(err, PHOTON_ERR_NUMERIC, "the outer step produced a non-finite parameter at index %zu", j);
@@ -6177,12 +6252,54 @@ PHOTONDEF void photon_merge_result_free(photon_merge_result *res) {
     PHOTON_FREE(res->entries);
     PHOTON_FREE(res->update_codes);
     PHOTON_FREE(res->update_scales);
+    PHOTON_FREE(res->aggregate);
     photon_server_state_free(&res->state);
     photon_model_free(&res->model);
     memset(res, 0, sizeof *res);
 }
 
+/* A group delta: the aggregate in f32 against the base, with the delta's
+   header (the group's id, round, counts, the token-weighted mean of its
+   members' losses, photon.members) and the group merge's audit trail. */
+static photon_result photon__group_delta_write(const photon_merge_result *res, const char *path, photon_error *err) {
+    photon__coded coded;
+    photon__meta meta;
+    const char **keys;
+    const char **values;
+    double loss = 0.0;
+    char loss_text[32];
+    int i, k, n = 0;
+    photon_result r;
+    for (i = 0; i < res->num_entries; i++)
+        if (res->entries[i].accepted) loss += (double)res->entries[i].info.loss * (double)res->entries[i].info.tokens;
+    snprintf(loss_text, sizeof loss_text, "%.9g", (double)(float)(loss / (double)res->tokens));
+    photon__meta_header(&meta, "delta", &res->model.config);
+    photon__meta_u64(&meta, "photon.round", res->model.round);
+    photon__meta_str(&meta, "photon.client", res->group_id);
+    photon__meta_u64(&meta, "photon.local_steps", res->max_local_steps);
+    photon__meta_u64(&meta, "photon.tokens", res->tokens);
+    photon__meta_str(&meta, "photon.loss", loss_text);
+    photon__meta_u64(&meta, "photon.members", (uint64_t)res->accepted);
+    keys = (const char **)PHOTON_MALLOC((size_t)(meta.n + res->num_meta) * sizeof(char *));
+    values = (const char **)PHOTON_MALLOC((size_t)(meta.n + res->num_meta) * sizeof(char *));
+    if (!keys || !values || !photon__coded_init(&coded, &res->model, PHOTON_DELTA_F32)) {
+        PHOTON_FREE(keys);
+        PHOTON_FREE(values);
+        return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
+    for (k = 0; k < meta.n; k++) keys[n] = meta.keys[k], values[n++] = meta.values[k];
+    for (k = 0; k < res->num_meta; k++) /* the audit trail; photon.base_sha256 is the delta's own base */
+        keys[n] = res->meta_keys[k], values[n++] = res->meta_values[k];
+    photon__coded_fill(&coded, &res->model, PHOTON_DELTA_F32, res->aggregate, NULL, NULL);
+    r = photon_st_write(path, coded.entries, coded.num_entries, keys, values, n, err);
+    photon__coded_free(&coded);
+    PHOTON_FREE(keys);
+    PHOTON_FREE(values);
+    return r;
+}
+
 PHOTONDEF photon_result photon_merge_save(const photon_merge_result *res, const char *path, photon_error *err) {
+    if (res->aggregate) return photon__group_delta_write(res, path, err);
     return photon__checkpoint_write(&res->model, path, (const char *const *)res->meta_keys,
                                     (const char *const *)res->meta_values, res->num_meta, err);
 }

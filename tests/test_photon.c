@@ -1613,6 +1613,186 @@ static void test_robust_rules(void) {
     for (k = 0; k < sizeof cases / sizeof cases[0]; k++) robust_run_case(&cases[k]);
 }
 
+/* A group merge of one sub-federation, written as a group delta. */
+static photon_result group_merge(const char *base_path, const char *const *paths, int n, const char *id, int uniform,
+                                 const char *out, photon_error *err) {
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_result r;
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.outer.uniform = uniform;
+    o.group_id = id;
+    r = photon_merge(base_path, paths, n, NULL, &o, &res, err);
+    if (r == PHOTON_OK) r = photon_merge_save(&res, out, err);
+    photon_merge_result_free(&res);
+    return r;
+}
+
+/* The largest excess of |tree - flat| over the documented bound (<= 0:
+   within it everywhere), with the number of coordinates that differ. */
+static double tree_excess(const photon_model *base, const photon_model *flat, const photon_model *tree, float *g[2],
+                          const uint64_t tg[2], size_t *differ) {
+    size_t j;
+    double worst = -1.0, u = ldexp(1.0, -24), T = (double)tg[0] + (double)tg[1];
+    *differ = 0;
+    for (j = 0; j < base->num_params; j++) {
+        double af = (double)base->params[j] - flat->params[j], at = (double)base->params[j] - tree->params[j];
+        double ulp_f = ldexp(1.0, ilogb(fabs(flat->params[j]) + 1e-38) - 23), ulp_t = ldexp(1.0, ilogb(fabs(tree->params[j]) + 1e-38) - 23);
+        double bound = u * ((double)tg[0] * fabs(g[0][j]) + (double)tg[1] * fabs(g[1][j])) / T * (1 + 1e-9) +
+                       u * (fabs(af) + fabs(at)) + 0.5 * (ulp_f + ulp_t) + 1e-45;
+        double ex = fabs((double)flat->params[j] - tree->params[j]) - bound;
+        if (flat->params[j] != tree->params[j]) (*differ)++;
+        if (ex > worst) worst = ex;
+    }
+    return worst;
+}
+
+/* A federation of federations: 2 groups of 2 and 3 members with different
+   token counts. The two-level tree of token-weighted means gives the flat
+   merge within the bound docs/ALGORITHM.md derives; a group of one member
+   and a root over one group relay bit for bit; the tree's own counts are
+   the flat ones; group merges refuse outer optimizers and server state. */
+static void test_group_merge(void) {
+    photon_config cfg = {64, 16, 1, 2, 32};
+    photon_model base, flat, tree, gm;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    photon_delta_info info;
+    char base_path[512], base_hash[65], paths[5][512], ga[512], gb[512], gu[512], next_flat[512], next_tree[512];
+    const char *list[5], *groups[2];
+    static const uint64_t tokens[5] = {100, 250, 37, 512, 90};
+    uint64_t tg[2], rng = 2024;
+    float *d, *g[2];
+    size_t j, differ;
+    double worst;
+    int i;
+    photon_model_init(&base, &cfg, 8, NULL);
+    snprintf(base_path, sizeof base_path, "%s", tmp_path("group-base.safetensors"));
+    photon_checkpoint_save(&base, base_path, NULL);
+    photon_sha256_file(base_path, base_hash, NULL);
+    d = (float *)calloc(base.num_params, sizeof(float));
+    for (i = 0; i < 5; i++) {
+        fill_random(d, base.num_params, 0.01f * (float)(i + 1), &rng);
+        robust_delta(&base, base_hash, i, tokens[i], d, paths[i]);
+        list[i] = paths[i];
+    }
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    snprintf(next_flat, sizeof next_flat, "%s", tmp_path("group-flat.safetensors"));
+    snprintf(next_tree, sizeof next_tree, "%s", tmp_path("group-tree.safetensors"));
+    snprintf(ga, sizeof ga, "%s", tmp_path("group-a.safetensors"));
+    snprintf(gb, sizeof gb, "%s", tmp_path("group-b.safetensors"));
+    snprintf(gu, sizeof gu, "%s", tmp_path("group-u.safetensors"));
+    photon_merge(base_path, list, 5, NULL, &o, &res, NULL);
+    photon_merge_save(&res, next_flat, NULL);
+    photon_merge_result_free(&res);
+    expect(group_merge(base_path, list, 2, "ga", 0, ga, &err) == PHOTON_OK &&
+               group_merge(base_path, list + 2, 3, "gb", 0, gb, &err) == PHOTON_OK,
+           "group merge: groups of 2 and 3 members write group deltas", err.message);
+    expect(photon_delta_read_info(gb, &info, NULL, &err) == PHOTON_OK && info.members == 3 && info.tokens == 37 + 512 + 90 &&
+               info.local_steps == 1 && strcmp(info.client, "gb") == 0 && strcmp(info.base_sha256, base_hash) == 0 &&
+               info.round == 1,
+           "group merge: the group delta weighs its members' tokens, against the same base, for the same round", NULL);
+    groups[0] = ga, groups[1] = gb;
+    expect(photon_merge(base_path, groups, 2, NULL, &o, &res, &err) == PHOTON_OK && res.model.tokens_seen == 989 &&
+               res.model.step == 1 && res.model.round == 1,
+           "group merge: the root merges group deltas like clients' deltas, with the flat counts", err.message);
+    photon_merge_save(&res, next_tree, NULL);
+    {
+        photon_st_file st;
+        photon_st_open(&st, next_tree, NULL);
+        expect(photon_st_meta(&st, "photon.delta.1.members") && strcmp(photon_st_meta(&st, "photon.delta.1.members"), "3") == 0 &&
+                   strcmp(photon_st_meta(&st, "photon.delta.1.client"), "gb") == 0,
+               "group merge: the root's audit trail records the nesting", NULL);
+        photon_st_close(&st);
+        photon_st_open(&st, gb, NULL);
+        expect(photon_st_meta(&st, "photon.delta.2.client") && strcmp(photon_st_meta(&st, "photon.delta.2.client"), "c4") == 0 &&
+                   photon_st_meta(&st, "photon.delta.2.sha256") && photon_st_meta(&st, "photon.delta.2.weight"),
+               "group merge: the group delta's audit trail lists its members: ids, hashes, weights", NULL);
+        photon_st_close(&st);
+    }
+    {
+        int matches = 0;
+        expect(photon_merge_verify(&res, next_tree, &matches, NULL) == PHOTON_OK && matches,
+               "group merge: the root of a tree verifies", NULL);
+    }
+    photon_merge_result_free(&res);
+    photon_checkpoint_load(&flat, next_flat, NULL);
+    photon_checkpoint_load(&tree, next_tree, NULL);
+    g[0] = (float *)calloc(base.num_params, sizeof(float)), g[1] = (float *)calloc(base.num_params, sizeof(float));
+    photon_checkpoint_load(&gm, base_path, NULL);
+    photon_delta_load(&gm, ga, &info, g[0], NULL);
+    tg[0] = info.tokens;
+    photon_delta_load(&gm, gb, &info, g[1], NULL);
+    tg[1] = info.tokens;
+    worst = tree_excess(&base, &flat, &tree, g, tg, &differ);
+    {
+        char detail[160];
+        snprintf(detail, sizeof detail, "%zu of %zu parameters differ; worst excess over the bound %.3g", differ,
+                 base.num_params, worst);
+        expect(worst <= 0.0, "group merge: two levels of token-weighted means give the flat merge within the bound", detail);
+        fprintf(stderr, "# tree vs flat: %s\n", detail);
+    }
+    /* the bound is not loose: a group weighing its members alike breaks it */
+    expect(group_merge(base_path, list + 2, 3, "gb", 1, gu, &err) == PHOTON_OK, "group merge: a uniform group merges", err.message);
+    groups[1] = gu;
+    photon_merge(base_path, groups, 2, NULL, &o, &res, NULL);
+    photon_delta_load(&gm, gu, &info, g[1], NULL);
+    photon_model_free(&tree);
+    memcpy(&tree, &res.model, sizeof tree); /* borrowed for the comparison */
+    worst = tree_excess(&base, &flat, &tree, g, tg, &differ);
+    memset(&tree, 0, sizeof tree);
+    expect(worst > 0.0, "group merge: the bound catches a group that weighs its members alike", NULL);
+    photon_merge_result_free(&res);
+    /* relays are exact: a group of one member, a root over one group */
+    expect(group_merge(base_path, list + 3, 1, "solo", 0, gu, &err) == PHOTON_OK, "group merge: a group of one", err.message);
+    photon_delta_load(&gm, gu, &info, g[1], NULL);
+    photon_delta_load(&gm, paths[3], &info, d, NULL);
+    for (j = 0; j < base.num_params && g[1][j] == d[j]; j++) {}
+    expect(j == base.num_params, "group merge: a group of one member passes its delta up bit for bit", NULL);
+    expect(group_merge(base_path, list, 5, "all", 0, gu, &err) == PHOTON_OK, "group merge: one group of all five", err.message);
+    groups[0] = gu;
+    photon_merge(base_path, groups, 1, NULL, &o, &res, NULL);
+    photon_merge_save(&res, next_tree, NULL);
+    photon_merge_result_free(&res);
+    {
+        photon_model one;
+        photon_checkpoint_load(&one, next_tree, NULL);
+        for (j = 0; j < base.num_params && one.params[j] == flat.params[j]; j++) {}
+        expect(j == base.num_params, "group merge: a root over one group of everyone is the flat merge bit for bit", NULL);
+        photon_model_free(&one);
+    }
+    /* what a group merge refuses */
+    o.group_id = "ga";
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_NESTEROV);
+    expect(photon_merge(base_path, list, 2, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "root only"),
+           "group merge: an outer optimizer below the root is refused", err.message);
+    photon_merge_result_free(&res);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.outer.lr = 0.5f;
+    expect(photon_merge(base_path, list, 2, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "lr 0.5"),
+           "group merge: fedavg at another lr below the root is refused", err.message);
+    photon_merge_result_free(&res);
+    o.outer.lr = 1.0f;
+    expect(photon_merge(base_path, list, 2, tmp_path("group-server.st"), &o, &res, &err) == PHOTON_ERR_ARGUMENT &&
+               strstr(err.message, "server state"),
+           "group merge: a server state below the root is refused", err.message);
+    photon_merge_result_free(&res);
+    o.group_id = "bad id";
+    expect(photon_merge(base_path, list, 2, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "group id"),
+           "group merge: an invalid group id is refused", err.message);
+    photon_merge_result_free(&res);
+    free(d);
+    free(g[0]);
+    free(g[1]);
+    photon_model_free(&base);
+    photon_model_free(&flat);
+    photon_model_free(&tree);
+    photon_model_free(&gm);
+}
+
 /* Norm bounds refuse like any bad delta; settings that cannot work are
    refused before anything is read. */
 static void test_robust_refusals(void) {
@@ -2523,6 +2703,7 @@ static const check_test tests[] = {
     CHECK_TEST(merge_refusals),
     CHECK_TEST(robust_rules),
     CHECK_TEST(robust_refusals),
+    CHECK_TEST(group_merge),
     CHECK_TEST(quantize_roundtrip),
     CHECK_TEST(delta_formats),
     CHECK_TEST(payload_hashes),

@@ -14,6 +14,7 @@ static const char *usage =
     "       photon-merge --base GLOBAL --check [bounds] DELTA...\n"
     "       photon-merge --inspect DELTA...\n"
     "       photon-merge --base GLOBAL --apply UPDATE --out NEXT\n"
+    "       photon-merge --base GLOBAL --delta-out GROUP --group-id ID [options] DELTA...\n"
     "\n"
     "Merges client deltas (from photon-train --delta-out, in any --delta-format,\n"
     "mixed as they come) into the next global checkpoint. Every file is read once: its payload hash (photon.data_sha256) is\n"
@@ -25,6 +26,16 @@ static const char *usage =
     "  --base GLOBAL        the checkpoint every client started this round from\n"
     "  --out NEXT           where to write the next global checkpoint\n"
     "  --verify NEXT        recompute the merge and check NEXT is identical (writes nothing)\n"
+    "  --delta-out GROUP    a federation of federations: write this sub-federation's\n"
+    "                       group delta instead of a checkpoint: its members' aggregate\n"
+    "                       against GLOBAL, weighing the sum of their tokens, its audit\n"
+    "                       trail listing them. A parent merge takes it like a client's\n"
+    "                       delta (two levels of token-weighted means equal the flat mean\n"
+    "                       up to float rounding: docs/ALGORITHM.md, \"Federations of\n"
+    "                       federations\"). Needs --group-id; fedavg at lr 1 only (outer\n"
+    "                       optimizers run at the root); --verify GROUP --group-id ID\n"
+    "                       re-checks one\n"
+    "  --group-id ID        the group delta's client id at the parent (letters, digits, . _ -)\n"
     "  --check              check each delta as the merge would (payload hash, base,\n"
     "                       round, counters, NaN/Inf, the bounds below) and print one JSON\n"
     "                       object per delta: accepted, or the reason it is refused; writes\n"
@@ -94,7 +105,7 @@ static const char *usage =
     "  --help, --version\n";
 
 typedef struct merge_options {
-    const char *base, *out, *verify, *state_in, *state_out, *update_out, *apply;
+    const char *base, *out, *verify, *state_in, *state_out, *update_out, *apply, *delta_out;
     const char **deltas, **screen;
     int num_deltas, num_screen, json, inspect, check;
     int have_trim, have_byzantine, have_select, have_screen_flags;
@@ -161,6 +172,12 @@ static void parse_args(merge_options *o, int argc, char **argv) {
             o->out = cli_value(&a);
         } else if (cli_is(&a, "--verify")) {
             o->verify = cli_value(&a);
+        } else if (cli_is(&a, "--delta-out")) {
+            o->delta_out = cli_value(&a);
+        } else if (cli_is(&a, "--group-id")) {
+            o->merge.group_id = cli_value(&a);
+            if (!photon_client_id_valid(o->merge.group_id))
+                cli_usage_error("--group-id must be 1 to 63 letters, digits, '.', '_' or '-'");
         } else if (cli_is(&a, "--outer")) {
             const char *name = cli_value(&a);
             kind = photon_outer_parse(name);
@@ -278,6 +295,19 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         return;
     }
     if (!o->base) cli_usage_error("--base is required");
+    if (o->delta_out) {
+        if (o->out) cli_usage_error("give --out (a checkpoint) or --delta-out (a group delta), not both");
+        if (!o->merge.group_id) cli_usage_error("--delta-out needs --group-id: the group delta's id at the parent");
+        o->out = o->delta_out;
+    }
+    if (o->merge.group_id) {
+        if (!o->delta_out && !o->verify) cli_usage_error("--group-id goes with --delta-out or --verify");
+        if (kind != PHOTON_OUTER_FEDAVG || (have_lr && lr != 1.0f) || o->state_in)
+            cli_usage_error("a group delta passes its members' mean up unchanged: --outer, --outer-lr and "
+                            "--server-state belong to the root merge");
+        if (o->update_out || o->merge.compress_update || o->apply || o->check)
+            cli_usage_error("--group-id makes a group delta: no --update-out, --update-format, --apply or --check");
+    }
     if (o->apply) {
         if (!o->out || o->verify || o->check || o->num_deltas || o->update_out || o->merge.compress_update || robust(o))
             cli_usage_error("--apply UPDATE takes --base and --out only");
@@ -323,6 +353,9 @@ static void print_json(const merge_options *o, const photon_merge_result *res, i
     cli_json_number(stdout, res->clip_bound > 0 ? res->clip_bound : NAN);
     printf(",\"screen_base_loss\":");
     cli_json_number(stdout, res->screen_base_loss);
+    printf(",\"group_id\":");
+    if (o->merge.group_id) cli_json_string(stdout, o->merge.group_id);
+    else printf("null");
     printf(",\"update\":");
     if (o->update_out) cli_json_string(stdout, o->update_out);
     else printf("null");
@@ -424,8 +457,8 @@ static int inspect(const merge_options *o) {
                "\"loss\":", (unsigned long long)info.round, info.base_sha256, (unsigned long long)info.local_steps,
                (unsigned long long)info.batch, (unsigned long long)info.seq, (unsigned long long)info.tokens);
         cli_json_number(stdout, info.loss);
-        printf(",\"config\":{\"vocab_size\":%d,\"n_ctx\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d}}\n",
-               c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
+        printf(",\"members\":%llu,\"config\":{\"vocab_size\":%d,\"n_ctx\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d}}\n",
+               (unsigned long long)info.members, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
     }
     return 0;
 }
@@ -513,10 +546,15 @@ int main(int argc, char **argv) {
             photon_outputs_abort(&outputs);
             cli_fail(&err);
         }
-        fprintf(stderr, "%s: merged %d of %d deltas by %s with %s into %s (round %llu, global step %llu)\n", cli_prog,
-                res.accepted, res.num_entries, photon_aggregate_name(o.merge.aggregate),
-                photon_outer_name(o.merge.outer.kind), o.out,
-                (unsigned long long)res.model.round, (unsigned long long)res.model.step);
+        if (o.delta_out)
+            fprintf(stderr, "%s: merged %d of %d deltas by %s into the group delta %s of '%s' (%llu tokens, round %llu)\n",
+                    cli_prog, res.accepted, res.num_entries, photon_aggregate_name(o.merge.aggregate), o.out,
+                    res.group_id, (unsigned long long)res.tokens, (unsigned long long)res.model.round);
+        else
+            fprintf(stderr, "%s: merged %d of %d deltas by %s with %s into %s (round %llu, global step %llu)\n", cli_prog,
+                    res.accepted, res.num_entries, photon_aggregate_name(o.merge.aggregate),
+                    photon_outer_name(o.merge.outer.kind), o.out,
+                    (unsigned long long)res.model.round, (unsigned long long)res.model.step);
     }
     if (o.update_out) fprintf(stderr, "%s: wrote the %s update %s\n", cli_prog,
                               photon_delta_format_name(o.merge.update_format), o.update_out);

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# test_groups.sh BINDIR - federations of federations with the tools.
+#
+# Five clients train one round on synthlang dialects, for different step
+# counts (so different tokens). Two sub-federations of 2 and 3 members each
+# write a group delta (photon-merge --delta-out); the root merges the two
+# like clients' deltas. Then: each level's --verify reproduces it byte for
+# byte, and not from other members; --inspect shows the members; the tree's
+# counts are the flat merge's and its held-out loss matches the flat merge's
+# to float rounding; a group delta whose token count was edited is refused;
+# the refusals of outer optimizers below the root are usage errors.
+# Prints "ok - ..." / "FAIL - ..." / "skip - ..." and "N passed, N failed".
+set -u
+BIN=$(cd "${1:-bin}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tests/lib.sh"
+scratch groups
+cd "$W" || exit 2
+if ! command -v python3 >/dev/null; then
+    skip "test_groups: python3 is needed to read the tools' JSON"
+    summary
+    exit $?
+fi
+json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$@"; }
+
+model=(--layers 1 --heads 2 --width 32 --ctx 32)
+"$BIN/photon-train" --init "${model[@]}" --steps 0 --out base.safetensors 2>/dev/null
+steps=(6 10 4 12 8)
+for c in 0 1 2 3 4; do
+    "$BIN/synthlang" --seed 1 --dialect $((c % 3)) --bytes 30000 --sample-seed $((c + 3)) --out "train$c.txt" 2>/dev/null
+    "$BIN/photon-train" --model base.safetensors --data "train$c.txt" --steps "${steps[$c]}" --batch 4 --seq 32 \
+        --lr 5e-3 --delta-out "d$c.safetensors" --client-id "c$c" 2>/dev/null
+done
+"$BIN/synthlang" --seed 1 --dialect 1 --bytes 6000 --sample-seed 98 --out val.txt 2>/dev/null
+A=(d0.safetensors d1.safetensors)
+B=(d2.safetensors d3.safetensors d4.safetensors)
+
+check "flat: the five deltas merge" "$BIN/photon-merge" --base base.safetensors --out flat.safetensors "${A[@]}" "${B[@]}"
+check "group a: two members make a group delta" "$BIN/photon-merge" --base base.safetensors --delta-out ga.safetensors \
+    --group-id ga "${A[@]}"
+check "group b: three members make a group delta" "$BIN/photon-merge" --base base.safetensors --delta-out gb.safetensors \
+    --group-id gb --json "${B[@]}"
+cp "$W/out" gb.json
+check "group b: --json names the group" test "$(json gb.json 'd["group_id"], d["merged"]')" = "('gb', 3)"
+check "root: merges the two group deltas" "$BIN/photon-merge" --base base.safetensors --out tree.safetensors --json \
+    ga.safetensors gb.safetensors
+cp "$W/out" tree.json
+check "root: the tree's step and token counts are the flat ones" test \
+    "$(json tree.json 'd["step"], d["tokens_seen"]')" = "(12, $(((6 + 10 + 4 + 12 + 8) * 4 * 32)))"
+check "group b: --verify reproduces its group delta byte for byte" "$BIN/photon-merge" --base base.safetensors \
+    --verify gb.safetensors --group-id gb "${B[@]}"
+LATE=1 check "group b: --verify with a member missing does not match" expect_exit 1 "DOES NOT match" \
+    "$BIN/photon-merge" --base base.safetensors --verify gb.safetensors --group-id gb d2.safetensors d3.safetensors
+check "root: --verify reproduces the tree's root byte for byte" "$BIN/photon-merge" --base base.safetensors \
+    --verify tree.safetensors ga.safetensors gb.safetensors
+run "$BIN/photon-merge" --inspect gb.safetensors
+check "--inspect shows a group delta's members and tokens" test \
+    "$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read()); print(d["members"], d["tokens"], d["batch"])' "$W/out")" \
+    = "3 $(((4 + 12 + 8) * 4 * 32)) 0"
+for m in flat tree; do
+    "$BIN/photon-eval" --model $m.safetensors --data val.txt --json >"$m.eval" 2>/dev/null
+done
+check "the tree's held-out loss is the flat merge's to float rounding" python3 -c '
+import json, sys
+a, b = (json.load(open(f))["loss"] for f in sys.argv[1:])
+sys.exit(0 if abs(a - b) <= 1e-5 * abs(a) else 1)' flat.eval tree.eval
+
+# a group delta is checked like a client's: its counts follow from its members
+tokens=$(((4 + 12 + 8) * 4 * 32))
+sed "s/\"photon.tokens\":\"$tokens\"/\"photon.tokens\":\"$((tokens + 1000))\"/" gb.safetensors >gb-edited.safetensors
+check "a group delta claiming more tokens than its members is refused, naming it" expect_exit 1 \
+    "gb-edited.safetensors: a group delta claims $((tokens + 1000)) tokens" \
+    "$BIN/photon-merge" --base base.safetensors --out bad.safetensors ga.safetensors gb-edited.safetensors
+check "... and nothing is written" test ! -e bad.safetensors
+
+check "--delta-out without --group-id is a usage error" expect_exit 2 "needs --group-id" \
+    "$BIN/photon-merge" --base base.safetensors --delta-out g.safetensors "${A[@]}"
+check "--outer nesterov below the root is a usage error" expect_exit 2 "belong to the root merge" \
+    "$BIN/photon-merge" --base base.safetensors --delta-out g.safetensors --group-id g --outer nesterov \
+    --server-state s.safetensors "${A[@]}"
+check "--outer-lr 0.5 below the root is a usage error" expect_exit 2 "belong to the root merge" \
+    "$BIN/photon-merge" --base base.safetensors --delta-out g.safetensors --group-id g --outer-lr 0.5 "${A[@]}"
+check "--group-id alone is a usage error" expect_exit 2 "goes with --delta-out" \
+    "$BIN/photon-merge" --base base.safetensors --out g.safetensors --group-id g "${A[@]}"
+check "no group delta was written by the refused runs" test ! -e g.safetensors
+summary
