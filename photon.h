@@ -565,12 +565,23 @@ typedef struct photon_client_state {
     uint64_t data_hash;     /* ... and hash */
     photon_commit_record commit; /* the outputs it was committed with */
     float *residual;        /* error feedback: what the delta format dropped so far (num_params; NULL: none) */
+    char personal[256];     /* the patterns of the tensors this client keeps ("" none) ... */
+    float *personal_values; /* ... and their values, the matching tensors in the model's order (NULL: none) */
+    size_t personal_count;
     char file_sha256[65];   /* set by a load: the SHA-256 of the file, from the loading pass ("" if none) */
 } photon_client_state;
 
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *state, const photon_config *config,
                                                  const char *path, photon_error *err);
 PHOTONDEF void photon_client_state_free(photon_client_state *state);
+/* Records the model's current values of the tensors patterns match as the
+   state's personal tensors (after local training, before saving). */
+PHOTONDEF photon_result photon_personal_keep(photon_client_state *state, const photon_model *model, const char *patterns,
+                                             photon_error *err);
+/* Lays the state's personal tensors over the model (a new global model
+   before local training, or for evaluating the personalised model);
+   refused if the state's patterns do not fit this model. */
+PHOTONDEF photon_result photon_personal_apply(const photon_client_state *state, photon_model *model, photon_error *err);
 /* Loads a client state written for this config; state->adamw (and the
    residual, if the file holds one) is allocated: photon_client_state_free. */
 PHOTONDEF photon_result photon_client_state_load(photon_client_state *state, const photon_config *config,
@@ -717,11 +728,27 @@ typedef struct photon_delta_info {
     uint64_t tokens;       /* tokens trained on in this round, local_steps x batch x seq: the FedAvg weight */
     float loss;            /* the last local training loss */
     photon_delta_format format; /* how its values are stored */
+    char personal[256];    /* the tensor-name globs the client keeps to itself (comma-separated; "" none):
+                              those tensors are absent from the delta (photon_personal_mask) */
     uint64_t members;      /* 0: one client's delta; K: a sub-federation's aggregate of K deltas (a group
                               delta: photon_merge with group_id). A group delta's tokens are its members'
                               sum, its local_steps their largest, batch and seq 0 */
     char sha256[65];       /* set by photon_delta_load: the file's own SHA-256, from the loading pass */
 } photon_delta_info;
+
+/* Partial personalisation (WorldLM; FedPer): a client may keep some
+   tensors to itself. Patterns are tensor-name globs ('*' any run of
+   characters, '?' one), comma-separated, e.g. "h.*.ln_*,h.11.*". Those
+   tensors never leave the client: they are absent from its delta, kept in
+   its client state and laid over each new global model before training;
+   the merge leaves them as the base has them. */
+PHOTONDEF int photon_glob_match(const char *pattern, const char *name);
+/* mask[t] = 1 for each of the model's tensors that a pattern matches. Refused
+   (PHOTON_ERR_ARGUMENT): an empty or over-long list, a character outside
+   A-Z a-z 0-9 . _ - * ?, a pattern that matches no tensor, and patterns that
+   match every tensor (nothing would be shared). */
+PHOTONDEF photon_result photon_personal_mask(const photon_model *model, const char *patterns, unsigned char *mask,
+                                             photon_error *err);
 
 /* Client ids: 1 to 63 letters, digits, '.', '_' or '-' (they name files
    and signers). */
@@ -850,6 +877,10 @@ typedef struct photon_merge_options {
        optimizer sees the members' mean unchanged), with no server state
        and no downlink update */
     const char *group_id;
+    /* the federation's (or group's) declaration: tensors its members keep
+       to themselves; a delta that carries one is refused, and they stay as
+       the base has them ("" or NULL: none) */
+    const char *personal;
 } photon_merge_options;
 
 /* One delta's fate in a merge. */
@@ -869,6 +900,7 @@ typedef struct photon_merge_entry {
     double trimmed;        /* median, trimmed mean: the fraction of its values the rule cut */
     int left_out_by_rule;  /* valid, but the rule did not take it (multi-krum's unselected): not an error */
     char refused_by[16];   /* "checks", "norm", "screening" or "multi-krum" (empty if accepted) */
+    unsigned char *absent; /* per model tensor: 1 if the delta leaves it out (a personal tensor); NULL: none */
 } photon_merge_entry;
 
 typedef struct photon_merge_result {
@@ -3681,9 +3713,10 @@ static photon_result photon__read_commit(const photon_st_file *st, photon_commit
 
 PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
-    photon_st_entry entries[3];
+    photon_st_entry entries[4];
     photon__meta meta;
     char hash[20];
+    int n = 2;
     memset(entries, 0, sizeof entries);
     entries[0].name = "adamw.m";
     entries[1].name = "adamw.v";
@@ -3710,18 +3743,77 @@ PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, c
         for (k = 0; k < PHOTON__COMMIT_KEYS; k++)
             if (fields[k][0]) photon__meta_str(&meta, keys[k], fields[k]);
     }
-    return photon_st_write_f32(path, entries, s->residual ? 3 : 2, meta.keys, meta.values, meta.n, err);
+    if (s->residual) n = 3;
+    else entries[2] = entries[3];
+    if (s->personal_values) { /* the tensors this client keeps to itself */
+        entries[n].name = "personal";
+        entries[n].ndim = 1;
+        entries[n].shape[0] = s->personal_count;
+        entries[n].data = s->personal_values;
+        n++;
+        photon__meta_str(&meta, "photon.personal", s->personal);
+    }
+    return photon_st_write_f32(path, entries, n, meta.keys, meta.values, meta.n, err);
 }
 
-/* One pass over a state file with up to three F32 tensors (a, c may be NULL). */
+PHOTONDEF photon_result photon_personal_keep(photon_client_state *s, const photon_model *m, const char *patterns,
+                                             photon_error *err) {
+    unsigned char *mask = (unsigned char *)photon__calloc((size_t)m->num_tensors, 1);
+    size_t count = 0, at = 0;
+    int t;
+    photon_result r = mask ? photon_personal_mask(m, patterns, mask, err)
+                           : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++) count += mask[t] ? m->tensors[t].size : 0;
+    if (r == PHOTON_OK && count != s->personal_count) {
+        PHOTON_FREE(s->personal_values);
+        s->personal_count = 0;
+        if (!(s->personal_values = (float *)photon__calloc(count, sizeof(float))))
+            r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory for %zu personal values", count);
+        else
+            s->personal_count = count;
+    }
+    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++)
+        if (mask[t]) {
+            memcpy(s->personal_values + at, m->params + m->tensors[t].offset, m->tensors[t].size * sizeof(float));
+            at += m->tensors[t].size;
+        }
+    if (r == PHOTON_OK) snprintf(s->personal, sizeof s->personal, "%s", patterns);
+    PHOTON_FREE(mask);
+    return r;
+}
+
+PHOTONDEF photon_result photon_personal_apply(const photon_client_state *s, photon_model *m, photon_error *err) {
+    unsigned char *mask;
+    size_t count = 0, at = 0;
+    int t;
+    photon_result r;
+    if (!s->personal_values) return PHOTON_OK;
+    if (!(mask = (unsigned char *)photon__calloc((size_t)m->num_tensors, 1)))
+        return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+    r = photon_personal_mask(m, s->personal, mask, err);
+    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++) count += mask[t] ? m->tensors[t].size : 0;
+    if (r == PHOTON_OK && count != s->personal_count)
+        r = photon__fail(err, PHOTON_ERR_MISMATCH, "the state's personal tensors (%s) hold %zu values; in this model "
+                         "they have %zu", s->personal, s->personal_count, count);
+    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++)
+        if (mask[t]) {
+            memcpy(m->params + m->tensors[t].offset, s->personal_values + at, m->tensors[t].size * sizeof(float));
+            at += m->tensors[t].size;
+        }
+    PHOTON_FREE(mask);
+    return r;
+}
+
+/* One pass over a state file with up to four F32 tensors (a, c, d may be NULL). */
 static photon_result photon__stream_state(const photon_st_file *st, const photon_st_tensor *a, float *da,
                                         const photon_st_tensor *b, float *db, const photon_st_tensor *c, float *dc,
-                                        char file_hex[65], photon_error *err) {
-    photon__st_sink sinks[3];
+                                        const photon_st_tensor *d, float *dd, char file_hex[65], photon_error *err) {
+    photon__st_sink sinks[4];
     int n = 0;
     if (a) sinks[n].t = a, sinks[n++].dst = da;
     if (b) sinks[n].t = b, sinks[n++].dst = db;
     if (c) sinks[n].t = c, sinks[n++].dst = dc;
+    if (d) sinks[n].t = d, sinks[n++].dst = dd;
     return photon__st_stream(st, sinks, n, 1, file_hex, err);
 }
 
@@ -3729,14 +3821,17 @@ PHOTONDEF void photon_client_state_free(photon_client_state *s) {
     photon_adamw_state_free(&s->adamw);
     PHOTON_FREE(s->residual);
     s->residual = NULL;
+    PHOTON_FREE(s->personal_values);
+    s->personal_values = NULL;
+    s->personal_count = 0;
 }
 
 PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const photon_config *config,
                                                  const char *path, photon_error *err) {
     photon_st_file st;
     photon_config c;
-    const photon_st_tensor *m, *v, *e;
-    const char *hash;
+    const photon_st_tensor *m, *v, *e, *p;
+    const char *hash, *patterns;
     size_t n = 0;
     photon_result r = photon_st_open(&st, path, err);
     memset(s, 0, sizeof *s);
@@ -3757,10 +3852,18 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     m = photon_st_find(&st, "adamw.m");
     v = photon_st_find(&st, "adamw.v");
     e = photon_st_find(&st, "residual");
+    p = photon_st_find(&st, "personal");
+    patterns = photon_st_meta(&st, "photon.personal");
     n = photon__num_params(config);
-    if (!m || !v || st.num_tensors != (e ? 3 : 2))
+    if (!m || !v || st.num_tensors != (e ? 3 : 2) + (p ? 1 : 0))
         r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: a client state holds exactly the tensors adamw.m and adamw.v (and "
-                         "residual, with error feedback)", path);
+                         "residual, with error feedback; personal, with personal tensors)", path);
+    else if (!p != !patterns || (p && (p->ndim != 1 || p->dtype != PHOTON_DTYPE_F32 || p->shape[0] == 0 ||
+                                       p->shape[0] >= n || strlen(patterns) >= sizeof s->personal)))
+        r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: personal tensors need both the F32 vector 'personal' (fewer values "
+                         "than the model) and their patterns in photon.personal", path);
+    else if (p && !(s->personal_values = (float *)photon__calloc((size_t)p->shape[0], sizeof(float))))
+        r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     else if (m->ndim != 1 || v->ndim != 1 || m->shape[0] != n || v->shape[0] != n ||
              (e && (e->ndim != 1 || e->shape[0] != n)))
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: adamw.m, adamw.v and residual must be vectors of %zu values, one "
@@ -3770,14 +3873,18 @@ PHOTONDEF photon_result photon_client_state_load(photon_client_state *s, const p
     else if (e && !(s->residual = (float *)photon__calloc(n, sizeof(float))))
         r = photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     else if ((r = photon_adamw_state_init(&s->adamw, n, err)) == PHOTON_OK &&
-             (r = photon__stream_state(&st, m, s->adamw.m, v, s->adamw.v, e, s->residual, s->file_sha256, err)) ==
-                 PHOTON_OK &&
+             (r = photon__stream_state(&st, m, s->adamw.m, v, s->adamw.v, e, s->residual, p, s->personal_values,
+                                       s->file_sha256, err)) == PHOTON_OK &&
              (r = photon__read_commit(&st, &s->commit, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.step", &s->step, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.adamw_step", &s->adamw.t, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.data_position", &s->data_position, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.data_epoch", &s->data_epoch, err)) == PHOTON_OK &&
              (r = photon__parse_u64(&st, "photon.data_tokens", &s->data_tokens, err)) == PHOTON_OK) {
+        if (p) {
+            snprintf(s->personal, sizeof s->personal, "%s", patterns);
+            s->personal_count = (size_t)p->shape[0];
+        }
         hash = photon_st_meta(&st, "photon.data_hash");
         if (!hash || strlen(hash) != 16 || strspn(hash, "0123456789abcdef") != 16)
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.data_hash is not 16 hex digits", path);
@@ -4504,6 +4611,55 @@ PHOTONDEF int photon_client_id_valid(const char *id) {
     return n > 0 && n < 64 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
+PHOTONDEF int photon_glob_match(const char *p, const char *name) {
+    if (*p == '\0') return *name == '\0';
+    if (*p == '*') return photon_glob_match(p + 1, name) || (*name && photon_glob_match(p, name + 1));
+    return *name && (*p == '?' || *p == *name) && photon_glob_match(p + 1, name + 1);
+}
+
+/* Whether a tensor name matches one of the comma-separated patterns. */
+static int photon__personal_matches(const char *patterns, const char *name) {
+    char one[256];
+    const char *at = patterns;
+    while (*at) {
+        size_t k = strcspn(at, ",");
+        if (k > 0 && k < sizeof one) {
+            memcpy(one, at, k);
+            one[k] = '\0';
+            if (photon_glob_match(one, name)) return 1;
+        }
+        at += k + (at[k] == ',');
+    }
+    return 0;
+}
+
+PHOTONDEF photon_result photon_personal_mask(const photon_model *m, const char *patterns, unsigned char *mask,
+                                             photon_error *err) {
+    const char *at = patterns;
+    int t, kept = 0;
+    size_t n = strlen(patterns);
+    if (n == 0 || n >= 256 || strspn(patterns, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-*?,") != n)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "personal tensors '%.300s': 1 to 255 characters of tensor-name globs "
+                            "(A-Z a-z 0-9 . _ - * ?), comma-separated", patterns);
+    while (*at) { /* every pattern names something */
+        char one[256];
+        size_t k = strcspn(at, ",");
+        int hit = 0;
+        memcpy(one, at, k);
+        one[k] = '\0';
+        for (t = 0; t < m->num_tensors && !hit; t++) hit = k > 0 && photon_glob_match(one, m->tensors[t].name);
+        if (!hit)
+            return photon__fail(err, PHOTON_ERR_ARGUMENT, "personal tensors: '%s' matches no tensor of this model (%d "
+                                "layers: wte, wpe, h.0.* to h.%d.*, ln_f.*)", one, m->config.n_layer, m->config.n_layer - 1);
+        at += k + (at[k] == ',');
+    }
+    for (t = 0; t < m->num_tensors; t++) kept += mask[t] = (unsigned char)photon__personal_matches(patterns, m->tensors[t].name);
+    if (kept == m->num_tensors)
+        return photon__fail(err, PHOTON_ERR_ARGUMENT, "personal tensors '%s' match every tensor: nothing would be shared",
+                            patterns);
+    return PHOTON_OK;
+}
+
 /* tokens = local_steps x batch x seq, every factor at least 1, the sequence
    within the context, and no product that overflows: what a delta says it
    trained on follows from how it trained. */
@@ -4641,8 +4797,9 @@ static void photon__coded_free(photon__coded *c) {
 }
 
 /* Room for a whole parameter vector in format f, and the table of its
-   tensors as stored. */
-static int photon__coded_init(photon__coded *c, const photon_model *m, photon_delta_format f) {
+   tensors as stored, leaving out those absent[] marks (absent may be NULL). */
+static int photon__coded_init_masked(photon__coded *c, const photon_model *m, photon_delta_format f,
+                                     const unsigned char *absent) {
     size_t code_at = 0, scale_at = 0, codes = 0, scales = 0;
     int i, e = 0;
     memset(c, 0, sizeof *c);
@@ -4661,6 +4818,11 @@ static int photon__coded_init(photon__coded *c, const photon_model *m, photon_de
     for (i = 0; i < m->num_tensors; i++) {
         const photon_tensor_info *t = &m->tensors[i];
         size_t n = t->size, nb = photon_delta_scale_count(f, n);
+        if (absent && absent[i]) { /* not stored; its room in the buffers stays unused */
+            code_at += photon_delta_code_bytes(f, n);
+            scale_at += nb;
+            continue;
+        }
         if (nb) {
             snprintf(c->names + 64 * (size_t)i, 64, "%s.scales", t->name);
             c->entries[e].name = c->names + 64 * (size_t)i;
@@ -4684,6 +4846,10 @@ static int photon__coded_init(photon__coded *c, const photon_model *m, photon_de
     }
     c->num_entries = e;
     return 1;
+}
+
+static int photon__coded_init(photon__coded *c, const photon_model *m, photon_delta_format f) {
+    return photon__coded_init_masked(c, m, f, NULL);
 }
 
 /* Encodes the parameter vector v tensor by tensor into c; with residual,
@@ -4720,7 +4886,16 @@ PHOTONDEF photon_result photon_delta_save_as(const photon_model *model, const fl
     int i;
     photon__meta meta;
     char loss[32];
+    unsigned char *absent = NULL;
     photon_result r;
+    if (info->personal[0]) { /* the personal tensors stay home */
+        if (!(absent = (unsigned char *)photon__calloc((size_t)model->num_tensors, 1)))
+            return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+        if ((r = photon_personal_mask(model, info->personal, absent, err)) != PHOTON_OK) {
+            PHOTON_FREE(absent);
+            return r;
+        }
+    }
     if (!photon_client_id_valid(info->client))
         return photon__fail(err, PHOTON_ERR_ARGUMENT, "client id '%s' must be 1 to 63 letters, digits, '.', '_' or '-'",
                             info->client);
@@ -4736,12 +4911,15 @@ PHOTONDEF photon_result photon_delta_save_as(const photon_model *model, const fl
     for (i = 0; i < model->num_tensors; i++) largest = model->tensors[i].size > largest ? model->tensors[i].size : largest;
     delta = (float *)photon__calloc(model->num_params, sizeof(float));
     if (residual) scratch = (float *)photon__calloc(largest, sizeof(float));
-    if (!delta || (residual && !scratch) || !photon__coded_init(&coded, model, info->format)) {
+    if (!delta || (residual && !scratch) || !photon__coded_init_masked(&coded, model, info->format, absent)) {
         PHOTON_FREE(delta);
         PHOTON_FREE(scratch);
+        PHOTON_FREE(absent);
         return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
     }
     for (j = 0; j < model->num_params; j++) delta[j] = base_params[j] - model->params[j] + (residual ? residual[j] : 0.0f);
+    for (i = 0; absent && i < model->num_tensors; i++) /* nothing of a personal tensor is sent, nor owed */
+        if (absent[i]) memset(delta + model->tensors[i].offset, 0, model->tensors[i].size * sizeof(float));
     photon__coded_fill(&coded, model, info->format, delta, residual, scratch);
     snprintf(loss, sizeof loss, "%.9g", (double)info->loss);
     photon__meta_header(&meta, "delta", &model->config);
@@ -4755,9 +4933,11 @@ PHOTONDEF photon_result photon_delta_save_as(const photon_model *model, const fl
     photon__meta_str(&meta, "photon.loss", loss);
     if (info->format != PHOTON_DELTA_F32) photon__meta_str(&meta, "photon.delta_format", photon_delta_format_name(info->format));
     if (photon__format_is_int(info->format)) photon__meta_u64(&meta, "photon.quant_block", PHOTON_QUANT_BLOCK);
+    if (absent) photon__meta_str(&meta, "photon.personal", info->personal);
     r = photon_st_write(path, coded.entries, coded.num_entries, meta.keys, meta.values, meta.n, err);
     PHOTON_FREE(delta);
     PHOTON_FREE(scratch);
+    PHOTON_FREE(absent);
     photon__coded_free(&coded);
     return r;
 }
@@ -4860,6 +5040,15 @@ static photon_result photon__delta_header(photon_st_file *st, const char *path, 
         info->loss = (float)loss;
     }
     if (info->tokens == 0) return photon__fail(err, PHOTON_ERR_FORMAT, "%s: delta trained on 0 tokens", path);
+    v = photon_st_meta(st, "photon.personal");
+    if (v) {
+        size_t n = strlen(v);
+        if (n == 0 || n >= sizeof info->personal ||
+            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-*?,") != n)
+            return photon__fail(err, PHOTON_ERR_FORMAT, "%s: __metadata__ photon.personal is not a list of tensor-name "
+                                "globs", path);
+        memcpy(info->personal, v, n + 1);
+    }
     return photon__read_format(st, path, &info->format, err);
 }
 
@@ -4896,7 +5085,10 @@ static photon_result photon__check_coded(const photon_st_file *st, const photon_
                                          const photon_st_tensor **codes, const photon_st_tensor **scales,
                                          photon_error *err) {
     char name[64];
-    photon_dtype want = f == PHOTON_DELTA_BF16 ? PHOTON_DTYPE_BF16 : f == PHOTON_DELTA_INT8 ? PHOTON_DTYPE_I8 : PHOTON_DTYPE_U8;
+    photon_dtype want = f == PHOTON_DELTA_F32    ? PHOTON_DTYPE_F32
+                        : f == PHOTON_DELTA_BF16 ? PHOTON_DTYPE_BF16
+                        : f == PHOTON_DELTA_INT8 ? PHOTON_DTYPE_I8
+                                                 : PHOTON_DTYPE_U8;
     uint64_t bytes = photon_delta_code_bytes(f, t->size), nb = photon_delta_scale_count(f, t->size);
     snprintf(name, sizeof name, "%s.scales", t->name);
     *codes = photon_st_find(st, t->name);
@@ -4913,9 +5105,31 @@ static photon_result photon__check_coded(const photon_st_file *st, const photon_
     return PHOTON_OK;
 }
 
-/* Reads a bf16, int8 or int4 delta in one pass and decodes it into values. */
+/* Which of the model's tensors a delta leaves out (absent[t] = 1): only
+   tensors it declares personal, and it carries none of those. */
+static photon_result photon__delta_absent(const photon_st_file *st, const photon_model *m, const photon_delta_info *info,
+                                          unsigned char *absent, photon_error *err) {
+    int t;
+    for (t = 0; t < m->num_tensors; t++) {
+        const char *name = m->tensors[t].name;
+        int present = photon_st_find(st, name) != NULL;
+        int personal = info->personal[0] && photon__personal_matches(info->personal, name);
+        if (!present && !personal)
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: tensor '%s' is missing (and the delta does not declare it "
+                                "personal)", st->path, name);
+        if (present && personal)
+            return photon__fail(err, PHOTON_ERR_MISMATCH, "%s: carries tensor '%s', which it declares personal (%s)",
+                                st->path, name, info->personal);
+        absent[t] = (unsigned char)!present;
+    }
+    return PHOTON_OK;
+}
+
+/* Reads a delta in one pass and decodes it into values; the tensors absent
+   marks (may be NULL) are not in the file and read as 0. */
 static photon_result photon__read_coded(const photon_st_file *st, const photon_model *m, photon_delta_format f,
-                                        float *values, char file_hex[65], photon_error *err) {
+                                        const unsigned char *absent, float *values, char file_hex[65],
+                                        photon_error *err) {
     photon__coded c;
     photon__st_sink *sinks = (photon__st_sink *)photon__calloc((size_t)m->num_tensors * 2 + 1, sizeof *sinks);
     size_t code_at = 0, scale_at = 0;
@@ -4926,9 +5140,16 @@ static photon_result photon__read_coded(const photon_st_file *st, const photon_m
                                                             : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", st->path);
     for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
         const photon_st_tensor *codes, *scales;
+        if (absent && absent[i]) {
+            memset(values + m->tensors[i].offset, 0, m->tensors[i].size * sizeof(float));
+            code_at += photon_delta_code_bytes(f, m->tensors[i].size);
+            scale_at += photon_delta_scale_count(f, m->tensors[i].size);
+            continue;
+        }
         if ((r = photon__check_coded(st, &m->tensors[i], f, &codes, &scales, err)) != PHOTON_OK) break;
-        sinks[n].t = codes, sinks[n++].dst = f == PHOTON_DELTA_BF16 ? values + m->tensors[i].offset
-                                                                    : (float *)(void *)(c.codes + code_at);
+        sinks[n].t = codes, sinks[n++].dst = f == PHOTON_DELTA_BF16 || f == PHOTON_DELTA_F32
+                                                 ? values + m->tensors[i].offset
+                                                 : (float *)(void *)(c.codes + code_at);
         if (scales) sinks[n].t = scales, sinks[n++].dst = c.scales + scale_at;
         code_at += photon_delta_code_bytes(f, m->tensors[i].size);
         scale_at += photon_delta_scale_count(f, m->tensors[i].size);
@@ -4937,10 +5158,10 @@ static photon_result photon__read_coded(const photon_st_file *st, const photon_m
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "%s: a %s delta holds %d tensors, this one %d", st->path,
                          photon_delta_format_name(f), n, st->num_tensors);
     if (r == PHOTON_OK) r = photon__st_stream(st, sinks, n, 1, file_hex, err);
-    for (i = 0, code_at = scale_at = 0; r == PHOTON_OK && f != PHOTON_DELTA_BF16 && i < m->num_tensors; i++) {
+    for (i = 0, code_at = scale_at = 0; r == PHOTON_OK && photon__format_is_int(f) && i < m->num_tensors; i++) {
         const photon_tensor_info *t = &m->tensors[i];
         photon_error why;
-        if (photon_dequantize(f, c.codes + code_at, c.scales + scale_at, t->size, values + t->offset, &why) != PHOTON_OK)
+        if ((!absent || !absent[i]) && photon_dequantize(f, c.codes + code_at, c.scales + scale_at, t->size, values + t->offset, &why) != PHOTON_OK)
             r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor '%s': %s", st->path, t->name, why.message);
         code_at += photon_delta_code_bytes(f, t->size);
         scale_at += photon_delta_scale_count(f, t->size);
@@ -4953,10 +5174,19 @@ static photon_result photon__read_coded(const photon_st_file *st, const photon_m
 PHOTONDEF photon_result photon_delta_load(const photon_model *model, const char *path, photon_delta_info *info,
                                           float *values, photon_error *err) {
     photon_st_file st;
+    unsigned char *absent = NULL;
     photon_result r = photon__delta_open(model, path, &st, info, err);
     if (r != PHOTON_OK) return r;
-    r = info->format == PHOTON_DELTA_F32 ? photon__read_params(&st, model, values, info->sha256, err)
-                                         : photon__read_coded(&st, model, info->format, values, info->sha256, err);
+    if (info->personal[0]) { /* some tensors stayed with the client */
+        absent = (unsigned char *)photon__calloc((size_t)model->num_tensors, 1);
+        r = absent ? photon__delta_absent(&st, model, info, absent, err)
+                   : photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
+    }
+    if (r == PHOTON_OK)
+        r = info->format == PHOTON_DELTA_F32 && !absent
+                ? photon__read_params(&st, model, values, info->sha256, err)
+                : photon__read_coded(&st, model, info->format, absent, values, info->sha256, err);
+    PHOTON_FREE(absent);
     photon_st_close(&st);
     return r;
 }
@@ -5098,7 +5328,7 @@ PHOTONDEF photon_result photon_server_state_load(photon_server_state *s, const p
                 r = photon__fail(err, PHOTON_ERR_FORMAT, "%s: tensor %s is missing or not an F32 vector of %zu values",
                                  path, names[k], s->n);
         }
-        if (r == PHOTON_OK) r = photon__stream_state(&st, t[0], s->m, t[1], s->v, NULL, NULL, s->file_sha256, err);
+        if (r == PHOTON_OK) r = photon__stream_state(&st, t[0], s->m, t[1], s->v, NULL, NULL, NULL, NULL, s->file_sha256, err);
     }
     if (r == PHOTON_OK && s->v) {
         size_t i;
@@ -5210,7 +5440,23 @@ static void photon__merge_inspect(photon_merge_result *res, const char *base_has
         snprintf(e->reason, sizeof e->reason, "%s", why.message);
         return;
     }
+    if (e->info.personal[0]) { /* which tensors it left at home */
+        if (!(e->absent = (unsigned char *)photon__calloc((size_t)res->model.num_tensors, 1)))
+            snprintf(e->reason, sizeof e->reason, "%s: out of memory", e->path);
+        else if (photon__delta_absent(&st, &res->model, &e->info, e->absent, &why) != PHOTON_OK)
+            snprintf(e->reason, sizeof e->reason, "%s", why.message);
+    }
     photon_st_close(&st);
+    if (e->reason[0]) return;
+    if (o->personal && o->personal[0]) { /* the federation's declaration binds every member */
+        int t;
+        for (t = 0; t < res->model.num_tensors; t++)
+            if (photon__personal_matches(o->personal, res->model.tensors[t].name) && !(e->absent && e->absent[t])) {
+                snprintf(e->reason, sizeof e->reason, "%s: carries tensor '%s', which this federation declares personal "
+                         "(%s)", e->path, res->model.tensors[t].name, o->personal);
+                return;
+            }
+    }
     if (o->max_local_steps && e->info.local_steps > o->max_local_steps)
         snprintf(e->reason, sizeof e->reason, "%s: %llu local steps, more than this round allows (%llu)", e->path,
                  (unsigned long long)e->info.local_steps, (unsigned long long)o->max_local_steps);
@@ -5324,6 +5570,7 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
     if (r == PHOTON_OK && robust) r = photon__merge_audit_rules(res, o, err);
     if (r == PHOTON_OK && o->compress_update)
         r = photon__audit(res, "photon.update_format", photon_delta_format_name(o->update_format), err);
+    if (r == PHOTON_OK && o->personal && o->personal[0]) r = photon__audit(res, "photon.personal", o->personal, err);
     if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.clients", (uint64_t)res->accepted, err);
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];
@@ -5345,6 +5592,8 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
             r = photon__audit(res, key, photon_delta_format_name(e->info.format), err);
         snprintf(key, sizeof key, "photon.delta.%d.members", n); /* the nesting: a group delta lists its own */
         if (r == PHOTON_OK && e->info.members) r = photon__audit_u64(res, key, e->info.members, err);
+        snprintf(key, sizeof key, "photon.delta.%d.personal", n); /* what it kept to itself */
+        if (r == PHOTON_OK && e->info.personal[0]) r = photon__audit(res, key, e->info.personal, err);
         if (r == PHOTON_OK && robust) r = photon__merge_audit_measures(res, e, "delta", n, err);
         n++;
     }
@@ -5552,6 +5801,7 @@ typedef struct photon__delta_stream {
     unsigned char *bytes;  /* staging for codes */
     size_t bytes_cap;
     unsigned char held;    /* int4: the byte whose high half is the next value (pos odd) */
+    const unsigned char *absent; /* the tensors the file leaves out (read as 0); NULL: none */
 } photon__delta_stream;
 
 /* Opens a measured delta for streaming. Its tensors must lie in the data
@@ -5568,9 +5818,11 @@ static photon_result photon__stream_open(const photon_model *m, const photon_mer
     memset(s, 0, sizeof *s);
     if ((r = photon__delta_open(m, e->path, &s->st, &info, err)) != PHOTON_OK) return r;
     s->m = m, s->format = info.format;
+    s->absent = e->absent;
     for (i = 0; r == PHOTON_OK && i < m->num_tensors; i++) {
         const photon_tensor_info *ti = &m->tensors[i];
         const photon_st_tensor *codes = photon_st_find(&s->st, ti->name), *scales = NULL;
+        if (e->absent && e->absent[i]) continue; /* a personal tensor: not in the file */
         size_t nb = photon_delta_scale_count(info.format, ti->size);
         char name[64];
         snprintf(name, sizeof name, "%s.scales", ti->name);
@@ -5663,6 +5915,12 @@ static photon_result photon__stream_read(photon__delta_stream *s, float *dst, si
     while (r == PHOTON_OK && count > 0) {
         const photon_tensor_info *t = &s->m->tensors[s->tensor];
         size_t k = t->size - s->pos < count ? t->size - s->pos : count, nb = photon_delta_scale_count(s->format, t->size);
+        if (s->absent && s->absent[s->tensor]) { /* left out: zeros, weighing nothing */
+            memset(dst, 0, k * sizeof(float));
+            dst += k, count -= k, s->pos += k;
+            if (s->pos == t->size) s->pos = 0, s->tensor++;
+            continue;
+        }
         if (s->pos == 0 && nb) { /* a new tensor: its scales come first */
             if (s->scales_cap < nb) {
                 PHOTON_FREE(s->scales);
@@ -5701,6 +5959,10 @@ typedef struct photon__agg_job {
     size_t stride, count;  /* values per row allocated, values in this chunk */
     const double *scale, *weight; /* per delta: the clipping factor; the weight (tokens, or 1) */
     double total;          /* the sum of the weights */
+    const double *tweight; /* the mean's weights per delta and tensor (0 where a delta leaves the tensor out) ... */
+    const double *ttotal;  /* ... and their sum per tensor */
+    const photon_model *model; /* its tensor table: which tensor a coordinate belongs to */
+    size_t begin;          /* the chunk's first coordinate */
     float *out;            /* the aggregate of this chunk */
     double *dots;          /* per block: m dot products with the aggregate, then its squared norm */
     double *pairs;         /* multi-krum, per block: the m*(m-1)/2 squared distances */
@@ -5710,12 +5972,14 @@ typedef struct photon__agg_job {
 
 /* The rule's value for one coordinate, from the m deltas' (scaled) values;
    cut[i] counts the deltas the rule left out. */
-static float photon__rule_value(const photon__agg_job *j, const double *v, double *sorted, int *order, uint32_t *cut) {
-    int m = j->m, i, k, lo, hi;
+static float photon__rule_value(const photon__agg_job *j, int t, const double *v, double *sorted, int *order,
+                                uint32_t *cut) {
+    int m = j->m, i, k, lo, hi, T = j->model->num_tensors;
     double s = 0.0;
     if (j->o->aggregate == PHOTON_AGGREGATE_MEAN || j->o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM) {
-        for (i = 0; i < m; i++) s += j->weight[i] * v[i];
-        return (float)(s / j->total);
+        /* the deltas that carry tensor t, by weight (all of them, unless some keep it personal) */
+        for (i = 0; i < m; i++) s += j->tweight[(size_t)i * (size_t)T + (size_t)t] * v[i];
+        return j->ttotal[t] > 0 ? (float)(s / j->ttotal[t]) : 0.0f;
     }
     for (i = 0; i < m; i++) order[i] = i; /* sort by value, ties by merge order */
     for (i = 1; i < m; i++)
@@ -5747,12 +6011,14 @@ static void photon__agg_blocks(void *ctx, size_t begin, size_t end, int thread) 
         size_t hi = (b + 1) * PHOTON__MERGE_BLOCK < j->count ? (b + 1) * PHOTON__MERGE_BLOCK : j->count;
         double *dots = j->dots + b * (size_t)(m + 1);
         uint32_t *cut = j->cut + b * (size_t)m;
+        int t = 0;
         for (i = 0; i <= m; i++) dots[i] = 0.0;
         for (i = 0; i < m; i++) cut[i] = 0;
         for (c = b * PHOTON__MERGE_BLOCK; c < hi; c++) {
             double a;
+            while (j->begin + c >= j->model->tensors[t].offset + j->model->tensors[t].size) t++;
             for (i = 0; i < m; i++) v[i] = (double)j->chunk[(size_t)i * j->stride + c] * j->scale[i];
-            j->out[c] = photon__rule_value(j, v, sorted, order, cut);
+            j->out[c] = photon__rule_value(j, t, v, sorted, order, cut);
             a = (double)j->out[c];
             for (i = 0; i < m; i++) dots[i] += v[i] * a;
             dots[m] += a * a;
@@ -5835,6 +6101,7 @@ static photon_result photon__merge_stream(photon_merge_result *res, photon__agg_
         blocks = (job->count + PHOTON__MERGE_BLOCK - 1) / PHOTON__MERGE_BLOCK;
         if (agg) {
             job->out = agg + begin;
+            job->begin = begin;
             photon__parallel_range(blocks, 1, photon__agg_blocks, job);
             if (job->failed) {
                 r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory aggregating %d deltas", job->m);
@@ -5910,12 +6177,21 @@ static int photon__merge_taken(const photon_merge_result *res, int *take) {
    entry records its share (1/m for the coordinate-wise rules, which weigh
    every delta alike). */
 static double photon__merge_weights(photon_merge_result *res, const photon_merge_options *o, const int *take, int m,
-                                    double *weight) {
+                                    double *weight, double *tweight, double *ttotal) {
     double total = 0.0;
-    int i;
+    int i, t, T = res->model.num_tensors;
     for (i = 0; i < m; i++) {
         weight[i] = o->outer.uniform ? 1.0 : (double)res->entries[take[i]].info.tokens;
         total += weight[i];
+    }
+    for (t = 0; t < T; t++) { /* per tensor, over the deltas that carry it, summed in the same order */
+        ttotal[t] = 0.0;
+        for (i = 0; i < m; i++) {
+            const unsigned char *absent = res->entries[take[i]].absent;
+            double w = absent && absent[t] ? 0.0 : weight[i];
+            tweight[(size_t)i * (size_t)T + (size_t)t] = w;
+            ttotal[t] += w;
+        }
     }
     for (i = 0; i < m; i++)
         res->entries[take[i]].weight = o->aggregate == PHOTON_AGGREGATE_MEDIAN ||
@@ -5940,6 +6216,7 @@ static photon_result photon__merge_aggregate(photon_merge_result *res, const pho
     double *dots_total = (double *)photon__calloc((size_t)n_all + 2, sizeof(double));
     double *pairs_total = NULL, *scratch = (double *)photon__calloc((size_t)n_all + 1, sizeof(double));
     uint64_t *cut_total = (uint64_t *)photon__calloc((size_t)n_all + 1, sizeof(uint64_t));
+    double *tweight = NULL, *ttotal = NULL;
     photon_result r = PHOTON_OK;
     memset(&job, 0, sizeof job);
     npairs = (size_t)n_all * (size_t)(n_all > 0 ? n_all - 1 : 0) / 2;
@@ -5953,7 +6230,11 @@ static photon_result photon__merge_aggregate(photon_merge_result *res, const pho
     if (!take || !scale || !weight || !dots_total || !scratch || !cut_total || !job.chunk || !job.dots || !job.cut ||
         (o->aggregate == PHOTON_AGGREGATE_MULTI_KRUM && (!job.pairs || !pairs_total)))
         r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory: %d deltas of %zu values at a time", n_all, stride);
-    job.o = o, job.stride = stride, job.scale = scale, job.weight = weight;
+    job.o = o, job.stride = stride, job.scale = scale, job.weight = weight, job.model = &res->model;
+    tweight = (double *)photon__calloc((size_t)(n_all + 1) * (size_t)res->model.num_tensors, sizeof(double));
+    ttotal = (double *)photon__calloc((size_t)res->model.num_tensors, sizeof(double));
+    if (!tweight || !ttotal) r = photon__fail(err, PHOTON_ERR_MEMORY, "out of memory weighing %d deltas", n_all);
+    job.tweight = tweight, job.ttotal = ttotal;
     for (;;) {
         if (r != PHOTON_OK) break;
         if (changed >= 0) { /* refuse the changed delta, then judge again without it */
@@ -5995,7 +6276,7 @@ static photon_result photon__merge_aggregate(photon_merge_result *res, const pho
             job.m = m;
             for (i = 0; i < m; i++) scale[i] = res->entries[take[i]].scale;
         }
-        job.total = photon__merge_weights(res, o, take, m, weight);
+        job.total = photon__merge_weights(res, o, take, m, weight, tweight, ttotal);
         memset(dots_total, 0, (size_t)(n_all + 2) * sizeof(double));
         memset(cut_total, 0, (size_t)(n_all + 1) * sizeof(uint64_t));
         if (photon__merge_stream(res, &job, take, agg, NULL, dots_total, cut_total, &changed, err) != PHOTON_OK) {
@@ -6023,6 +6304,8 @@ static photon_result photon__merge_aggregate(photon_merge_result *res, const pho
     PHOTON_FREE(job.dots);
     PHOTON_FREE(job.cut);
     PHOTON_FREE(job.pairs);
+    PHOTON_FREE(tweight);
+    PHOTON_FREE(ttotal);
     return r == PHOTON_OK ? r : photon__fail(caller_err, r, "%s", local.message);
 }
 
@@ -6068,6 +6351,54 @@ static photon_result photon__merge_first_refusal(const photon_merge_result *res,
         if (!res->entries[i].accepted && !res->entries[i].left_out_by_rule)
             return photon__fail(err, PHOTON_ERR_MISMATCH, "%s", res->entries[i].reason);
     return PHOTON_OK;
+}
+
+/* Whether two entries leave out the same tensors. */
+static int photon__same_absent(const photon_merge_result *res, const photon_merge_entry *a, const photon_merge_entry *b) {
+    int t;
+    for (t = 0; t < res->model.num_tensors; t++)
+        if ((a->absent && a->absent[t]) != (b->absent && b->absent[t])) return 0;
+    return 1;
+}
+
+/* Deltas that leave out different tensors (some clients personalise,
+   others do not) are averaged tensor by tensor over those that carry each.
+   The coordinate-wise rules and Multi-Krum compare whole deltas, and a group
+   delta has one weight for all its tensors, so those need every delta to
+   leave out the same tensors. */
+static photon_result photon__merge_check_carriage(const photon_merge_result *res, const photon_merge_options *o,
+                                                  photon_error *err) {
+    const photon_merge_entry *first = NULL;
+    int i;
+    for (i = 0; i < res->num_entries; i++) {
+        const photon_merge_entry *e = &res->entries[i];
+        if (!e->accepted) continue;
+        if (!first) first = e;
+        else if (!photon__same_absent(res, first, e) && (o->aggregate != PHOTON_AGGREGATE_MEAN || o->group_id))
+            return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s and %s leave out different tensors (personal: '%s', '%s'); "
+                                "%s needs every delta to carry the same ones", first->path, e->path, first->info.personal,
+                                e->info.personal, o->group_id ? "a group delta (one weight for all its tensors)"
+                                                              : photon_aggregate_name(o->aggregate));
+    }
+    return PHOTON_OK;
+}
+
+/* The outer step on every tensor some delta carried; a tensor every delta
+   left out (personal everywhere) stays as the base has it, and so does its
+   server state. */
+static void photon__merge_outer_step(photon_merge_result *res, const float *avg, const photon_outer_config *outer) {
+    int t, i;
+    for (t = 0; t < res->model.num_tensors; t++) {
+        const photon_tensor_info *ti = &res->model.tensors[t];
+        photon_server_state view = res->state;
+        int carried = 0;
+        for (i = 0; i < res->num_entries && !carried; i++)
+            carried = res->entries[i].accepted && !(res->entries[i].absent && res->entries[i].absent[t]);
+        if (!carried) continue;
+        if (view.m) view.m += ti->offset;
+        if (view.v) view.v += ti->offset;
+        photon_outer_step(res->model.params + ti->offset, avg + ti->offset, ti->size, outer, &view);
+    }
 }
 
 /* Settings the rules cannot work with. */
@@ -6172,6 +6503,7 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
             res->entries[k - 1] = t;
         }
     if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
+    if ((r = photon__merge_check_carriage(res, o, err)) != PHOTON_OK) goto fail;
     if (o->screen) { /* the base's own loss on the sample: what each delta is judged against */
         photon_error why;
         if (!base || photon__screen_loss(&res->model, o, &res->screen_base_loss, &why) != PHOTON_OK) {
@@ -6214,7 +6546,7 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
         res->aggregate = values, values = NULL;
         res->max_local_steps = max_steps, res->tokens = tokens;
     } else {
-        photon_outer_step(res->model.params, values, n, &o->outer, &res->state);
+        photon__merge_outer_step(res, values, &o->outer);
     }
     for (j = 0; j < n; j++)
         if (!photon__is_finite(res->model.params[j])) {
@@ -6249,6 +6581,7 @@ PHOTONDEF void photon_merge_result_free(photon_merge_result *res) {
     }
     PHOTON_FREE(res->meta_keys);
     PHOTON_FREE(res->meta_values);
+    for (i = 0; i < res->num_entries; i++) PHOTON_FREE(res->entries[i].absent);
     PHOTON_FREE(res->entries);
     PHOTON_FREE(res->update_codes);
     PHOTON_FREE(res->update_scales);
@@ -6266,6 +6599,7 @@ static photon_result photon__group_delta_write(const photon_merge_result *res, c
     photon__meta meta;
     const char **keys;
     const char **values;
+    const photon_merge_entry *first = NULL;
     double loss = 0.0;
     char loss_text[32];
     int i, k, n = 0;
@@ -6280,9 +6614,12 @@ static photon_result photon__group_delta_write(const photon_merge_result *res, c
     photon__meta_u64(&meta, "photon.tokens", res->tokens);
     photon__meta_str(&meta, "photon.loss", loss_text);
     photon__meta_u64(&meta, "photon.members", (uint64_t)res->accepted);
+    for (i = 0; i < res->num_entries && !first; i++) /* its members all leave out the same tensors (if any) */
+        if (res->entries[i].accepted && res->entries[i].absent) first = &res->entries[i];
+    if (first) photon__meta_str(&meta, "photon.personal", first->info.personal);
     keys = (const char **)PHOTON_MALLOC((size_t)(meta.n + res->num_meta) * sizeof(char *));
     values = (const char **)PHOTON_MALLOC((size_t)(meta.n + res->num_meta) * sizeof(char *));
-    if (!keys || !values || !photon__coded_init(&coded, &res->model, PHOTON_DELTA_F32)) {
+    if (!keys || !values || !photon__coded_init_masked(&coded, &res->model, PHOTON_DELTA_F32, first ? first->absent : NULL)) {
         PHOTON_FREE(keys);
         PHOTON_FREE(values);
         return photon__fail(err, PHOTON_ERR_MEMORY, "%s: out of memory", path);
@@ -6462,7 +6799,7 @@ PHOTONDEF photon_result photon_update_apply(const char *base_path, const char *u
         goto done;
     }
     r = format == PHOTON_DELTA_F32 ? photon__read_params(&st, &m, update, NULL, err)
-                                   : photon__read_coded(&st, &m, format, update, NULL, err);
+                                   : photon__read_coded(&st, &m, format, NULL, update, NULL, err);
     if (r == PHOTON_OK) r = photon__update_next(&st, &m, &keys, &values, &count, err);
     if (r != PHOTON_OK) goto done;
     for (j = 0; j < m.num_params; j++) m.params[j] += update[j];

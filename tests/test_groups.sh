@@ -9,6 +9,12 @@
 # counts are the flat merge's and its held-out loss matches the flat merge's
 # to float rounding; a group delta whose token count was edited is refused;
 # the refusals of outer optimizers below the root are usage errors.
+# Personal tensors: two clients keep 'h.*.ln_*' (photon-train --personal),
+# a third does not; their deltas leave those tensors out and merge tensor by
+# tensor; a federation-wide declaration (photon-merge --personal) refuses
+# the third and leaves the tensors as the base has them; the state keeps
+# them, photon-eval --state evaluates the personalised model, round 2
+# resumes from them; other patterns, none, or no --state are refused.
 # Prints "ok - ..." / "FAIL - ..." / "skip - ..." and "N passed, N failed".
 set -u
 BIN=$(cd "${1:-bin}" && pwd)
@@ -72,6 +78,78 @@ check "a group delta claiming more tokens than its members is refused, naming it
     "gb-edited.safetensors: a group delta claims $((tokens + 1000)) tokens" \
     "$BIN/photon-merge" --base base.safetensors --out bad.safetensors ga.safetensors gb-edited.safetensors
 check "... and nothing is written" test ! -e bad.safetensors
+
+# ---- personal tensors: photon-train --personal, photon-eval --state, photon-merge --personal ----
+# tensor NAME FILE: the bytes of one tensor, as hex (compared between files)
+tensor() { python3 -c '
+import json, struct, sys
+f = open(sys.argv[2], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+if sys.argv[1] not in h: print("absent"); sys.exit(0)
+a, b = h[sys.argv[1]]["data_offsets"]; f.seek(8 + n + a); print(f.read(b - a).hex())' "$@"; }
+P='h.*.ln_*'
+for c in 0 1; do
+    check "personal: client p$c trains round 1 keeping $P" "$BIN/photon-train" --model base.safetensors \
+        --data "train$c.txt" --state "ps$c.safetensors" --steps 6 --batch 4 --seq 32 --lr 5e-3 --personal "$P" \
+        --delta-out "pd$c.safetensors" --client-id "p$c" --out "plocal$c.safetensors"
+done
+check "personal: a client without --personal trains in the same round" "$BIN/photon-train" --model base.safetensors \
+    --data train2.txt --state ps2.safetensors --steps 6 --batch 4 --seq 32 --lr 5e-3 --delta-out pd2.safetensors \
+    --client-id p2
+check "personal: the personal tensors are absent from the delta, which declares them" test \
+    "$(tensor h.0.ln_1.weight pd0.safetensors) $(tensor h.0.attn.c_attn.weight pd0.safetensors | head -c 6)" != \
+    "absent absent" -a "$(tensor h.0.ln_1.weight pd0.safetensors)" = absent -a \
+    "$(tensor h.0.ln_2.bias pd1.safetensors)" = absent
+"$BIN/photon-merge" --inspect pd0.safetensors >inspect.json 2>/dev/null
+check "personal: --inspect shows the declaration" grep -q '"personal":"h.\*.ln_\*"' inspect.json
+check "personal: the three deltas merge (each tensor over the deltas that carry it)" "$BIN/photon-merge" \
+    --base base.safetensors --out pnext.safetensors pd0.safetensors pd1.safetensors pd2.safetensors
+check "personal: --verify reproduces it" "$BIN/photon-merge" --base base.safetensors --verify pnext.safetensors \
+    pd0.safetensors pd1.safetensors pd2.safetensors
+check "personal: declared federation-wide (--personal), the client that carries them is refused, naming it" \
+    expect_exit 1 "pd2.safetensors: carries tensor 'h.0.ln_1.weight', which this federation declares personal" \
+    "$BIN/photon-merge" --base base.safetensors --out pdecl.safetensors --personal "$P" pd0.safetensors \
+    pd1.safetensors pd2.safetensors
+check "personal: ... and nothing is written" test ! -e pdecl.safetensors
+check "personal: the two declaring clients merge under the declaration" "$BIN/photon-merge" --base base.safetensors \
+    --out pdecl.safetensors --personal "$P" pd0.safetensors pd1.safetensors
+check "personal: the merge leaves the declared tensors as the base has them" test \
+    "$(tensor h.0.ln_1.weight pdecl.safetensors)" = "$(tensor h.0.ln_1.weight base.safetensors)"
+check "personal: the state keeps the trained personal tensors" python3 -c '
+import json, struct, sys
+def load(p):
+    f = open(p, "rb"); n = struct.unpack("<Q", f.read(8))[0]; return json.loads(f.read(n)), f, n
+h, f, n = load(sys.argv[1])
+sys.exit(0 if "personal" in h and h["__metadata__"]["photon.personal"] == "h.*.ln_*" else 1)' ps0.safetensors
+"$BIN/photon-eval" --model pdecl.safetensors --state ps0.safetensors --data train0.txt --max-tokens 2048 --json \
+    >pe-state.json 2>/dev/null
+"$BIN/photon-eval" --model pdecl.safetensors --data train0.txt --max-tokens 2048 --json >pe-global.json 2>/dev/null
+check "personal: photon-eval --state evaluates another model than the global one" python3 -c '
+import json, sys
+a, b = (json.load(open(f))["loss"] for f in sys.argv[1:]); sys.exit(0 if a != b else 1)' pe-state.json pe-global.json
+cp ps0.safetensors ps0-round1.safetensors
+check "personal: round 2 resumes with the personal tensors laid over the new global" "$BIN/photon-train" \
+    --model pdecl.safetensors --data train0.txt --state ps0.safetensors --steps 4 --batch 4 --seq 32 --lr 5e-3 \
+    --personal "$P" --delta-out pd0-r2.safetensors --client-id p0 --out plocal0-r2.safetensors
+check "personal: round 2's delta leaves them out too, against the new global" test \
+    "$(tensor h.1.ln_2.weight pd0-r2.safetensors)" = absent
+check "personal: training went on from the state's values, not the global's" test \
+    "$(tensor h.0.ln_1.weight plocal0-r2.safetensors)" != "$(tensor h.0.ln_1.weight plocal0.safetensors)" -a \
+    "$(tensor h.0.ln_1.weight plocal0.safetensors)" != "$(tensor h.0.ln_1.weight base.safetensors)"
+cp ps0-round1.safetensors ps0.safetensors
+check "personal: resuming with other patterns is refused" expect_exit 1 "keeps personal tensors 'h.\*.ln_\*'" \
+    "$BIN/photon-train" --model pdecl.safetensors --data train0.txt --state ps0.safetensors --steps 4 --batch 4 \
+    --seq 32 --personal 'h.0.mlp.*' --delta-out x.safetensors --client-id p0
+check "personal: resuming without --personal is refused" expect_exit 1 "give --personal" \
+    "$BIN/photon-train" --model pdecl.safetensors --data train0.txt --state ps0.safetensors --steps 4 --batch 4 \
+    --seq 32 --delta-out x.safetensors --client-id p0
+check "personal: --personal without --state is a usage error" expect_exit 2 "needs --state" \
+    "$BIN/photon-train" --model base.safetensors --data train0.txt --steps 1 --personal "$P" --out x.safetensors
+check "personal: a pattern that names no tensor is a usage error" expect_exit 2 "matches no tensor" \
+    "$BIN/photon-train" --model base.safetensors --data train0.txt --state x.st --steps 1 --personal 'h.9.*' \
+    --out x.safetensors
+check "personal: photon-eval --state with a state that keeps none fails clearly" expect_exit 1 "keeps no personal" \
+    "$BIN/photon-eval" --model pdecl.safetensors --state ps2.safetensors --data train0.txt
+check "personal: no output of the refused runs was written" test ! -e x.safetensors -a ! -e x.st
 
 check "--delta-out without --group-id is a usage error" expect_exit 2 "needs --group-id" \
     "$BIN/photon-merge" --base base.safetensors --delta-out g.safetensors "${A[@]}"

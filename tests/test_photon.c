@@ -1793,6 +1793,122 @@ static void test_group_merge(void) {
     photon_model_free(&gm);
 }
 
+/* Personal tensors: a delta that leaves some out is averaged tensor by
+   tensor over the deltas that carry each (against a float64 computation);
+   a tensor every delta leaves out stays as the base has it, with Nesterov
+   too; a declaration refuses a delta that carries a declared tensor; the
+   robust rules and group deltas refuse mixed carriage; the client state
+   keeps the personal values and lays them back. */
+static void test_personal_tensors(void) {
+    photon_config cfg = {64, 16, 2, 2, 32};
+    photon_model base, local;
+    photon_merge_options o;
+    photon_merge_result res;
+    photon_error err;
+    photon_delta_info info;
+    photon_client_state cs, back;
+    char base_path[512], base_hash[65], paths[3][512];
+    const char *list[3];
+    static const uint64_t tokens[3] = {100, 300, 50};
+    float *d[3];
+    unsigned char mask[64];
+    size_t j;
+    int i, t, ok = 1, same = 1;
+    double worst = 0.0;
+    photon_model_init(&base, &cfg, 9, NULL);
+    snprintf(base_path, sizeof base_path, "%s", tmp_path("personal-base.safetensors"));
+    photon_checkpoint_save(&base, base_path, NULL);
+    photon_sha256_file(base_path, base_hash, NULL);
+    expect(photon_glob_match("h.*.ln_*", "h.1.ln_2.bias") && !photon_glob_match("h.*.ln_*", "ln_f.bias") &&
+               photon_glob_match("h.1?.*", "h.10.mlp.c_fc.weight") && !photon_glob_match("h.1?.*", "h.1.mlp.c_fc.weight"),
+           "personal: globs match tensor names ('*' any run, '?' one character)", NULL);
+    expect(photon_personal_mask(&base, "h.7.*", mask, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "matches no tensor"),
+           "personal: a pattern that matches no tensor is refused", err.message);
+    expect(photon_personal_mask(&base, "*", mask, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "every tensor"),
+           "personal: patterns that match every tensor are refused", err.message);
+    expect(photon_personal_mask(&base, "h.0 ln", mask, &err) == PHOTON_ERR_ARGUMENT, "personal: a space is refused", err.message);
+    photon_personal_mask(&base, "h.0.ln_1.*", mask, NULL);
+    photon_model_init(&local, &cfg, 1, NULL);
+    for (i = 0; i < 3; i++) {
+        uint64_t rng = 50 + (uint64_t)i;
+        d[i] = (float *)calloc(base.num_params, sizeof(float));
+        fill_random(d[i], base.num_params, 0.01f, &rng);
+        for (j = 0; j < base.num_params; j++) local.params[j] = base.params[j] - d[i][j];
+        for (j = 0; j < base.num_params; j++) d[i][j] = base.params[j] - local.params[j];
+        memset(&info, 0, sizeof info);
+        memcpy(info.base_sha256, base_hash, 65);
+        info.round = 1, info.local_steps = 1, info.batch = tokens[i], info.seq = 1, info.tokens = tokens[i];
+        info.loss = 2.0f;
+        snprintf(info.client, sizeof info.client, "p%d", i);
+        if (i == 0) snprintf(info.personal, sizeof info.personal, "h.0.ln_1.*");
+        snprintf(paths[i], sizeof paths[i], "%s", tmp_path(i == 0 ? "personal0.st" : i == 1 ? "personal1.st" : "personal2.st"));
+        photon_delta_save(&local, base.params, &info, paths[i], NULL);
+        list[i] = paths[i];
+    }
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_OK, "personal: a mixed federation merges",
+           err.message);
+    for (t = 0; t < base.num_tensors; t++) {
+        const photon_tensor_info *ti = &base.tensors[t];
+        for (j = ti->offset; j < ti->offset + ti->size; j++) {
+            double num = 0, den = 0, want;
+            for (i = 0; i < 3; i++)
+                if (!(i == 0 && mask[t])) num += (double)tokens[i] * d[i][j], den += (double)tokens[i];
+            want = (double)base.params[j] - num / den;
+            if (fabs(res.model.params[j] - want) > worst) worst = fabs(res.model.params[j] - want);
+        }
+    }
+    expect(worst < 1e-6, "personal: each tensor is the token-weighted mean over the deltas that carry it (float64)", NULL);
+    photon_merge_result_free(&res);
+    o.personal = "h.0.ln_1.*";
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "personal1.st") &&
+               strstr(err.message, "declares personal"),
+           "personal: a declared personal tensor in a delta is refused, naming the delta", err.message);
+    photon_merge_result_free(&res);
+    o.skip_bad = 1;
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_NESTEROV);
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_OK && res.accepted == 1, "personal: with skip_bad the declaring client alone merges", err.message);
+    for (t = 0; t < base.num_tensors; t++)
+        if (mask[t])
+            for (j = base.tensors[t].offset; j < base.tensors[t].offset + base.tensors[t].size; j++)
+                same &= res.model.params[j] == base.params[j] && res.state.m[j] == 0.0f;
+    expect(same, "personal: a tensor no delta carries stays as the base has it, and so does its momentum", NULL);
+    photon_merge_result_free(&res);
+    memset(&o, 0, sizeof o);
+    photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
+    o.aggregate = PHOTON_AGGREGATE_MEDIAN;
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "different tensors"),
+           "personal: the median refuses deltas that leave out different tensors", err.message);
+    photon_merge_result_free(&res);
+    o.aggregate = PHOTON_AGGREGATE_MEAN, o.group_id = "g";
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "group delta"),
+           "personal: a group delta refuses members that leave out different tensors", err.message);
+    photon_merge_result_free(&res);
+    /* the client state keeps them */
+    memset(&cs, 0, sizeof cs);
+    photon_adamw_state_init(&cs.adamw, base.num_params, NULL);
+    expect(photon_personal_keep(&cs, &local, "h.0.ln_1.*,ln_f.*", &err) == PHOTON_OK &&
+               cs.personal_count == 4 * (size_t)cfg.n_embd &&
+               photon_client_state_save(&cs, &cfg, tmp_path("personal-state.st"), &err) == PHOTON_OK &&
+               photon_client_state_load(&back, &cfg, tmp_path("personal-state.st"), &err) == PHOTON_OK &&
+               strcmp(back.personal, "h.0.ln_1.*,ln_f.*") == 0 && back.personal_count == cs.personal_count &&
+               memcmp(back.personal_values, cs.personal_values, cs.personal_count * sizeof(float)) == 0,
+           "personal: the client state saves and loads its personal tensors", err.message);
+    expect(photon_personal_apply(&back, &base, &err) == PHOTON_OK, "personal: laid over a model", err.message);
+    for (t = 0; t < base.num_tensors; t++) {
+        int personal = photon_glob_match("h.0.ln_1.*", base.tensors[t].name) || photon_glob_match("ln_f.*", base.tensors[t].name);
+        for (j = base.tensors[t].offset; j < base.tensors[t].offset + base.tensors[t].size; j++)
+            ok &= personal ? base.params[j] == local.params[j] : base.params[j] != local.params[j] || d[0][j] == 0.0f;
+    }
+    expect(ok, "personal: exactly the personal tensors take the state's values", NULL);
+    photon_client_state_free(&cs);
+    photon_client_state_free(&back);
+    for (i = 0; i < 3; i++) free(d[i]);
+    photon_model_free(&base);
+    photon_model_free(&local);
+}
+
 /* Norm bounds refuse like any bad delta; settings that cannot work are
    refused before anything is read. */
 static void test_robust_refusals(void) {
@@ -2704,6 +2820,7 @@ static const check_test tests[] = {
     CHECK_TEST(robust_rules),
     CHECK_TEST(robust_refusals),
     CHECK_TEST(group_merge),
+    CHECK_TEST(personal_tensors),
     CHECK_TEST(quantize_roundtrip),
     CHECK_TEST(delta_formats),
     CHECK_TEST(payload_hashes),

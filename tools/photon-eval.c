@@ -11,6 +11,9 @@ static const char *usage =
     "llm.c token shards or text.\n"
     "\n"
     "  --model CKPT         the checkpoint (safetensors)\n"
+    "  --state STATE        a client's personalised model: CKPT (the global model) with\n"
+    "                       the personal tensors that client state keeps laid over it\n"
+    "                       (photon-train --personal)\n"
     "  --data FILE...       evaluation data; every argument up to the next flag\n"
     "  --batch B            windows per forward pass (default 8; does not change the result)\n"
     "  --seq T              tokens per window (default: the model's context length)\n"
@@ -38,7 +41,7 @@ static const char *usage =
     "  --help, --version\n";
 
 typedef struct eval_options {
-    const char *model_path, *hf_config, *hf_export, *prompt, *tokenizer;
+    const char *model_path, *state_path, *hf_config, *hf_export, *prompt, *tokenizer;
     const char **data_paths;
     int num_data, json, have_seq;
     cli_device device;
@@ -61,6 +64,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         cli_help_or_version(&a, usage); /* exits if it was one of them */
         if (cli_device_flag(&a, &o->device)) {
             /* --device, --precision */
+        } else if (cli_is(&a, "--state")) {
+            o->state_path = cli_value(&a);
         } else if (cli_is(&a, "--model")) {
             o->model_path = cli_value(&a);
         } else if (cli_is(&a, "--data")) {
@@ -101,6 +106,8 @@ static void parse_args(eval_options *o, int argc, char **argv) {
         }
     }
     if (!o->model_path) cli_usage_error("--model is required");
+    if (o->state_path && o->hf_export)
+        cli_usage_error("--hf-export writes the --model file as it is; --state goes with --data and --sample");
     if (o->num_data == 0 && o->sample == 0 && !o->hf_config && !o->hf_export)
         cli_usage_error("nothing to do: give --data, --sample, --hf-config or --hf-export");
     cli_device_resolve(&o->device);
@@ -188,6 +195,16 @@ int main(int argc, char **argv) {
     if (o.hf_config) cli_check_output(o.hf_config);
     if (o.hf_export && photon_output_dir_check(o.hf_export, &err) != PHOTON_OK) cli_fail(&err);
     if (photon_checkpoint_load(&model, o.model_path, &err) != PHOTON_OK) cli_fail(&err);
+    if (o.state_path) { /* the global backbone with this client's own tensors */
+        photon_client_state cs;
+        if (photon_client_state_load(&cs, &model.config, o.state_path, &err) != PHOTON_OK) cli_fail(&err);
+        if (!cs.personal_values) cli_die("%s keeps no personal tensors (photon-train --personal)", o.state_path);
+        if (photon_personal_apply(&cs, &model, &err) != PHOTON_OK) {
+            photon_client_state_free(&cs);
+            cli_die("%s: %s", o.state_path, err.message);
+        }
+        photon_client_state_free(&cs);
+    }
     tok = cli_tokenizer(o.tokenizer, &bpe, &model.config, o.model_path);
     if (o.num_data > 0) evaluate(&o, &model, tok);
     if (o.sample > 0) sample(&o, &model, tok);

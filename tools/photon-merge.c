@@ -36,6 +36,12 @@ static const char *usage =
     "                       optimizers run at the root); --verify GROUP --group-id ID\n"
     "                       re-checks one\n"
     "  --group-id ID        the group delta's client id at the parent (letters, digits, . _ -)\n"
+    "  --personal PATTERN   declare tensors (globs, repeat or comma-separate) that every\n"
+    "                       member keeps to itself (photon-train --personal): a delta that\n"
+    "                       carries one is refused; they stay as GLOBAL has them. Without\n"
+    "                       it, deltas that leave out tensors (their own --personal) are\n"
+    "                       averaged tensor by tensor over the deltas that carry each, and\n"
+    "                       a tensor none carries stays as GLOBAL has it\n"
     "  --check              check each delta as the merge would (payload hash, base,\n"
     "                       round, counters, NaN/Inf, the bounds below) and print one JSON\n"
     "                       object per delta: accepted, or the reason it is refused; writes\n"
@@ -105,6 +111,7 @@ static const char *usage =
     "  --help, --version\n";
 
 typedef struct merge_options {
+    char personal[256];
     const char *base, *out, *verify, *state_in, *state_out, *update_out, *apply, *delta_out;
     const char **deltas, **screen;
     int num_deltas, num_screen, json, inspect, check;
@@ -174,6 +181,12 @@ static void parse_args(merge_options *o, int argc, char **argv) {
             o->verify = cli_value(&a);
         } else if (cli_is(&a, "--delta-out")) {
             o->delta_out = cli_value(&a);
+        } else if (cli_is(&a, "--personal")) {
+            const char *v = cli_value(&a);
+            size_t n = strlen(o->personal);
+            if (n + strlen(v) + 2 > sizeof o->personal) cli_usage_error("--personal: the patterns pass 255 characters");
+            snprintf(o->personal + n, sizeof o->personal - n, "%s%s", n ? "," : "", v);
+            o->merge.personal = o->personal;
         } else if (cli_is(&a, "--group-id")) {
             o->merge.group_id = cli_value(&a);
             if (!photon_client_id_valid(o->merge.group_id))
@@ -457,6 +470,8 @@ static int inspect(const merge_options *o) {
                "\"loss\":", (unsigned long long)info.round, info.base_sha256, (unsigned long long)info.local_steps,
                (unsigned long long)info.batch, (unsigned long long)info.seq, (unsigned long long)info.tokens);
         cli_json_number(stdout, info.loss);
+        printf(",\"personal\":");
+        cli_json_string(stdout, info.personal);
         printf(",\"members\":%llu,\"config\":{\"vocab_size\":%d,\"n_ctx\":%d,\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d}}\n",
                (unsigned long long)info.members, c.vocab_size, c.n_ctx, c.n_layer, c.n_head, c.n_embd);
     }

@@ -75,6 +75,12 @@ static const char *usage =
     "                       drops is kept there (error feedback, never sent) and added\n"
     "                       to the next round's delta before it is encoded\n"
     "  --no-error-feedback  encode each delta alone; the state keeps no residual\n"
+    "  --personal PATTERN   keep the tensors this glob names to this client (repeat it, or\n"
+    "                       comma-separate; '*' any run, '?' one character; e.g. 'h.*.ln_*'\n"
+    "                       or 'h.3.*'): they are absent from the delta, kept in --state\n"
+    "                       (needed) and laid over each new --model before training, so\n"
+    "                       the client trains and evaluates (photon-eval --state) its\n"
+    "                       own version of them; the merge leaves the global ones alone\n"
     "  --client-id ID       this client's name in the delta (letters, digits, . _ -)\n"
     "                       With --state: if FILE's last commit wrote the delta now at\n"
     "                       DELTA against this same --model, the round is done: a note,\n"
@@ -99,6 +105,7 @@ typedef struct train_options {
     int reset_optimizer, have_vocab, no_error_feedback, have_format;
     photon_delta_format delta_format;
     const char *tokenizer;
+    char personal[256];  /* --personal, comma-joined */
     const char **data_paths;
     int num_data;
     long long steps, batch, seq, warmup, total_steps;
@@ -205,6 +212,11 @@ static void parse_args(train_options *o, int argc, char **argv) {
         } else if (cli_is(&a, "--no-error-feedback")) {
             cli_no_value(&a);
             o->no_error_feedback = 1;
+        } else if (cli_is(&a, "--personal")) {
+            const char *v = cli_value(&a);
+            size_t n = strlen(o->personal);
+            if (n + strlen(v) + 2 > sizeof o->personal) cli_usage_error("--personal: the patterns pass 255 characters");
+            snprintf(o->personal + n, sizeof o->personal - n, "%s%s", n ? "," : "", v);
         } else if (cli_is(&a, "--delta-out")) {
             o->delta_path = cli_value(&a);
         } else if (cli_is(&a, "--client-id")) {
@@ -235,6 +247,7 @@ static void parse_args(train_options *o, int argc, char **argv) {
     if ((o->have_format || o->no_error_feedback) && !o->delta_path)
         cli_usage_error("--delta-format and --no-error-feedback go with --delta-out");
     if (o->delta_path && o->steps == 0) cli_usage_error("--delta-out needs at least one step");
+    if (o->personal[0] && !o->state_path) cli_usage_error("--personal needs --state: the personal tensors are kept there");
     if (o->client_id && !photon_client_id_valid(o->client_id))
         cli_usage_error("--client-id must be 1 to 63 letters, digits, '.', '_' or '-'");
     cli_device_resolve(&o->device);
@@ -357,6 +370,27 @@ static void open_state(const train_options *o, const photon_model *model, const 
     if (o->reset_optimizer) photon_adamw_state_reset(&state->adamw); /* a fresh optimizer; the data goes on */
 }
 
+/* The client's own tensors over the global model, before training: the
+   state's, or (a first round) the global's own values to start from. */
+static void lay_personal(const train_options *o, const photon_client_state *state, photon_model *model) {
+    photon_error err;
+    if (state->personal_values && !o->personal[0])
+        cli_die("%s keeps personal tensors (%s): give --personal %s to go on with them, or another --state",
+                o->state_path, state->personal, state->personal);
+    if (!o->personal[0]) return;
+    {
+        unsigned char *mask = (unsigned char *)calloc((size_t)model->num_tensors, 1);
+        if (!mask) cli_die("out of memory");
+        if (photon_personal_mask(model, o->personal, mask, &err) != PHOTON_OK) cli_usage_error("--personal: %s", err.message);
+        free(mask);
+    }
+    if (!state->personal_values) return;
+    if (strcmp(state->personal, o->personal) != 0)
+        cli_die("%s keeps personal tensors '%s'; --personal gives '%s' (personalise the same tensors, or use another "
+                "--state)", o->state_path, state->personal, o->personal);
+    if (photon_personal_apply(state, model, &err) != PHOTON_OK) cli_fail(&err);
+}
+
 static void log_step(const train_options *o, long long done, const photon_model *model, const photon_step_stats *st,
                      double elapsed) {
     double tok_per_s = elapsed > 0 ? (double)done * o->batch * o->seq / elapsed : 0.0;
@@ -434,6 +468,7 @@ int main(int argc, char **argv) {
         if (!base_params) cli_die("out of memory");
         memcpy(base_params, model.params, model.num_params * sizeof(float));
     }
+    if (o.num_data > 0) lay_personal(&o, &state, &model); /* after the copy: the delta leaves these out */
 
     schedule.peak_lr = o.lr;
     schedule.warmup_steps = (uint64_t)o.warmup;
@@ -482,8 +517,10 @@ int main(int argc, char **argv) {
             info.tokens = (uint64_t)(done * o.batch * o.seq);
             info.loss = st.loss;
             info.format = o.delta_format;
+            snprintf(info.personal, sizeof info.personal, "%s", o.personal);
             r = save_delta(&o, &model, base_params, &info, &state, delta_temp, &err);
         }
+        if (r == PHOTON_OK && o.state_path && o.personal[0]) r = photon_personal_keep(&state, &model, o.personal, &err);
         if (r == PHOTON_OK && o.state_path) {
             photon_client_state_record(&state, &model, &ds, &loader);
             record_commit(&o, &state, base_sha256, out_temp, delta_temp);
