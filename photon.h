@@ -5570,7 +5570,7 @@ static photon_result photon__merge_audit(photon_merge_result *res, const char *b
     if (r == PHOTON_OK && robust) r = photon__merge_audit_rules(res, o, err);
     if (r == PHOTON_OK && o->compress_update)
         r = photon__audit(res, "photon.update_format", photon_delta_format_name(o->update_format), err);
-    if (r == PHOTON_OK && o->personal && o->personal[0]) r = photon__audit(res, "photon.personal", o->personal, err);
+    if (r == PHOTON_OK && o->personal && o->personal[0]) r = photon__audit(res, "photon.declared_personal", o->personal, err);
     if (r == PHOTON_OK) r = photon__audit_u64(res, "photon.clients", (uint64_t)res->accepted, err);
     for (i = 0; i < res->num_entries && r == PHOTON_OK; i++) {
         const photon_merge_entry *e = &res->entries[i];

@@ -68,6 +68,19 @@ usage: examples/federate.sh --agg DIR --client DIR [--client DIR ...] --val FILE
                        --krum-select M --clip-norm X|auto[:F] --max-norm-ratio R --screen FILE
                        --screen-tokens N --screen-max-rise X --screen-from median|base (a
                        refused delta is left out of its round only with --skip-bad)
+  groups (a federation of federations, docs/ALGORITHM.md):
+                       --group NAME=I,J,...  the clients (their --client positions, from 0)
+                       of sub-federation NAME; with groups every client is in exactly one.
+                       Each round each group's deltas merge into a group delta
+                       (photon-merge --delta-out, AGG/round-R/group-NAME.safetensors), and
+                       the group deltas into the global model (the outer optimizer and the
+                       robust rules run there); members' deltas are kept in
+                       AGG/round-R/group-NAME/, per-group figures in logs/round-R/groups.tsv
+                       --group-sample K  members per group per round (default: all)
+                       --group-personal NAME=GLOB  the group's members keep these tensors
+                       (photon-train --personal), and its merge refuses a delta carrying one
+  --personal GLOB      every client keeps these tensors to itself (photon-train --personal;
+                       repeat or comma-separate)
   --skip-bad           leave out a delta photon-merge refuses (stale, NaN, ...) or whose
                        signature fails, instead of stopping the round; with it
                        --min-clients defaults to 1
@@ -101,6 +114,7 @@ bin="$here/bin" remote_bin="" ssh_cmd="ssh"
 agg="" clients=() val=() rounds=4 steps=64 sample=0 seed=1 jobs=$(nproc 2>/dev/null || echo 2)
 model_flags=() train_flags=() merge_flags=() update_format="" outer=fedavg tokenizer="" sign_key="" allowed_signers="" skip_bad=0
 batch=8 seq=64 min_clients=0
+groups=() group_members=() group_personal=() group_sample=0 personal="" group_personal_args=()
 
 die() { echo "federate.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -128,6 +142,12 @@ while [ $# -gt 0 ]; do
         --screen-from) merge_flags+=("$1" "$2"); shift 2 ;;
     --screen) [ -f "${2:-}" ] || die "--screen needs a readable FILE, got '${2:-}'"
         merge_flags+=("$1" "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
+    --group) [[ "${2:-}" =~ ^[A-Za-z0-9._-]{1,40}=[0-9]+(,[0-9]+)*$ ]] || die "--group needs NAME=I,J,... (client positions), got '${2:-}'"
+        groups+=("${2%%=*}") group_members+=("${2#*=}"); shift 2 ;;
+    --group-sample) group_sample=$2; shift 2 ;;
+    --group-personal) [[ "${2:-}" == *=?* ]] || die "--group-personal needs NAME=GLOB, got '${2:-}'"
+        group_personal_args+=("$2"); shift 2 ;;
+    --personal) personal="${personal:+$personal,}$2"; shift 2 ;;
     --skip-bad) skip_bad=1; shift ;;
     --min-clients) min_clients=$2; shift 2 ;;
     --sign-key) sign_key=$2; shift 2 ;;
@@ -144,7 +164,38 @@ done
 for n in "$rounds" "$steps" "$sample" "$seed" "$jobs" "$batch" "$seq" "$min_clients"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
 done
+[[ "$group_sample" =~ ^[0-9]+$ ]] || die "expected a number, got '$group_sample'"
+group_of=()
+for ((g = 0; g < ${#groups[@]}; g++)); do
+    for ((h = 0; h < g; h++)); do [ "${groups[h]}" != "${groups[g]}" ] || die "--group ${groups[g]} is given twice"; done
+    for c in ${group_members[g]//,/ }; do
+        [ "$c" -lt ${#clients[@]} ] || die "--group ${groups[g]}: there is no client $c (${#clients[@]} clients, from 0)"
+        [ -z "${group_of[c]:-}" ] || die "client $c is in two groups (${groups[${group_of[c]}]} and ${groups[g]})"
+        group_of[c]=$g
+    done
+done
+for ((c = 0; c < ${#clients[@]} && ${#groups[@]} > 0; c++)); do
+    [ -n "${group_of[c]:-}" ] || die "client $c (${clients[c]}) is in no --group: with groups every client is in one"
+done
+for a in "${group_personal_args[@]}"; do
+    found=0
+    for ((g = 0; g < ${#groups[@]}; g++)); do
+        [ "${groups[g]}" != "${a%%=*}" ] || { group_personal[g]=${a#*=} found=1; }
+    done
+    [ "$found" = 1 ] || die "--group-personal ${a%%=*}: no such --group"
+done
+[ ${#groups[@]} -gt 0 ] || [ "$group_sample" = 0 ] || die "--group-sample goes with --group"
+[ ${#groups[@]} -eq 0 ] || [ "$sample" = 0 ] || die "with groups, sample within each group: --group-sample, not --sample"
+[ -z "$personal" ] || [ ${#group_personal_args[@]} -eq 0 ] || die "give --personal (every client) or --group-personal, not both"
 [ "$sample" -gt 0 ] && [ "$sample" -le ${#clients[@]} ] || sample=${#clients[@]}
+if [ ${#groups[@]} -gt 0 ]; then # the clients a round samples: K of each group (or all of it)
+    sample=0
+    for ((g = 0; g < ${#groups[@]}; g++)); do
+        n=$(tr ',' '\n' <<<"${group_members[g]}" | wc -l)
+        [ "$group_sample" -gt 0 ] && [ "$group_sample" -lt "$n" ] && n=$group_sample
+        sample=$((sample + n))
+    done
+fi
 [ "$min_clients" -le "$sample" ] || die "--min-clients $min_clients is more than the $sample clients sampled each round"
 if [ "$min_clients" = 0 ]; then if [ "$skip_bad" = 1 ]; then min_clients=1; else min_clients=$sample; fi; fi
 for t in photon-train photon-merge photon-eval; do
@@ -230,6 +281,27 @@ sample_clients() {
     done
     echo "${order[@]:0:$sample}" | tr ' ' '\n' | sort -n | tr '\n' ' '
 }
+# with groups: K members of each group (--group-sample), each group's draw seeded by the round and the group
+sample_groups() {
+    local round=$1 g i j t state k
+    local -a order
+    for ((g = 0; g < ${#groups[@]}; g++)); do
+        read -r -a order <<<"${group_members[g]//,/ }"
+        k=${#order[@]}
+        [ "$group_sample" -gt 0 ] && [ "$group_sample" -lt "$k" ] && k=$group_sample
+        state=$((seed * 1000003 + round * 1009 + g))
+        for ((i = ${#order[@]} - 1; i > 0; i--)); do
+            state=$((state * 6364136223846793005 + 1442695040888963407))
+            j=$((((state >> 33) & 0x7fffffff) % (i + 1)))
+            t=${order[i]} order[i]=${order[j]} order[j]=$t
+        done
+        printf '%s\n' "${order[@]:0:$k}"
+    done | sort -n | tr '\n' ' '
+}
+# where client C's delta of this round is kept: in its group's directory, if any
+delta_file() { if [ ${#groups[@]} -gt 0 ]; then echo "$rd/group-${groups[${group_of[$1]}]}/delta-${ids[$1]}.safetensors"; else echo "$rd/delta-${ids[$1]}.safetensors"; fi; }
+# client C's own tensors (photon-train --personal): every client's, or its group's
+personal_of() { if [ ${#groups[@]} -gt 0 ]; then echo "${group_personal[${group_of[$1]}]:-}"; else echo "$personal"; fi; }
 
 photon() { # the photon tools on a client's machine
     if is_remote "$1"; then echo "${remote_bin:+$remote_bin/}$2"; else echo "$bin/$2"; fi
@@ -256,6 +328,11 @@ settings() { # one "flag<TAB>value" line per setting (compared as a set: their o
     printf '%s\t%s\n' --tokenizer "$(sha_of ${tokenizer:+"$tokenizer/vocab.json" "$tokenizer/merges.txt"})" \
         --allowed-signers "$(sha_of ${allowed_signers:+"$allowed_signers"})"
     for ((i = 0; i < ${#clients[@]}; i++)); do printf '%s\t%s\n' --client "${clients[i]}"; done
+    for ((i = 0; i < ${#groups[@]}; i++)); do
+        printf '%s\t%s\n' --group "${groups[i]}=${group_members[i]}" --group-personal "${groups[i]}=${group_personal[i]:-}"
+    done
+    [ ${#groups[@]} -eq 0 ] || printf '%s\t%s\n' --group-sample "$group_sample"
+    [ -z "$personal" ] || printf '%s\t%s\n' --personal "$personal"
 }
 # compare_settings FEDERATION_JSON: prints the new JSON (the recorded one, --rounds
 # grown) on stdout, or exits 2 with the first setting that differs
@@ -265,7 +342,7 @@ import json, sys
 new = {}
 for line in sys.stdin.read().splitlines():
     k, v = line.split("\t", 1)
-    if k == "--client": new.setdefault(k, []).append(v)
+    if k in ("--client", "--group", "--group-personal"): new.setdefault(k, []).append(v)
     else: new[k] = v
 if len(sys.argv) < 2:
     print(json.dumps(new, indent=1, sort_keys=True)); sys.exit()
@@ -349,13 +426,14 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     rd="$agg/round-$r" lg="$agg/logs/round-$r"
     mkdir -p "$rd" "$lg"
     rm -f "$lg/left-out"
-    chosen=$(sample_clients "$r")
+    if [ ${#groups[@]} -gt 0 ]; then chosen=$(sample_groups "$r"); else chosen=$(sample_clients "$r"); fi
+    for ((g = 0; g < ${#groups[@]}; g++)); do mkdir -p "$rd/group-${groups[g]}"; done
     moved=0 down=0 up=0 todo=()
     declare -A why=()
     # a delta this round already copied back (before a kill) is kept, not trained again
     for c in $chosen; do
         id=${ids[c]}
-        if [ -f "$rd/delta-$id.safetensors" ]; then moved=$((moved + $(file_bytes "$prev"))); else todo+=("$c"); fi
+        if [ -f "$(delta_file "$c")" ]; then moved=$((moved + $(file_bytes "$prev"))); else todo+=("$c"); fi
     done
     # 2. the global checkpoint goes out: as last round's update to a client
     # that holds the checkpoint it was made from, else whole
@@ -379,7 +457,8 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     # 4. the delta comes back as soon as it is made, to a temporary name then into place
     # (its signature first): one there is whole, and a continue takes it as it is
     fetch() {
-        local c=$1 id=${ids[$1]} d="$rd/delta-${ids[$1]}.safetensors"
+        local c=$1 id=${ids[$1]} d
+        d=$(delta_file "$c")
         rm -f "$d.sig"
         if [ -n "$sign_key" ]; then
             copy "${clients[c]}/delta.safetensors.sig" "$rd/.sig-$id.tmp" 2>/dev/null && mv -f "$rd/.sig-$id.tmp" "$d.sig" || true
@@ -396,6 +475,8 @@ for ((r = done_r + 1; r <= rounds; r++)); do
         cmd="$(photon "$dir" photon-train) --model global.safetensors --data data/* --state state.safetensors \
 --steps $steps --batch $batch --seq $seq --total-steps $total_steps ${train_flags[*]} $client_tok \
 --delta-out delta.safetensors --client-id $id --log-every $steps"
+        mine=$(personal_of "$c")
+        [ -z "$mine" ] || cmd="$cmd --personal '$mine'"
         if [ -n "$sign_key" ]; then
             cmd="$cmd && rm -f delta.safetensors.sig && ssh-keygen -Y sign -q -f '$sign_key' -n photon-delta delta.safetensors"
         else
@@ -409,7 +490,7 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     # 5. the signatures
     deltas=()
     for c in $chosen; do
-        id=${ids[c]} d="$rd/delta-$id.safetensors"
+        id=${ids[c]} d=$(delta_file "$c")
         [ -f "$d" ] || continue
         moved=$((moved + $(file_bytes "$d"))) up=$((up + $(file_bytes "$d")))
         printf '%s\tup\tdelta\t%d\n' "$id" "$(file_bytes "$d")" >>"$lg/bytes.tsv"
@@ -420,6 +501,34 @@ for ((r = done_r + 1; r <= rounds; r++)); do
         fi
         deltas+=("$d")
     done
+    # with groups: each group's deltas into its group delta (fedavg at lr 1: the outer
+    # optimizer and the robust rules run at the root), which the root then merges
+    merge_groups() {
+        local g name members d gflags sampled tokens
+        root_inputs=() root_min=1
+        printf 'group\tsampled\tmerged\ttokens\n' >"$lg/groups.tsv"
+        for ((g = 0; g < ${#groups[@]}; g++)); do
+            name=${groups[g]} members=() sampled=0
+            for c in $chosen; do [ "${group_of[c]}" != "$g" ] || sampled=$((sampled + 1)); done
+            for d in "${deltas[@]}"; do [[ "$d" != "$rd/group-$name/"* ]] || members+=("$d"); done
+            [ ${#members[@]} -gt 0 ] || { printf '%s\t%d\t0\t0\n' "$name" "$sampled" >>"$lg/groups.tsv"; continue; }
+            gflags=(--max-local-steps "$steps")
+            [ -z "${group_personal[g]:-}" ] || gflags+=(--personal "${group_personal[g]}")
+            [ "$skip_bad" = 0 ] || gflags+=(--skip-bad)
+            printf '%s\n' "${gflags[@]}" >"$rd/group-$name/merge-flags"
+            if ! "$bin/photon-merge" --base "$prev" --delta-out "$rd/group-$name.safetensors" --group-id "g-$name" \
+                "${gflags[@]}" --json "${members[@]}" >"$lg/merge-group-$name.json" 2>"$lg/merge-group-$name.log"; then
+                echo "federate.sh: the merge of group $name in round $r failed:" >&2
+                cat "$lg/merge-group-$name.log" >&2
+                exit 1
+            fi
+            merge_jsons+=("$lg/merge-group-$name.json")
+            root_inputs+=("$rd/group-$name.safetensors")
+            read -r tokens < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print(sum(x["tokens"] for x in d["deltas"] if x["accepted"]))' "$lg/merge-group-$name.json")
+            printf '%s\t%d\t%d\t%s\n' "$name" "$sampled" "$(json "$lg/merge-group-$name.json" merged)" "$tokens" >>"$lg/groups.tsv"
+        done
+    }
     # left_out: one line per client left out, "ID: reason", in the round's logs
     left_out() {
         local c
@@ -440,8 +549,10 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     [ "$skip_bad" = 0 ] || round_flags+=(--skip-bad)
     update_flags=()
     [ -z "$update_format" ] || update_flags=(--update-out "$agg/update-r$r.safetensors")
-    if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" --min-clients "$min_clients" \
-        "${update_flags[@]}" --json "${deltas[@]}" >"$lg/merge.json" 2>"$lg/merge.log"; then
+    root_inputs=("${deltas[@]}") root_min=$min_clients merge_jsons=("$lg/merge.json")
+    if [ ${#groups[@]} -gt 0 ]; then merge_groups; fi
+    if ! "$bin/photon-merge" --base "$prev" --out "$next" "${round_flags[@]}" "${state_flags[@]}" --min-clients "$root_min" \
+        "${update_flags[@]}" --json "${root_inputs[@]}" >"$lg/merge.json" 2>"$lg/merge.log"; then
         if [ "$skip_bad" = 1 ] && grep -q 'valid deltas' "$lg/merge.log"; then # photon-merge left out too many
             while IFS= read -r line; do
                 f=${line#photon-merge: refused } f=${f%%: *} f=${f##*/delta-} f=${f%.safetensors}
@@ -456,11 +567,12 @@ for ((r = done_r + 1; r <= rounds; r++)); do
     fi
     merged=0
     while IFS=$'\t' read -r f reason; do # the deltas photon-merge left out (--skip-bad)
-        [ -n "$reason" ] || { merged=$((merged + 1)); continue; }
+        [ -n "$reason" ] || { [[ "${f##*/}" == group-* ]] || merged=$((merged + 1)); continue; }
         for c in $chosen; do [ "delta-${ids[c]}.safetensors" != "${f##*/}" ] || why[$c]="refused by photon-merge: $reason"; done
     done < <(python3 -c 'import json, sys
-for d in json.load(open(sys.argv[1])).get("deltas", []):
-    print(d["path"] + "\t" + ("" if d["accepted"] else d["reason"]))' "$lg/merge.json")
+for f in sys.argv[1:]:
+    for d in json.load(open(f)).get("deltas", []):
+        print(d["path"] + "\t" + ("" if d["accepted"] else d["reason"]))' "${merge_jsons[@]}")
     left_out >"$lg/left-out"
     [ -s "$lg/left-out" ] || rm -f "$lg/left-out"
     while IFS= read -r line; do echo "federate.sh: round $r: left out $line" >&2; done < <(left_out)

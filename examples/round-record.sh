@@ -12,6 +12,13 @@
 # the files alone: federate.sh writes it as record.json after each merge, and
 # verify-round.sh recomputes and compares it, so a change to any kept file
 # shows. Exits 1 if the merge does not reproduce the next checkpoint.
+#
+# A round of groups (federate.sh --group) also holds, per group NAME,
+# group-NAME.safetensors (the group delta the root merged, made by the
+# aggregator: no signature) and group-NAME/ with the members' deltas, their
+# signatures and merge-flags; the record then lists each group with its
+# members, and each group delta must reproduce from them (photon-merge
+# --verify --group-id g-NAME).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$here/bin}
@@ -26,56 +33,93 @@ base=../global-r$((r - 1)).safetensors next=../global-r$r.safetensors
 mapfile -t flags <merge-flags 2>/dev/null || flags=()
 signers=""
 [ -f ../allowed_signers ] && signers=../allowed_signers
-rows=$(mktemp) candidates=()
-trap 'rm -f "$rows" "$rows.merge" "$rows.err"' EXIT
-for d in delta-*.safetensors; do
-    [ -e "$d" ] || continue
-    sig=null signer=null reason=""
-    [ -f "$d.sig" ] && sig=$d.sig
-    if [ -n "$signers" ]; then
-        if signer=$(BIN=$BIN "$here/examples/delta-sig.sh" verify "$signers" "$d" 2>"$rows.err"); then
-            candidates+=("$d")
+rows=$(mktemp) groups_rows=$(mktemp)
+trap 'rm -f "$rows" "$rows".* "$groups_rows" "$groups_rows".*' EXIT
+# level ROWS MERGE NEXT FLAGS_FILE [photon-merge options] -- DELTA...: one row per
+# delta (its signature checked, except a group delta's, which the aggregator
+# made), then photon-merge --verify NEXT from those whose signature holds, its
+# JSON in MERGE; returns 1 if that does not reproduce NEXT
+level() {
+    local rows=$1 merge=$2 nxt=$3 flagsfile=$4 d sig signer reason
+    local -a extra=() fl=() candidates=()
+    shift 4
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
+    shift
+    mapfile -t fl <"$flagsfile" 2>/dev/null || fl=()
+    : >"$rows"
+    for d in "$@"; do
+        [ -e "$d" ] || continue
+        sig=null signer=null reason=""
+        [ -f "$d.sig" ] && sig=$d.sig
+        if [ -n "$signers" ] && [[ "${d##*/}" != group-* ]]; then
+            if signer=$(BIN=$BIN "$here/examples/delta-sig.sh" verify "$signers" "$d" 2>"$rows.err"); then
+                candidates+=("$d")
+            else
+                signer=null reason=$(tail -n 1 "$rows.err" | tr -c '[:print:]\n' '?')
+            fi
         else
-            signer=null reason=$(tail -n 1 "$rows.err" | tr -c '[:print:]\n' '?')
+            candidates+=("$d")
         fi
+        printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$(sha "$d")" "$sig" "$signer" "$reason" >>"$rows"
+    done
+    rm -f "$rows.err"
+    if [ ${#candidates[@]} -gt 0 ]; then
+        "$BIN/photon-merge" --base "$base" --verify "$nxt" "${extra[@]}" "${fl[@]}" --json "${candidates[@]}" >"$merge" \
+            2>"$rows.err" || { [ -s "$merge" ] || python3 -c 'import json, sys; print(json.dumps({"verified": False, "error": sys.argv[1]}))' \
+            "$(tail -n 1 "$rows.err")" >"$merge"; rm -f "$rows.err"; return 1; }
     else
-        candidates+=("$d")
+        echo '{"verified": false, "error": "no delta passed its signature check"}' >"$merge"
+        return 1
     fi
-    printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$(sha "$d")" "$sig" "$signer" "$reason" >>"$rows"
-done
-rm -f "$rows.err"
+    rm -f "$rows.err"
+}
 status=0
-if [ ${#candidates[@]} -gt 0 ]; then
-    "$BIN/photon-merge" --base "$base" --verify "$next" "${flags[@]}" --json "${candidates[@]}" >"$rows.merge" 2>"$rows.err" ||
-        status=1
-    [ -s "$rows.merge" ] || python3 -c 'import json, sys; print(json.dumps({"verified": False, "error": sys.argv[1]}))' \
-        "$(tail -n 1 "$rows.err")" >"$rows.merge"
-else
-    echo '{"verified": false, "error": "no delta passed its signature check"}' >"$rows.merge"; status=1
-fi
-rm -f "$rows.err"
-python3 - "$rows" "$rows.merge" "$r" "$base" "$(sha "$base")" "$next" "$(sha "$next")" \
+level "$rows" "$rows.merge" "$next" merge-flags -- delta-*.safetensors group-*.safetensors || status=1
+for g in group-*/; do
+    [ -d "$g" ] || continue
+    g=${g%/} name=${g#group-}
+    level "$groups_rows.$name" "$groups_rows.$name.merge" "$g.safetensors" "$g/merge-flags" --group-id "g-$name" -- \
+        "$g"/delta-*.safetensors || status=1
+    printf '%s\t%s\n' "$name" "$(sha "$g.safetensors")" >>"$groups_rows"
+done
+python3 - "$rows" "$rows.merge" "$groups_rows" "$r" "$base" "$(sha "$base")" "$next" "$(sha "$next")" \
     "$(sha "${signers:-/nonexistent}")" "$(sha "../server-r$((r - 1)).safetensors")" "$(sha "../server-r$r.safetensors")" \
     "${flags[@]}" <<'PY'
 import json, sys
-rows, merge, r, base, base_sha, nxt, next_sha, signers_sha, state_in, state_out = sys.argv[1:11]
-flags = sys.argv[11:]
-merged = json.load(open(merge))
-by_path = {d["path"]: d for d in merged.get("deltas", [])}
+rows, merge, groups, r, base, base_sha, nxt, next_sha, signers_sha, state_in, state_out = sys.argv[1:12]
+flags = sys.argv[12:]
 null = lambda v: None if v == "null" else v
-deltas = []
-for line in open(rows).read().splitlines():
-    f, sha, sig, signer, reason = line.split("\t")
-    d = {"file": f, "sha256": sha, "signature": null(sig), "signer": null(signer)}
-    m = by_path.get(f)
-    if reason:
-        d["accepted"], d["refused_by"], d["reason"] = False, "signature", reason
-    elif m is None or not m["accepted"]:
-        d["accepted"], d["refused_by"], d["reason"] = False, "merge", m["reason"] if m else "not merged"
-    else:
-        d["accepted"], d["client"], d["weight"], d["tokens"] = True, m["client"], m["weight"], m["tokens"]
-    deltas.append(d)
-print(json.dumps({
+def level(rows, merge):
+    merged = json.load(open(merge))
+    by_path = {d["path"]: d for d in merged.get("deltas", [])}
+    deltas = []
+    for line in open(rows).read().splitlines():
+        f, sha, sig, signer, reason = line.split("\t")
+        d = {"file": f, "sha256": sha, "signature": null(sig), "signer": null(signer)}
+        m = by_path.get(f)
+        if reason:
+            d["accepted"], d["refused_by"], d["reason"] = False, "signature", reason
+        elif m is None or not m["accepted"]:
+            d["accepted"], d["refused_by"], d["reason"] = False, "merge", m["reason"] if m else "not merged"
+        else:
+            d["accepted"], d["client"], d["weight"], d["tokens"] = True, m["client"], m["weight"], m["tokens"]
+        deltas.append(d)
+    return merged, deltas
+merged, deltas = level(rows, merge)
+record = {}
+group_list = []
+for line in open(groups).read().splitlines():
+    name, sha = line.split("\t")
+    gm, gd = level(f"{groups}.{name}", f"{groups}.{name}.merge")
+    try:
+        gflags = open(f"group-{name}/merge-flags").read().splitlines()
+    except OSError:
+        gflags = []
+    group_list.append({"group": name, "file": f"group-{name}.safetensors", "sha256": null(sha), "merge_flags": gflags,
+                       "merge_reproduced": bool(gm.get("verified")), "merge_error": gm.get("error"), "deltas": gd})
+if group_list:
+    record["groups"] = group_list
+print(json.dumps({**record,
     "round": int(r), "base": base, "base_sha256": null(base_sha), "next": nxt, "next_sha256": null(next_sha),
     "server_state_in_sha256": null(state_in), "server_state_out_sha256": null(state_out),
     "allowed_signers_sha256": null(signers_sha), "merge_flags": flags,

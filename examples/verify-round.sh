@@ -60,7 +60,8 @@ PY
 )
         problem "round $r: $what"
     fi
-    if ! grep -q '"merge_reproduced": true' <<<"$fresh"; then
+    if ! python3 -c 'import json, sys; d = json.loads(sys.argv[1])
+sys.exit(0 if d["merge_reproduced"] and all(g["merge_reproduced"] for g in d.get("groups", [])) else 1)' "$fresh"; then
         problem "round $r: photon-merge does not reproduce global-r$r.safetensors from the accepted deltas$(
             python3 -c 'import json, sys; e = json.loads(sys.argv[1]).get("merge_error"); print(": " + e if e else "")' "$fresh")"
     fi

@@ -15,6 +15,9 @@
 # the third and leaves the tensors as the base has them; the state keeps
 # them, photon-eval --state evaluates the personalised model, round 2
 # resumes from them; other patterns, none, or no --state are refused.
+# federate.sh --group: two groups of two, one keeping its layer norms, two
+# rounds; per-group logs; verify-round.sh reproduces every level and fails
+# once a member's delta is changed; --group-sample; bad groupings refused.
 # Prints "ok - ..." / "FAIL - ..." / "skip - ..." and "N passed, N failed".
 set -u
 BIN=$(cd "${1:-bin}" && pwd)
@@ -95,10 +98,9 @@ done
 check "personal: a client without --personal trains in the same round" "$BIN/photon-train" --model base.safetensors \
     --data train2.txt --state ps2.safetensors --steps 6 --batch 4 --seq 32 --lr 5e-3 --delta-out pd2.safetensors \
     --client-id p2
-check "personal: the personal tensors are absent from the delta, which declares them" test \
-    "$(tensor h.0.ln_1.weight pd0.safetensors) $(tensor h.0.attn.c_attn.weight pd0.safetensors | head -c 6)" != \
-    "absent absent" -a "$(tensor h.0.ln_1.weight pd0.safetensors)" = absent -a \
-    "$(tensor h.0.ln_2.bias pd1.safetensors)" = absent
+check "personal: the personal tensors are absent from the delta, the others there" test \
+    "$(tensor h.0.attn.c_attn.weight pd0.safetensors)" != absent -a "$(tensor h.0.ln_1.weight pd0.safetensors)" = absent -a \
+    "$(tensor h.0.ln_2.bias pd1.safetensors)" = absent -a "$(tensor h.0.ln_2.bias pd2.safetensors)" != absent
 "$BIN/photon-merge" --inspect pd0.safetensors >inspect.json 2>/dev/null
 check "personal: --inspect shows the declaration" grep -q '"personal":"h.\*.ln_\*"' inspect.json
 check "personal: the three deltas merge (each tensor over the deltas that carry it)" "$BIN/photon-merge" \
@@ -150,6 +152,37 @@ check "personal: a pattern that names no tensor is a usage error" expect_exit 2 
 check "personal: photon-eval --state with a state that keeps none fails clearly" expect_exit 1 "keeps no personal" \
     "$BIN/photon-eval" --model pdecl.safetensors --state ps2.safetensors --data train0.txt
 check "personal: no output of the refused runs was written" test ! -e x.safetensors -a ! -e x.st
+
+# ---- federate.sh with groups: two sub-federations, one keeping its layer norms ----
+for c in 0 1 2 3; do
+    mkdir -p "fed/c$c/data"
+    cp "train$c.txt" "fed/c$c/data/t.txt"
+done
+fed=(--client fed/c0 --client fed/c1 --client fed/c2 --client fed/c3 --val val.txt --local-steps 4 "${model[@]}"
+    --batch 4 --seq 32 --jobs 2 --group en=0,1 --group fr=2,3)
+check "federate.sh --group: two groups, one keeping 'h.*.ln_*', run 2 rounds" bash "$ROOT/examples/federate.sh" \
+    --bin "$BIN" --agg fed/agg --rounds 2 "${fed[@]}" --group-personal "fr=$P"
+check "federate.sh --group: each round merges the group deltas, and logs each group" test \
+    -f fed/agg/round-2/group-en.safetensors -a -f fed/agg/round-2/group-fr.safetensors -a \
+    "$(cut -f1,3 fed/agg/logs/round-2/groups.tsv | tr '\t\n' ':,')" = "group:merged,en:2,fr:2,"
+check "federate.sh --group: the fr members' deltas leave out their personal tensors, the en members' do not" test \
+    "$(tensor h.0.ln_1.weight fed/agg/round-2/group-fr/delta-c2-c2.safetensors)" = absent -a \
+    "$(tensor h.0.ln_1.weight fed/agg/round-2/group-en/delta-c0-c0.safetensors)" != absent
+check "federate.sh --group: verify-round.sh reproduces every level of every round" bash "$ROOT/examples/verify-round.sh" \
+    fed/agg
+printf '\x01' | dd of=fed/agg/round-2/group-en/delta-c1-c1.safetensors bs=1 seek=2000 conv=notrunc 2>/dev/null
+LATE=1 check "federate.sh --group: a member's delta changed afterwards fails verify-round.sh" expect_exit 1 "round 2" \
+    bash "$ROOT/examples/verify-round.sh" fed/agg
+check "federate.sh --group-sample 1: one member of each group per round" bash "$ROOT/examples/federate.sh" --bin "$BIN" \
+    --agg fed/agg1 --rounds 1 "${fed[@]}" --group-sample 1
+check "federate.sh --group-sample 1: two clients in the round" test "$(awk -F'\t' '$1 == 1 { print $2 }' fed/agg1/log.tsv)" = 2
+check "federate.sh: a client in no group is a usage error" expect_exit 2 "client 3 .* is in no --group" \
+    bash "$ROOT/examples/federate.sh" --bin "$BIN" --agg fed/bad "${fed[@]/fr=2,3/fr=2}"
+check "federate.sh: a client in two groups is a usage error" expect_exit 2 "client 1 is in two groups" \
+    bash "$ROOT/examples/federate.sh" --bin "$BIN" --agg fed/bad "${fed[@]}" --group de=1
+check "federate.sh: --sample with groups is a usage error" expect_exit 2 "group-sample" \
+    bash "$ROOT/examples/federate.sh" --bin "$BIN" --agg fed/bad "${fed[@]}" --sample 2
+check "federate.sh: the refused starts left nothing" test ! -e fed/bad
 
 check "--delta-out without --group-id is a usage error" expect_exit 2 "needs --group-id" \
     "$BIN/photon-merge" --base base.safetensors --delta-out g.safetensors "${A[@]}"
