@@ -5428,6 +5428,38 @@ static int photon__entry_order(const photon_merge_entry *a, const photon_merge_e
 }
 
 /* Pass 1: each delta's header, checked against the base. */
+/* Which tensors a delta may leave out (its personal ones). A federation's
+   declaration (o->personal) binds every member: a delta that carries a
+   declared tensor is refused. Deltas that leave out different tensors (some
+   clients personalise, others do not) are averaged tensor by tensor over
+   those that carry each; but the coordinate-wise rules and Multi-Krum
+   compare whole deltas, and a group delta has one weight for all its
+   tensors, so there every delta must leave out exactly the declared ones:
+   the declaration, not the order the deltas come in, says which delta is
+   the odd one. Returns 1 with e->reason set when E is refused. */
+static int photon__merge_check_carriage(const photon_merge_result *res, const photon_merge_options *o,
+                                        photon_merge_entry *e) {
+    int uniform = o->aggregate != PHOTON_AGGREGATE_MEAN || o->group_id != NULL, t;
+    for (t = 0; t < res->model.num_tensors; t++) {
+        const char *name = res->model.tensors[t].name;
+        int declared = o->personal && o->personal[0] && photon__personal_matches(o->personal, name);
+        int absent = e->absent && e->absent[t];
+        if (declared && !absent) {
+            snprintf(e->reason, sizeof e->reason, "%s: carries tensor '%s', which this federation declares personal (%s)",
+                     e->path, name, o->personal);
+            return 1;
+        }
+        if (uniform && absent && !declared) {
+            snprintf(e->reason, sizeof e->reason, "%s: leaves out tensor '%s' (personal: %s), which this merge does not "
+                     "declare personal; %s needs every delta to carry the same tensors",
+                     e->path, name, e->info.personal, o->group_id ? "a group delta (one weight for all its tensors)"
+                                                                 : photon_aggregate_name(o->aggregate));
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Pass 1 reads only headers (photon_st_open refuses a FIFO, a device or a
    directory before reading anything): the file hash comes with the values
    in pass 2. */
@@ -5448,15 +5480,7 @@ static void photon__merge_inspect(photon_merge_result *res, const char *base_has
     }
     photon_st_close(&st);
     if (e->reason[0]) return;
-    if (o->personal && o->personal[0]) { /* the federation's declaration binds every member */
-        int t;
-        for (t = 0; t < res->model.num_tensors; t++)
-            if (photon__personal_matches(o->personal, res->model.tensors[t].name) && !(e->absent && e->absent[t])) {
-                snprintf(e->reason, sizeof e->reason, "%s: carries tensor '%s', which this federation declares personal "
-                         "(%s)", e->path, res->model.tensors[t].name, o->personal);
-                return;
-            }
-    }
+    if (photon__merge_check_carriage(res, o, e)) return;
     if (o->max_local_steps && e->info.local_steps > o->max_local_steps)
         snprintf(e->reason, sizeof e->reason, "%s: %llu local steps, more than this round allows (%llu)", e->path,
                  (unsigned long long)e->info.local_steps, (unsigned long long)o->max_local_steps);
@@ -6353,36 +6377,6 @@ static photon_result photon__merge_first_refusal(const photon_merge_result *res,
     return PHOTON_OK;
 }
 
-/* Whether two entries leave out the same tensors. */
-static int photon__same_absent(const photon_merge_result *res, const photon_merge_entry *a, const photon_merge_entry *b) {
-    int t;
-    for (t = 0; t < res->model.num_tensors; t++)
-        if ((a->absent && a->absent[t]) != (b->absent && b->absent[t])) return 0;
-    return 1;
-}
-
-/* Deltas that leave out different tensors (some clients personalise,
-   others do not) are averaged tensor by tensor over those that carry each.
-   The coordinate-wise rules and Multi-Krum compare whole deltas, and a group
-   delta has one weight for all its tensors, so those need every delta to
-   leave out the same tensors. */
-static photon_result photon__merge_check_carriage(const photon_merge_result *res, const photon_merge_options *o,
-                                                  photon_error *err) {
-    const photon_merge_entry *first = NULL;
-    int i;
-    for (i = 0; i < res->num_entries; i++) {
-        const photon_merge_entry *e = &res->entries[i];
-        if (!e->accepted) continue;
-        if (!first) first = e;
-        else if (!photon__same_absent(res, first, e) && (o->aggregate != PHOTON_AGGREGATE_MEAN || o->group_id))
-            return photon__fail(err, PHOTON_ERR_ARGUMENT, "%s and %s leave out different tensors (personal: '%s', '%s'); "
-                                "%s needs every delta to carry the same ones", first->path, e->path, first->info.personal,
-                                e->info.personal, o->group_id ? "a group delta (one weight for all its tensors)"
-                                                              : photon_aggregate_name(o->aggregate));
-    }
-    return PHOTON_OK;
-}
-
 /* The outer step on every tensor some delta carried; a tensor every delta
    left out (personal everywhere) stays as the base has it, and so does its
    server state. */
@@ -6503,7 +6497,6 @@ PHOTONDEF photon_result photon_merge(const char *base_path, const char *const *d
             res->entries[k - 1] = t;
         }
     if (!o->skip_bad && (r = photon__merge_first_refusal(res, err)) != PHOTON_OK) goto fail;
-    if ((r = photon__merge_check_carriage(res, o, err)) != PHOTON_OK) goto fail;
     if (o->screen) { /* the base's own loss on the sample: what each delta is judged against */
         photon_error why;
         if (!base || photon__screen_loss(&res->model, o, &res->screen_base_loss, &why) != PHOTON_OK) {

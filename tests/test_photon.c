@@ -1878,12 +1878,23 @@ static void test_personal_tensors(void) {
     memset(&o, 0, sizeof o);
     photon_outer_defaults(&o.outer, PHOTON_OUTER_FEDAVG);
     o.aggregate = PHOTON_AGGREGATE_MEDIAN;
-    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "different tensors"),
-           "personal: the median refuses deltas that leave out different tensors", err.message);
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "personal0.st") &&
+               strstr(err.message, "leaves out tensor 'h.0.ln_1.") && strstr(err.message, "median"),
+           "personal: the median refuses a delta that leaves out undeclared tensors, naming it", err.message);
     photon_merge_result_free(&res);
-    o.aggregate = PHOTON_AGGREGATE_MEAN, o.group_id = "g";
-    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_ARGUMENT && strstr(err.message, "group delta"),
-           "personal: a group delta refuses members that leave out different tensors", err.message);
+    o.aggregate = PHOTON_AGGREGATE_MEAN, o.group_id = "g", o.skip_bad = 1;
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_OK && res.accepted == 2 && !res.entries[0].accepted &&
+               strstr(res.entries[0].reason, "group delta"),
+           "personal: a group delta skips the member that leaves out tensors nobody declared", err.message);
+    photon_merge_result_free(&res);
+    o.personal = "h.0.ln_1.*";
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_OK && res.accepted == 1 && res.entries[0].accepted,
+           "personal: a group that declares them keeps the member that leaves them out, and skips those that carry them",
+           err.message);
+    photon_merge_result_free(&res);
+    o.skip_bad = 0, o.personal = NULL;
+    expect(photon_merge(base_path, list, 3, NULL, &o, &res, &err) == PHOTON_ERR_MISMATCH && strstr(err.message, "group delta"),
+           "personal: without skip_bad a group delta's odd member fails the merge", err.message);
     photon_merge_result_free(&res);
     /* the client state keeps them */
     memset(&cs, 0, sizeof cs);

@@ -47,7 +47,8 @@ static const char *usage =
     "                       object per delta: accepted, or the reason it is refused; writes\n"
     "                       nothing; exit 0 if every delta is valid, else 1. Costs one\n"
     "                       read of the base and of each delta (an aggregator judges each\n"
-    "                       delivery as it arrives)\n"
+    "                       delivery as it arrives); with --group-id, as a group's merge\n"
+    "                       judges it (every member leaves out the same tensors)\n"
     "  --inspect            print what each delta says about itself (client, round, base,\n"
     "                       steps, batch, sequence, tokens), one JSON object per line, from\n"
     "                       its header alone: e.g. to check its signature by its client id\n"
@@ -314,12 +315,12 @@ static void parse_args(merge_options *o, int argc, char **argv) {
         o->out = o->delta_out;
     }
     if (o->merge.group_id) {
-        if (!o->delta_out && !o->verify) cli_usage_error("--group-id goes with --delta-out or --verify");
+        if (!o->delta_out && !o->verify && !o->check) cli_usage_error("--group-id goes with --delta-out, --verify or --check");
         if (kind != PHOTON_OUTER_FEDAVG || (have_lr && lr != 1.0f) || o->state_in)
             cli_usage_error("a group delta passes its members' mean up unchanged: --outer, --outer-lr and "
                             "--server-state belong to the root merge");
-        if (o->update_out || o->merge.compress_update || o->apply || o->check)
-            cli_usage_error("--group-id makes a group delta: no --update-out, --update-format, --apply or --check");
+        if (o->update_out || o->merge.compress_update || o->apply)
+            cli_usage_error("--group-id makes a group delta: no --update-out, --update-format or --apply");
     }
     if (o->apply) {
         if (!o->out || o->verify || o->check || o->num_deltas || o->update_out || o->merge.compress_update || robust(o))
