@@ -8,8 +8,9 @@
 #
 # A suite prints one line per check: "ok - DESC", "FAIL - DESC" (followed by
 # indented detail) or "skip - REASON", and last "N passed, N failed" (and
-# ", N skipped" when a check was skipped): the line CI reads; the exit status
-# (summary's) is what `make test` sees.
+# ", N skipped" when a check was skipped), or "skipped: N (...)" when none
+# could run here; tests/total.sh sums them into the last line of make test,
+# the one CI reads. The exit status (summary's) is what `make test` sees.
 # Files: $W/out and $W/err hold the stdout and stderr of the last run or
 # check; $W/cmd.out and $W/cmd.err those of the command an expect_exit ran.
 # A command given to check must not read $W/out or $W/err (check empties
@@ -63,6 +64,20 @@ check() {
         fail "$desc" "exit $rc: ${cmd:0:200}"
     fi
 }
+
+# The helpers of the suites that run parties as processes (test_parties.sh,
+# test_group_parties.sh):
+# wait_for SECONDS CMD...: until CMD holds, or fails after SECONDS
+wait_for() {
+    local limit=$(($(date +%s) + $1))
+    shift
+    until "$@"; do [ "$(date +%s)" -lt "$limit" ] || return 1; sleep 0.02; done
+}
+# kill_group PID: kill -9 the process group PID leads (a party started with setsid), and reap it
+kill_group() { kill -9 -- "-$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+# need DESC CMD...: a check the rest of the suite depends on: if it fails,
+# the suite stops there (its trap ends what it started)
+need() { check "$@" || { [ "$failed" = 0 ] || { summary "(stopped at the first failed step)"; exit 1; }; }; }
 
 # one_line FILE: FILE is exactly one non-empty line that ends in a newline.
 # If not, says so on stderr, with the file.
@@ -122,7 +137,9 @@ expect_exit() {
 # with it.
 summary() {
     echo "# $((SECONDS - START)) s${1:+ $1}"
-    if [ "$skipped" -gt 0 ]; then
+    if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
+        echo "skipped: $skipped (nothing in this suite could run here)" # not a count line: a runner that ran no test
+    elif [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
     else
         echo "$passed passed, $failed failed"
