@@ -13,7 +13,7 @@ SAN = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 TOOLS = bin/photon-train bin/photon-eval bin/photon-merge bin/photon-data bin/photon-bench bin/synthlang
 HEADERS = photon.h photon_bpe.h tools/cli.h tests/check.h
 
-.PHONY: test-build test-commit test-robust test-compress test-groups test-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
+.PHONY: test-build test-commit test-robust test-compress test-groups test-parties test-group-parties test-netns test-example test-layout test-hf test-integrity all cuda test-cuda test-cuda-emu bench test test-bpe test-portable test-unit test-tools test-federation test-synthlang test-reference test-cxx test-asan demo demo-parties clean
 all: $(TOOLS)
 
 bin/%: tools/%.c $(HEADERS)
@@ -106,6 +106,10 @@ test-compress: $(TOOLS)
 test-parties: $(TOOLS)
 	bash tests/test_parties.sh bin
 
+# a federation of federations by independent parties: a root, two group aggregators (aggregator.sh --parent), five clients (tests/test_group_parties.sh)
+test-group-parties: $(TOOLS)
+	bash tests/test_group_parties.sh bin
+
 test-synthlang: bin/synthlang
 	bash tests/test_synthlang.sh bin
 
@@ -192,7 +196,7 @@ test-build:
 	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BINS)
 
 # every suite, then their summed "N passed, N failed" lines (tests/total.sh)
-SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-compress test-groups test-commit test-parties \
+SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-compress test-groups test-commit test-parties test-group-parties \
          test-synthlang test-bpe test-hf test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out

@@ -11,6 +11,16 @@
 # record.json), so examples/verify-round.sh re-checks the whole chain.
 # Killed at any moment and started again with the same command, it goes on
 # where it stopped: a round is merged once, and nothing published changes.
+#
+# With --parent it is a group's aggregator (a sub-federation, WorldLM's
+# federations of federations): to the parent it is one member, with --id and
+# --key; to its own members it is their aggregator. Each round the parent
+# opens, it republishes on its own exchange (same base, same training
+# settings), merges its members' deltas into one group delta (photon-merge
+# --delta-out: their token-weighted mean, their tokens, their audit), signs
+# it and uploads it into the parent's inbox. The parent merges it like any
+# member's delta, and the tree gives the flat merge within float rounding
+# (docs/ALGORITHM.md). The outer optimizer runs at the root only.
 set -euo pipefail
 
 usage() {
@@ -39,6 +49,16 @@ usage: examples/aggregator.sh --exchange DIR|HOST:PATH --allowed-signers FILE [o
                             feedback in their states; --no-error-feedback) --update-format F:
                             each round's update is published beside its checkpoint, and a
                             member holding the checkpoint before fetches that instead
+  --personal GLOB           tensors every member keeps to itself (photon-train --personal;
+                            repeat it): published in round.json for the members, and
+                            declared to the merge, which refuses a delta carrying one
+  a group (sub-federation): --parent DIR|HOST:PATH --id ID --key SSH_KEY: the parent's
+                            exchange, this group's member id there, and the key that signs
+                            its group deltas. The rounds, the model and the local training
+                            come from the parent's round.json, so the options above for
+                            those are refused; the merge is fedavg (the root's outer
+                            optimizer runs once, at the root); --deadline should end before
+                            the parent's. A round the parent closes first is dropped.
   --bin DIR                 the photon tools (default: bin/ beside this script)
   --ssh CMD                 the remote shell rsync uses for HOST:PATH (default: ssh)
   -h, --help
@@ -55,9 +75,15 @@ TXT
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" EX="" EX_SSH=ssh work=aggregator rounds=4 min_clients=1 deadline=600 poll=2 signers=""
 val=() model_flags=() train_flags=() merge_flags=() update_format="" outer=fedavg seed=1 steps=64 batch=8 seq=64
+PARENT="" gid="" gkey="" personal=() root_only=()
 die() { echo "aggregator.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in -h | --help | --reset-optimizer | --no-error-feedback | --val) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
+    case "$1" in # what a group takes from its parent
+    --rounds | --val | --vocab | --ctx | --layers | --heads | --width | --seed | --local-steps | --batch | --seq | --lr | --warmup | \
+        --min-lr-frac | --weight-decay | --reset-optimizer | --no-error-feedback | --delta-format | --update-format | --outer | \
+        --outer-lr | --momentum) root_only+=("$1") ;;
+    esac
     case "$1" in
     -h | --help) usage; exit 0 ;;
     --exchange) EX=$2; shift 2 ;;
@@ -83,11 +109,27 @@ while [ $# -gt 0 ]; do
         --screen-from) merge_flags+=("$1" "$2"); shift 2 ;;
     --screen) [ -f "${2:-}" ] || die "--screen needs a readable FILE, got '${2:-}'"
         merge_flags+=("$1" "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
+    --personal) [[ "$2" =~ ^[A-Za-z0-9._*?,-]+$ ]] || die "--personal $2: a tensor-name glob is letters, digits, . _ - * ? (comma-separated)"
+        IFS=, read -r -a globs <<<"$2"; personal+=("${globs[@]}"); shift 2 ;;
+    --parent) PARENT=$2; shift 2 ;;
+    --id) gid=$2; shift 2 ;;
+    --key) gkey=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --ssh) EX_SSH=$2; shift 2 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
 done
+if [ -n "$PARENT" ]; then
+    [ ${#root_only[@]} -eq 0 ] || die "a group takes its rounds, model and training from the parent, and runs fedavg: no ${root_only[*]}"
+    [[ "$gid" =~ ^[A-Za-z0-9._-]{1,63}$ ]] || die "--parent needs --id: this group's member id at the parent (letters, digits, . _ -)"
+    [ -n "$gkey" ] && [ -f "$gkey" ] || die "--parent needs --key: the SSH private key that signs this group's deltas (no such file: '$gkey')"
+    for f in "${merge_flags[@]}"; do
+        case $f in --screen*) die "a group does not screen by held-out loss (--screen): the root does" ;; esac
+    done
+elif [ -n "$gid" ] || [ -n "$gkey" ]; then
+    die "--id and --key go with --parent: the member id and key of a group at its parent"
+fi
+mapfile -t personal < <(printf '%s\n' "${personal[@]}" | LC_ALL=C sort -u | grep -v '^$')
 [ -n "$EX" ] || die "--exchange is required"
 [ -n "$signers" ] || die "--allowed-signers is required: every delta must be signed by its member"
 [ -f "$signers" ] || die "--allowed-signers $signers: no such file"
@@ -110,21 +152,35 @@ now() { date +%s; }
 json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 mkdir -p "$work/logs"
 work=$(cd "$work" && pwd)
-total_steps=$((rounds * steps))
-train_args=(--steps "$steps" --batch "$batch" --seq "$seq" --total-steps "$total_steps" "${train_flags[@]}")
-round_flags=(--outer "$outer" "${merge_flags[@]}" --max-local-steps "$steps" --skip-bad)
+declared=() # the personal tensors the merge refuses to see
+for g in "${personal[@]}"; do declared+=(--personal "$g"); done
+if [ -z "$PARENT" ]; then
+    total_steps=$((rounds * steps))
+    train_args=(--steps "$steps" --batch "$batch" --seq "$seq" --total-steps "$total_steps" "${train_flags[@]}")
+    round_flags=(--outer "$outer" "${merge_flags[@]}" "${declared[@]}" --max-local-steps "$steps" --skip-bad)
+    round_personal=("${personal[@]}")
+else # set each round from the parent's round.json (group_round)
+    rounds=0 seed=0 train_args=() round_flags=(--outer fedavg "${merge_flags[@]}" --group-id "$gid")
+fi
 
 # --- the federation's settings: fixed at the start, checked at each restart --
 
 settings() {
-    python3 - "$EX" "$rounds" "$seed" "$(ex_sha256 "$signers")" "${#model_flags[@]}" "${model_flags[@]}" \
-        "${#train_args[@]}" "${train_args[@]}" "${#round_flags[@]}" "${round_flags[@]}" "${members[@]}" <<'PY'
+    python3 - "$EX" "$rounds" "$seed" "$(ex_sha256 "$signers")" "$gid" "${#model_flags[@]}" "${model_flags[@]}" \
+        "${#train_args[@]}" "${train_args[@]}" "${#round_flags[@]}" "${round_flags[@]}" "${#personal[@]}" "${personal[@]}" \
+        "${members[@]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 out = {"rounds": int(a[1]), "seed": int(a[2]), "allowed_signers_sha256": a[3]}  # not the exchange: it may move
-i = 4
-for key in ("model_flags", "train_args", "merge_flags"):
+if a[4]:  # a group: its rounds, model and training are the parent's
+    out = {"group_id": a[4], "allowed_signers_sha256": a[3]}
+i = 5
+for key in ("model_flags", "train_args", "merge_flags", "personal"):
     n = int(a[i]); out[key] = a[i + 1:i + 1 + n]; i += 1 + n
+if a[4]:
+    del out["model_flags"], out["train_args"]
+if not out["personal"]:
+    del out["personal"]  # the settings of a federation without personal tensors read as before
 out["members"] = a[i:]
 print(json.dumps(out, indent=1, sort_keys=True))
 PY
@@ -179,20 +235,25 @@ publish_round() {
             update=update-r$((r - 1)).safetensors update_from=$(ex_sha256 "$work/global-r$((r - 2)).safetensors")
         fi
         python3 - "$r" "$base" "$(ex_sha256 "$work/$base")" "$(now)" "$deadline" "$min_clients" "$rounds" \
-            "$update" "$update_from" "${#members[@]}" "${members[@]}" "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
+            "$update" "$update_from" "$(IFS=,; echo "${round_personal[*]}")" "${#members[@]}" "${members[@]}" \
+            "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
 import json, sys
 a = sys.argv[1:]
-n = int(a[9])
+n = int(a[10])
 null = lambda v: None if v == "null" else v
-print(json.dumps({
+rj = {
     "format": "photon-round", "version": 1, "round": int(a[0]), "rounds": int(a[6]),
     "base": a[1], "base_sha256": a[2], "published_unix": int(a[3]), "deadline_unix": int(a[3]) + int(a[4]),
     "update": null(a[7]), "update_from_sha256": null(a[8]),
-    "min_clients": int(a[5]), "members": a[10:10 + n], "train_args": a[10 + n:]}, indent=1, sort_keys=True))
+    "min_clients": int(a[5]), "members": a[11:11 + n], "train_args": a[11 + n:]}
+if a[9]:
+    rj["personal"] = a[9].split(",")  # every member keeps these to itself (client.sh)
+print(json.dumps(rj, indent=1, sort_keys=True))
 PY
         mv "$work/round-$r/round.json.tmp" "$work/round-$r/round.json"
     fi
-    if [ "$r" -gt 1 ] && [ -f "$work/update-r$((r - 1)).safetensors" ]; then
+    if [ -n "$PARENT" ]; then publish "round $r's base" "$base" # each record went out when its round merged
+    elif [ "$r" -gt 1 ] && [ -f "$work/update-r$((r - 1)).safetensors" ]; then
         publish "round $r's base" "$base" "update-r$((r - 1)).safetensors" "round-$((r - 1))/record.json"
     elif [ "$r" -gt 1 ]; then publish "round $r's base" "$base" "round-$((r - 1))/record.json"
     else publish "round $r's base" "$base"; fi
@@ -234,8 +295,11 @@ judge() {
         return
     fi
     kind[$id]=merge
+    local decl=() g
+    for g in "${round_personal[@]}"; do decl+=(--personal "$g"); done
+    [ -z "$PARENT" ] || decl+=(--group-id "$gid") # as the group's merge judges: the same tensors from every member
     if out=$("$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" --check --max-local-steps "$steps" \
-        "$delta" 2>/dev/null); then
+        "${decl[@]}" "$delta" 2>/dev/null); then
         verdict[$id]=accepted reason[$id]=""
     else
         verdict[$id]=refused
@@ -272,7 +336,8 @@ accepted_count() {
 }
 
 # collect R: waits until every member has delivered a valid delta, or the
-# deadline has passed with at least the round's minimum
+# deadline has passed with at least the round's minimum; a group's fails
+# when the parent closes round R first
 collect() {
     local r=$1 dl k id said_wait=0 n sha
     dl=$(json "$work/round-$r/round.json" deadline_unix)
@@ -294,6 +359,7 @@ collect() {
         done
         n=$(accepted_count) # members only: a signature verifies only with a member's key
         [ "$n" -eq ${#members[@]} ] && return
+        [ -z "$PARENT" ] || ! parent_moved_on "$r" || return 1
         if [ "$(now)" -ge "$dl" ]; then
             [ "$n" -ge "$k" ] && return
             if [ $said_wait = 0 ]; then
@@ -328,7 +394,12 @@ merge_round() {
     mkdir -p "$dir/logs"
     update_flags=()
     [ -z "$update_format" ] || update_flags=(--update-out "$work/update-r$r.safetensors")
-    "$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" --out "$work/global-r$r.safetensors" \
+    local out=(--out "$work/global-r$r.safetensors")
+    if [ -n "$PARENT" ]; then # the group delta goes up; the --group-id is in round_flags
+        rm -f "$dir/aggregate.safetensors" "$dir/aggregate.safetensors.sig" "$dir/delivered"
+        out=(--delta-out "$dir/aggregate.safetensors")
+    fi
+    "$bin/photon-merge" --base "$work/global-r$((r - 1)).safetensors" "${out[@]}" \
         "${round_flags[@]}" --min-clients "$k" "${state_flags[@]}" "${update_flags[@]}" --json "${cands[@]}" \
         >"$dir/merge.json" 2>"$dir/logs/merge.log" ||
         { log "round $r: the merge failed: $(tail -n 1 "$dir/logs/merge.log")"; exit 1; }
@@ -353,7 +424,11 @@ report_round() {
             loss=$(python3 -c 'import json, sys; print("%.4f" % json.load(open(sys.argv[1]))["loss"])' "$work/eval-r$r.json")
     fi
     for f in "$dir"/inbox/*; do [ -f "$f" ] && bytes_in=$((bytes_in + $(ex_bytes "$f"))); done
-    bytes_out=$(( $(ex_bytes "$work/global-r$r.safetensors") + $(ex_bytes "$dir/record.json") ))
+    if [ -n "$PARENT" ]; then # the group delta and its signature, up; the record, down
+        bytes_out=$(( $(ex_bytes "$dir/aggregate.safetensors") + $(ex_bytes "$dir/aggregate.safetensors.sig") + $(ex_bytes "$dir/record.json") ))
+    else
+        bytes_out=$(( $(ex_bytes "$work/global-r$r.safetensors") + $(ex_bytes "$dir/record.json") ))
+    fi
     [ ! -f "$work/update-r$r.safetensors" ] || bytes_out=$((bytes_out + $(ex_bytes "$work/update-r$r.safetensors")))
     read -r merged refused reasons < <(python3 - "$dir/record.json" "$dir/inbox" "${members[@]}" <<'PY'
 import json, os, sys
@@ -422,9 +497,154 @@ PY
     log "took rounds 1 to $last from $EX; every one verifies"
 }
 
+# --- a group: one member of its parent ---------------------------------------
+
+parent_meta=$work/.parent
+# on_parent CMD...: an exchange function (exchange.sh) run against the parent's exchange
+on_parent() { EX=$PARENT "$@"; }
+
+# the parent has closed round R (a later round is open, or it ended)
+parent_moved_on() {
+    on_parent ex_meta "$parent_meta" 2>/dev/null || return 1
+    [ "$(ex_latest_round "$parent_meta")" -gt "$1" ] || [ -f "$parent_meta/final.json" ]
+}
+
+# group_round R: the parent's round R, for this group: its round.json
+# checked (ex_round_args) and its base fetched and checked, the round
+# republished here with the same base and training, the members' deltas
+# collected and merged into the group delta, its record published, and the
+# group delta sent up. Fails (to be tried again) when the parent's round
+# cannot be taken yet.
+group_round() {
+    local r=$1 lines=() base sha got g
+    mapfile -t lines < <(ex_round_args "$parent_meta/round-$r/round.json" "$r") || true
+    if [ ${#lines[@]} -lt 6 ]; then
+        log "round $r: the parent's $(ex_round_args "$parent_meta/round-$r/round.json" "$r" 2>&1 >/dev/null | tail -n 1) (waiting)"
+        return 1
+    fi
+    base=${lines[0]} sha=${lines[1]} train_args=("${lines[@]:5}")
+    [ "$base" = "global-r$((r - 1)).safetensors" ] || { log "round $r: the parent's round trains from $base, not global-r$((r - 1)) (waiting)"; return 1; }
+    rounds=$(json "$parent_meta/round-$r/round.json" rounds)
+    steps=$(printf '%s\n' "${train_args[@]}" | grep -A1 -x -- --steps | tail -n 1)
+    round_personal=()
+    [ "${lines[4]}" = - ] || IFS=, read -r -a round_personal <<<"${lines[4]}"
+    mapfile -t round_personal < <(printf '%s\n' "${round_personal[@]}" "${personal[@]}" | LC_ALL=C sort -u | grep -v '^$')
+    round_flags=(--outer fedavg "${merge_flags[@]}" --group-id "$gid")
+    for g in "${round_personal[@]}"; do round_flags+=(--personal "$g"); done
+    round_flags+=(--max-local-steps "$steps" --skip-bad)
+    if [ ! -f "$work/$base" ] || [ "$(ex_sha256 "$work/$base")" != "$sha" ]; then
+        on_parent ex_get "$base" "$work/$base.part" 2>/dev/null || { log "round $r: cannot fetch $base from $PARENT (trying again)"; return 1; }
+        got=$(ex_sha256 "$work/$base.part")
+        if [ "$got" != "$sha" ]; then
+            log "round $r: $PARENT/$base has SHA-256 $got, the parent's round.json says $sha (trying again)"
+            rm -f "$work/$base.part"
+            return 1
+        fi
+        mv "$work/$base.part" "$work/$base"
+    fi
+    publish_round "$r"
+    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of ${#members[@]} members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
+    if ! collect "$r"; then
+        log "round $r: the parent closed it before this group merged; nothing goes up"
+        touch "$work/round-$r/dropped"
+        return 0
+    fi
+    merge_round "$r"
+    publish "round $r's record" "round-$r/record.json"
+    send_up "$r"
+}
+
+# send_up R: the group delta, signed with the group's key, into the
+# parent's round-R inbox under the group's id (the signature first, as a
+# client uploads); dropped if the parent closes the round first
+send_up() {
+    local r=$1 dir=$work/round-$1
+    rm -f "$dir/aggregate.safetensors.sig" # ed25519 signs the same bytes alike: a restart signs again
+    ssh-keygen -Y sign -q -f "$gkey" -n photon-delta "$dir/aggregate.safetensors" </dev/null ||
+        { echo "aggregator.sh: cannot sign with $gkey" >&2; exit 1; }
+    until on_parent ex_upload "$dir/aggregate.safetensors.sig" "round-$r/inbox/$gid.safetensors.sig" 2>"$work/logs/upload.log" &&
+        on_parent ex_upload "$dir/aggregate.safetensors" "round-$r/inbox/$gid.safetensors" 2>>"$work/logs/upload.log"; do
+        if parent_moved_on "$r"; then
+            log "round $r: the parent closed it before the group delta arrived; it is dropped"
+            touch "$dir/dropped"
+            return 0
+        fi
+        log "round $r: sending the group delta up failed: $(tail -n 1 "$work/logs/upload.log") (trying again)"
+        sleep "$poll"
+    done
+    touch "$dir/delivered"
+    report_round "$r"
+}
+
+# group_final: the parent has ended: its final checkpoint, checked against
+# its final.json, is published here with this exchange's own final.json,
+# and the members end too
+group_final() {
+    local name sha got
+    name=$(json "$parent_meta/final.json" final) sha=$(json "$parent_meta/final.json" final_sha256)
+    [[ "$name" =~ ^global-r[0-9]+\.safetensors$ ]] || die "the parent's final.json names '$name', not a checkpoint"
+    until [ -f "$work/$name" ] && [ "$(ex_sha256 "$work/$name")" = "$sha" ]; do
+        if on_parent ex_get "$name" "$work/$name.part" 2>/dev/null; then
+            got=$(ex_sha256 "$work/$name.part")
+            [ "$got" = "$sha" ] && mv "$work/$name.part" "$work/$name" && break
+            log "$PARENT/$name has SHA-256 $got, its final.json says $sha (trying again)"
+        else
+            log "cannot fetch $name from $PARENT (trying again)"
+        fi
+        sleep "$poll"
+    done
+    rounds=$(json "$parent_meta/final.json" rounds)
+    publish "the final model" "$name"
+    if [ ! -f "$work/final.json" ]; then
+        printf '{"format": "photon-final", "rounds": %d, "final": "%s", "final_sha256": "%s"}\n' "$rounds" "$name" "$sha" \
+            >"$work/final.json.tmp"
+        mv "$work/final.json.tmp" "$work/final.json"
+    fi
+    publish final.json final.json
+    log "the parent's federation is complete: $work/$name ($rounds rounds)"
+}
+
+# group_main: follows the parent's rounds until it ends. A round is taken
+# once: merged and sent up (round-R/delivered), or dropped (round-R/dropped);
+# a restart sends up a group delta whose upload was cut short.
+group_main() {
+    local r
+    while true; do
+        if ! on_parent ex_meta "$parent_meta" 2>"$work/logs/parent.log"; then
+            log "cannot read the parent $PARENT: $(tail -n 1 "$work/logs/parent.log") (trying again)"
+            sleep "$poll"
+            continue
+        fi
+        if [ -f "$parent_meta/final.json" ]; then group_final; return; fi
+        r=$(ex_latest_round "$parent_meta")
+        if [ "$r" -eq 0 ] || [ -f "$work/round-$r/delivered" ] || [ -f "$work/round-$r/dropped" ]; then
+            sleep "$poll"
+        elif [ -f "$work/round-$r/record.json" ] && [ -f "$work/round-$r/aggregate.safetensors" ]; then
+            send_up "$r"
+        else
+            group_round "$r" || sleep "$poll"
+        fi
+    done
+}
+
 # --- the federation ----------------------------------------------------------
 
 header=$'round\tmerged\trefused\teval_loss\tbytes_in\tbytes_out\tseconds\treasons'
+if [ -n "$PARENT" ]; then
+    if [ ! -f "$work/federation.json" ]; then
+        ex_meta "$work/.exchange"
+        [ ! -f "$work/.exchange/federation.json" ] ||
+            die "$EX already holds a federation: a group's aggregator goes on only from the --work that ran it"
+        rm -rf "$work/.exchange"
+    fi
+    check_settings
+    cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$work/allowed_signers"
+    publish federation.json federation.json
+    echo "$header"
+    [ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
+    group_main
+    exit 0
+fi
 if [ ! -f "$work/federation.json" ]; then
     ex_meta "$work/.exchange"
     if [ -f "$work/.exchange/federation.json" ]; then

@@ -25,6 +25,9 @@ usage: examples/client.sh --exchange DIR|HOST:PATH --id ID --key SSH_KEY --data 
   --key SSH_KEY             the SSH private key that signs this member's deltas
                             (ssh-keygen -Y sign, namespace photon-delta)
   --data FILE...            this member's training data (text or token shards)
+  --personal GLOB           tensors this member keeps to itself (photon-train --personal;
+                            repeat it): never uploaded, laid over each new global model.
+                            The round's own "personal" globs (a group's) are kept too
   --time-budget SECONDS     train as many of the round's local steps as fit (a slow
                             silo does less work; the merge weighs it by its tokens)
   --work DIR                this member's files: state, checkpoint, delta, logs
@@ -44,7 +47,7 @@ TXT
 }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin="$here/bin" EX="" EX_SSH=ssh id="" key="" data=() budget="" work="" poll=2 threads=""
+bin="$here/bin" EX="" EX_SSH=ssh id="" key="" data=() budget="" work="" poll=2 threads="" own_personal=()
 die() { echo "client.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in -h | --help | --data) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --key) key=$2; shift 2 ;;
     --data) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do data+=("$1"); shift; done ;;
     --time-budget) budget=$2; shift 2 ;;
+    --personal) own_personal+=("$2"); shift 2 ;;
     --work) work=$2; shift 2 ;;
     --poll) poll=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
@@ -70,6 +74,7 @@ ex_id_valid "$id" || die "--id must be 1 to 63 letters, digits, '.', '_' or '-'"
 [ -n "$key" ] && [ -f "$key" ] || die "--key: give this member's SSH private key (no such file: '$key')"
 [ ${#data[@]} -gt 0 ] || die "--data is required"
 for f in "${data[@]}"; do [ -f "$f" ] || die "--data $f: no such file"; done
+for g in "${own_personal[@]}"; do [[ "$g" =~ ^[A-Za-z0-9._*?,-]+$ ]] || die "--personal $g: a tensor-name glob is letters, digits, . _ - * ? (comma-separated)"; done
 [ -z "$budget" ] || [[ "$budget" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--time-budget expects seconds, got '$budget'"
 [[ "$poll" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--poll expects seconds, got '$poll'"
 [ -z "$threads" ] || [[ "$threads" =~ ^[0-9]+$ ]] || die "--threads expects a number, got '$threads'"
@@ -82,48 +87,8 @@ meta=$work/exchange
 log() { echo "client.sh: $id: $*" >&2; }
 now() { date +%s.%N; }
 
-# round_args R: the photon-train flags round R's round.json fixes, one per
-# line, each checked: only the training schedule comes from the aggregator
-round_args() {
-    python3 - "$meta/round-$1/round.json" "$1" <<'PY'
-import json, re, sys
-path, r = sys.argv[1], int(sys.argv[2])
-try:
-    rj = json.load(open(path))
-except Exception as e:
-    sys.exit(f"{path}: not JSON ({e})")
-if rj.get("format") != "photon-round" or rj.get("round") != r:
-    sys.exit(f"{path}: not the round.json of round {r}")
-if not re.fullmatch(r"global-r[0-9]+\.safetensors", str(rj.get("base"))) or not re.fullmatch(r"[0-9a-f]{64}", str(rj.get("base_sha256"))):
-    sys.exit(f"{path}: base or base_sha256 is not a checkpoint name and a SHA-256")
-valued = {"--steps", "--batch", "--seq", "--total-steps", "--lr", "--warmup", "--min-lr-frac", "--weight-decay",
-          "--beta1", "--beta2", "--eps", "--grad-clip"}
-args, it = rj.get("train_args"), iter(rj.get("train_args") or [])
-if not isinstance(args, list) or "--steps" not in args:
-    sys.exit(f"{path}: train_args must list photon-train flags, --steps among them")
-out = []
-for flag in it:
-    if flag in ("--reset-optimizer", "--no-error-feedback"):
-        out.append(flag)
-    elif flag == "--delta-format":
-        v = next(it, None)
-        if v not in ("f32", "bf16", "int8", "int4"):
-            sys.exit(f"{path}: --delta-format needs f32, bf16, int8 or int4, got {v!r}")
-        out += [flag, v]
-    elif flag in valued:
-        v = next(it, None)
-        if not isinstance(v, str) or not re.fullmatch(r"[0-9.eE+-]{1,32}", v):
-            sys.exit(f"{path}: {flag} needs a number, got {v!r}")
-        out += [flag, v]
-    else:
-        sys.exit(f"{path}: train_args asks for {flag!r}, which a client does not take from the aggregator")
-update, since = rj.get("update"), rj.get("update_from_sha256")
-if update is not None and not (re.fullmatch(r"update-r[0-9]+\.safetensors", str(update)) and re.fullmatch(r"[0-9a-f]{64}", str(since))):
-    sys.exit(f"{path}: update or update_from_sha256 is not an update name and a SHA-256")
-print(rj["base"]); print(rj["base_sha256"]); print(update or "-"); print(since or "-")
-print("\n".join(out))
-PY
-}
+# round_args R: round R's round.json, checked (ex_round_args)
+round_args() { ex_round_args "$meta/round-$1/round.json" "$1"; }
 
 # rounds this member delivered (one number a line), and the last of them
 delivered() { tail -n 1 "$work/delivered" 2>/dev/null || echo 0; }
@@ -166,9 +131,20 @@ fetch_update() {
     return 1
 }
 
+# personal_flags GLOBS: the photon-train --personal flags for this member's
+# own globs and the round's (GLOBS, comma-joined or '-'), sorted and without
+# repeats, so that the same choice gives the same flags every round (the
+# state refuses another set)
+personal_flags() {
+    local globs=() g
+    [ "$1" = - ] || IFS=, read -r -a globs <<<"$1"
+    personal=()
+    while read -r g; do [ -z "$g" ] || personal+=(--personal "$g"); done < <(printf '%s\n' "${own_personal[@]}" "${globs[@]}" | tr , '\n' | LC_ALL=C sort -u)
+}
+
 # train R: photon-train from the round's base with this member's state
 train() {
-    local r=$1 extra=()
+    local r=$1 extra=("${personal[@]}")
     [ -z "$budget" ] || extra+=(--time-budget "$budget")
     [ -z "$threads" ] || extra+=(--threads "$threads")
     "$bin/photon-train" --model "$work/global.safetensors" --data "${data[@]}" --state "$work/state.safetensors" \
@@ -197,12 +173,13 @@ while true; do
     if [ "$r" -eq 0 ] || [ "$r" -le "$(delivered)" ]; then sleep "$poll"; continue; fi
     start=$(now)
     mapfile -t lines < <(round_args "$r") || true
-    if [ ${#lines[@]} -lt 5 ]; then
+    if [ ${#lines[@]} -lt 6 ]; then
         log "round $r: $(round_args "$r" 2>&1 >/dev/null | tail -n 1) (waiting for a round it can take)"
         sleep "$poll"
         continue
     fi
-    base=${lines[0]} base_sha=${lines[1]} update=${lines[2]} since=${lines[3]} args=("${lines[@]:4}")
+    base=${lines[0]} base_sha=${lines[1]} update=${lines[2]} since=${lines[3]} args=("${lines[@]:5}")
+    personal_flags "${lines[4]}"
     fetch_update "$update" "$since" "$base_sha" || fetch_base "$base" "$base_sha" || { sleep "$poll"; continue; }
     log "round $r: training from $base"
     if ! train "$r"; then

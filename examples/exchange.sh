@@ -58,6 +58,59 @@ ex_upload() {
     [ -z "$(ex_rsync -a -n -c -i "$1" "$EX/$2")" ] || { echo "exchange: $EX/$2 does not hold the bytes uploaded" >&2; return 1; }
 }
 
+# ex_round_args FILE R: the round.json FILE of round R, checked, as lines:
+# the base checkpoint's name and SHA-256, the update's name and the SHA-256
+# it applies to ('-' for none), the personal tensors' globs (comma-joined,
+# '-' for none), then the photon-train flags it fixes, one per line. Only
+# the training schedule comes from round.json: a party refuses any other
+# flag, so whoever wrote it cannot make it read or write a file of their
+# choosing. Exits 1 with the reason when FILE does not hold to that.
+ex_round_args() {
+    python3 - "$1" "$2" <<'PY'
+import json, re, sys
+path, r = sys.argv[1], int(sys.argv[2])
+try:
+    rj = json.load(open(path))
+except Exception as e:
+    sys.exit(f"{path}: not JSON ({e})")
+if rj.get("format") != "photon-round" or rj.get("round") != r:
+    sys.exit(f"{path}: not the round.json of round {r}")
+if not re.fullmatch(r"global-r[0-9]+\.safetensors", str(rj.get("base"))) or not re.fullmatch(r"[0-9a-f]{64}", str(rj.get("base_sha256"))):
+    sys.exit(f"{path}: base or base_sha256 is not a checkpoint name and a SHA-256")
+valued = {"--steps", "--batch", "--seq", "--total-steps", "--lr", "--warmup", "--min-lr-frac", "--weight-decay",
+          "--beta1", "--beta2", "--eps", "--grad-clip"}
+args, it = rj.get("train_args"), iter(rj.get("train_args") or [])
+if not isinstance(args, list) or "--steps" not in args:
+    sys.exit(f"{path}: train_args must list photon-train flags, --steps among them")
+out = []
+for flag in it:
+    if flag in ("--reset-optimizer", "--no-error-feedback"):
+        out.append(flag)
+    elif flag == "--delta-format":
+        v = next(it, None)
+        if v not in ("f32", "bf16", "int8", "int4"):
+            sys.exit(f"{path}: --delta-format needs f32, bf16, int8 or int4, got {v!r}")
+        out += [flag, v]
+    elif flag in valued:
+        v = next(it, None)
+        if not isinstance(v, str) or not re.fullmatch(r"[0-9.eE+-]{1,32}", v):
+            sys.exit(f"{path}: {flag} needs a number, got {v!r}")
+        out += [flag, v]
+    else:
+        sys.exit(f"{path}: train_args asks for {flag!r}, which a client does not take from the aggregator")
+update, since = rj.get("update"), rj.get("update_from_sha256")
+if update is not None and not (re.fullmatch(r"update-r[0-9]+\.safetensors", str(update)) and re.fullmatch(r"[0-9a-f]{64}", str(since))):
+    sys.exit(f"{path}: update or update_from_sha256 is not an update name and a SHA-256")
+personal = rj.get("personal", [])
+if not isinstance(personal, list) or len(personal) > 16 or \
+        not all(isinstance(g, str) and re.fullmatch(r"[A-Za-z0-9._*?-]{1,64}", g) for g in personal):
+    sys.exit(f"{path}: personal must list tensor-name globs (letters, digits, . _ - * ?)")
+print(rj["base"]); print(rj["base_sha256"]); print(update or "-"); print(since or "-")
+print(",".join(personal) or "-")
+print("\n".join(out))
+PY
+}
+
 # ex_id_valid ID: a client id as photon-train takes it (letters, digits, . _ -)
 ex_id_valid() { [[ "$1" =~ ^[A-Za-z0-9._-]{1,63}$ ]] && [ "$1" != . ] && [ "$1" != .. ]; }
 

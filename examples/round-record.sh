@@ -19,6 +19,11 @@
 # signatures and merge-flags; the record then lists each group with its
 # members, and each group delta must reproduce from them (photon-merge
 # --verify --group-id g-NAME).
+#
+# A round of a group's aggregator (examples/aggregator.sh --parent) made
+# round-N/aggregate.safetensors, the group delta it sent up, instead of
+# global-rN: that is the "next" the record names and the merge reproduces
+# (its merge-flags hold its --group-id).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$here/bin}
@@ -30,6 +35,7 @@ dir="$agg/round-$r"
 sha() { if [ -f "$1" ]; then sha256sum "$1" | cut -c1-64; else echo null; fi; }
 cd "$dir" || exit 1
 base=../global-r$((r - 1)).safetensors next=../global-r$r.safetensors
+[ ! -f aggregate.safetensors ] || next=aggregate.safetensors
 mapfile -t flags <merge-flags 2>/dev/null || flags=()
 signers=""
 [ -f ../allowed_signers ] && signers=../allowed_signers

@@ -11,7 +11,12 @@ set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { echo "usage: verify-round.sh ROUND_DIR... | AGG" >&2; exit 2; }
 rounds=()
-if [ $# -eq 1 ] && [ -f "$1/global-r0.safetensors" ]; then # the whole chain: 1 to the last, no gaps
+if [ $# -eq 1 ] && [ -f "$1/federation.json" ] && grep -q '"group_id"' "$1/federation.json"; then
+    # a group's aggregator (aggregator.sh --parent): every round it merged; the
+    # chain between them is its parent's, checked there
+    for d in "$1"/round-*/; do [ -f "$d/record.json" ] && rounds+=("${d%/}"); done
+    [ ${#rounds[@]} -gt 0 ] || { echo "verify-round.sh: $1 holds no merged round" >&2; exit 1; }
+elif [ $# -eq 1 ] && [ -f "$1/global-r0.safetensors" ]; then # the whole chain: 1 to the last, no gaps
     agg=$(cd "$1" && pwd) last=0
     for f in "$agg"/global-r*.safetensors "$agg"/round-*; do
         n=${f##*/global-r} n=${n%.safetensors} n=${n##*/round-}
@@ -62,7 +67,9 @@ PY
     fi
     if ! python3 -c 'import json, sys; d = json.loads(sys.argv[1])
 sys.exit(0 if d["merge_reproduced"] and all(g["merge_reproduced"] for g in d.get("groups", [])) else 1)' "$fresh"; then
-        problem "round $r: photon-merge does not reproduce global-r$r.safetensors from the accepted deltas$(
+        made=global-r$r.safetensors
+        [ ! -f "$dir/aggregate.safetensors" ] || made=round-$r/aggregate.safetensors # a group's
+        problem "round $r: photon-merge does not reproduce $made from the accepted deltas$(
             python3 -c 'import json, sys; e = json.loads(sys.argv[1]).get("merge_error"); print(": " + e if e else "")' "$fresh")"
     fi
 done
