@@ -3756,14 +3756,40 @@ PHOTONDEF photon_result photon_client_state_save(const photon_client_state *s, c
     return photon_st_write_f32(path, entries, n, meta.keys, meta.values, meta.n, err);
 }
 
+/* The tensors PATTERNS names in M: a mask (the caller frees it) and how
+   many values they hold. */
+static photon_result photon__personal_select(const photon_model *m, const char *patterns, unsigned char **mask,
+                                             size_t *count, photon_error *err) {
+    int t;
+    photon_result r;
+    *count = 0;
+    if (!(*mask = (unsigned char *)photon__calloc((size_t)m->num_tensors, 1)))
+        return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
+    r = photon_personal_mask(m, patterns, *mask, err);
+    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++) *count += (*mask)[t] ? m->tensors[t].size : 0;
+    return r;
+}
+
+/* The masked tensors of M, packed one after another in tensor order: into
+   PACKED from M's parameters, or (INTO not NULL) from PACKED into INTO,
+   the parameters of a model laid out as M. */
+static void photon__personal_copy(const photon_model *m, const unsigned char *mask, float *packed, float *into) {
+    size_t at = 0;
+    int t;
+    for (t = 0; t < m->num_tensors; t++)
+        if (mask[t]) {
+            const photon_tensor_info *ti = &m->tensors[t];
+            if (into) memcpy(into + ti->offset, packed + at, ti->size * sizeof(float));
+            else memcpy(packed + at, m->params + ti->offset, ti->size * sizeof(float));
+            at += ti->size;
+        }
+}
+
 PHOTONDEF photon_result photon_personal_keep(photon_client_state *s, const photon_model *m, const char *patterns,
                                              photon_error *err) {
-    unsigned char *mask = (unsigned char *)photon__calloc((size_t)m->num_tensors, 1);
-    size_t count = 0, at = 0;
-    int t;
-    photon_result r = mask ? photon_personal_mask(m, patterns, mask, err)
-                           : photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
-    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++) count += mask[t] ? m->tensors[t].size : 0;
+    unsigned char *mask = NULL;
+    size_t count;
+    photon_result r = photon__personal_select(m, patterns, &mask, &count, err);
     if (r == PHOTON_OK && count != s->personal_count) {
         PHOTON_FREE(s->personal_values);
         s->personal_count = 0;
@@ -3772,34 +3798,24 @@ PHOTONDEF photon_result photon_personal_keep(photon_client_state *s, const photo
         else
             s->personal_count = count;
     }
-    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++)
-        if (mask[t]) {
-            memcpy(s->personal_values + at, m->params + m->tensors[t].offset, m->tensors[t].size * sizeof(float));
-            at += m->tensors[t].size;
-        }
-    if (r == PHOTON_OK) snprintf(s->personal, sizeof s->personal, "%s", patterns);
+    if (r == PHOTON_OK) {
+        photon__personal_copy(m, mask, s->personal_values, NULL);
+        snprintf(s->personal, sizeof s->personal, "%s", patterns);
+    }
     PHOTON_FREE(mask);
     return r;
 }
 
 PHOTONDEF photon_result photon_personal_apply(const photon_client_state *s, photon_model *m, photon_error *err) {
-    unsigned char *mask;
-    size_t count = 0, at = 0;
-    int t;
+    unsigned char *mask = NULL;
+    size_t count;
     photon_result r;
     if (!s->personal_values) return PHOTON_OK;
-    if (!(mask = (unsigned char *)photon__calloc((size_t)m->num_tensors, 1)))
-        return photon__fail(err, PHOTON_ERR_MEMORY, "out of memory");
-    r = photon_personal_mask(m, s->personal, mask, err);
-    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++) count += mask[t] ? m->tensors[t].size : 0;
+    r = photon__personal_select(m, s->personal, &mask, &count, err);
     if (r == PHOTON_OK && count != s->personal_count)
         r = photon__fail(err, PHOTON_ERR_MISMATCH, "the state's personal tensors (%s) hold %zu values; in this model "
                          "they have %zu", s->personal, s->personal_count, count);
-    for (t = 0; r == PHOTON_OK && t < m->num_tensors; t++)
-        if (mask[t]) {
-            memcpy(m->params + m->tensors[t].offset, s->personal_values + at, m->tensors[t].size * sizeof(float));
-            at += m->tensors[t].size;
-        }
+    if (r == PHOTON_OK) photon__personal_copy(m, mask, s->personal_values, m->params);
     PHOTON_FREE(mask);
     return r;
 }

@@ -33,6 +33,9 @@ usage: examples/aggregator.sh --exchange DIR|HOST:PATH --allowed-signers FILE [o
   --work DIR                the aggregator's own files (default: aggregator)
   --rounds R                federated rounds (default 4)
   --min-clients K           fewest valid deltas a round merges (default 1)
+  --sample K                ask K members each round (default: all), drawn from the
+                            federation's seed (a group's: its id) and the round; the
+                            round.json lists them, and the others sit the round out
   --deadline SECONDS        how long a round waits for every member (default 600); at
                             the deadline it merges if it holds K valid deltas, else it
                             keeps waiting and says so
@@ -75,7 +78,7 @@ TXT
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/bin" EX="" EX_SSH=ssh work=aggregator rounds=4 min_clients=1 deadline=600 poll=2 signers=""
 val=() model_flags=() train_flags=() merge_flags=() update_format="" outer=fedavg seed=1 steps=64 batch=8 seq=64
-PARENT="" gid="" gkey="" personal=() root_only=()
+PARENT="" gid="" gkey="" personal=() root_only=() sample=""
 die() { echo "aggregator.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in -h | --help | --reset-optimizer | --no-error-feedback | --val) ;; --*) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
@@ -91,6 +94,7 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --min-clients) min_clients=$2; shift 2 ;;
+    --sample) sample=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
     --poll) poll=$2; shift 2 ;;
     --val) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do val+=("$1"); shift; done ;;
@@ -146,6 +150,11 @@ mapfile -t members < <(awk '!/^[[:space:]]*(#|$)/ {print $1}' "$signers" | tr ',
 [ ${#members[@]} -gt 0 ] || die "$signers lists no member"
 for m in "${members[@]}"; do ex_id_valid "$m" || die "$signers: '$m' is not a client id (letters, digits, . _ -)"; done
 [ "$min_clients" -le ${#members[@]} ] || die "--min-clients $min_clients is more than the ${#members[@]} members of $signers"
+if [ -n "$sample" ]; then
+    [[ "$sample" =~ ^[1-9][0-9]*$ ]] && [ "$sample" -le ${#members[@]} ] ||
+        die "--sample expects 1 to ${#members[@]} (the members of $signers), got '$sample'"
+    [ "$min_clients" -le "$sample" ] || die "--min-clients $min_clients is more than the $sample members --sample asks"
+fi
 
 log() { echo "aggregator.sh: $*" >&2; }
 now() { date +%s; }
@@ -168,7 +177,7 @@ fi
 settings() {
     python3 - "$EX" "$rounds" "$seed" "$(ex_sha256 "$signers")" "$gid" "${#model_flags[@]}" "${model_flags[@]}" \
         "${#train_args[@]}" "${train_args[@]}" "${#round_flags[@]}" "${round_flags[@]}" "${#personal[@]}" "${personal[@]}" \
-        "${members[@]}" <<'PY'
+        "${members[@]}" "${sample:-all}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 out = {"rounds": int(a[1]), "seed": int(a[2]), "allowed_signers_sha256": a[3]}  # not the exchange: it may move
@@ -181,6 +190,9 @@ if a[4]:
     del out["model_flags"], out["train_args"]
 if not out["personal"]:
     del out["personal"]  # the settings of a federation without personal tensors read as before
+if a[-1] != "all":
+    out["sample"] = int(a[-1])
+a = a[:-1]
 out["members"] = a[i:]
 print(json.dumps(out, indent=1, sort_keys=True))
 PY
@@ -223,19 +235,32 @@ publish() {
     rm -rf "$tree"
 }
 
+# draw R: the members asked to train round R, one a line: all of them, or
+# with --sample K, K drawn from the federation's seed (a group's: its id)
+# and R, so that anyone can redraw them
+draw() {
+    python3 - "$1" "${sample:-0}" "${gid:-$seed}" "${members[@]}" <<'PY'
+import random, sys
+r, k, key, members = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sorted(sys.argv[4:])
+print("\n".join(sorted(random.Random(f"photon-sample:{key}:{r}").sample(members, k)) if k else members))
+PY
+}
+
 # publish_round R: round R opens: its base checkpoint, the record of the
 # round before, then round-R/round.json (what a client waits for) and its
 # empty inbox. The round.json is written once, with the deadline it keeps.
 publish_round() {
     local r=$1 base=global-r$(($1 - 1)).safetensors
     if [ ! -f "$work/round-$r/round.json" ]; then
+        local asked=()
+        mapfile -t asked < <(draw "$r")
         mkdir -p "$work/round-$r"
         update=null update_from=null
         if [ "$r" -gt 1 ] && [ -f "$work/update-r$((r - 1)).safetensors" ]; then
             update=update-r$((r - 1)).safetensors update_from=$(ex_sha256 "$work/global-r$((r - 2)).safetensors")
         fi
         python3 - "$r" "$base" "$(ex_sha256 "$work/$base")" "$(now)" "$deadline" "$min_clients" "$rounds" \
-            "$update" "$update_from" "$(IFS=,; echo "${round_personal[*]}")" "${#members[@]}" "${members[@]}" \
+            "$update" "$update_from" "$(IFS=,; echo "${round_personal[*]}")" "${#asked[@]}" "${asked[@]}" \
             "${train_args[@]}" >"$work/round-$r/round.json.tmp" <<'PY'
 import json, sys
 a = sys.argv[1:]
@@ -329,6 +354,8 @@ fetch_inbox() {
     done
 }
 
+asked_count() { python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["members"]))' "$work/round-$1/round.json"; }
+
 accepted_count() {
     local id n=0
     for id in "${!verdict[@]}"; do [ "${verdict[$id]}" = accepted ] && n=$((n + 1)); done
@@ -343,7 +370,10 @@ collect() {
     dl=$(json "$work/round-$r/round.json" deadline_unix)
     k=$(json "$work/round-$r/round.json" min_clients)
     verdict=() reason=() judged=() kind=()
-    declare -A noted=()
+    declare -A noted=() asked=()
+    for id in $(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["members"]))' "$work/round-$r/round.json"); do
+        asked[$id]=1
+    done
     while true; do
         for id in $(fetch_inbox "$r"); do
             if ! ex_id_valid "$id"; then # not a name photon-merge could record
@@ -351,6 +381,10 @@ collect() {
                 continue
             fi
             [ "${verdict[$id]:-}" = accepted ] && continue # a valid delivery is final
+            if [ -z "${asked[$id]:-}" ]; then # not in the round's sample: left in inbox/, out of the merge and the record
+                [ -n "${noted[$id]:-}" ] || { noted[$id]=1; log "round $r: $id was not asked to train this round; its delivery is left out"; }
+                continue
+            fi
             sha=$(delivery_sha "$r" "$id")
             [ "${judged[$id]:-}" = "$sha" ] && continue
             judge "$r" "$id"
@@ -358,7 +392,7 @@ collect() {
             else log "round $r: $id's delta is refused: ${reason[$id]}"; fi
         done
         n=$(accepted_count) # members only: a signature verifies only with a member's key
-        [ "$n" -eq ${#members[@]} ] && return
+        [ "$n" -eq ${#asked[@]} ] && return
         [ -z "$PARENT" ] || ! parent_moved_on "$r" || return 1
         if [ "$(now)" -ge "$dl" ]; then
             [ "$n" -ge "$k" ] && return
@@ -430,16 +464,18 @@ report_round() {
         bytes_out=$(( $(ex_bytes "$work/global-r$r.safetensors") + $(ex_bytes "$dir/record.json") ))
     fi
     [ ! -f "$work/update-r$r.safetensors" ] || bytes_out=$((bytes_out + $(ex_bytes "$work/update-r$r.safetensors")))
-    read -r merged refused reasons < <(python3 - "$dir/record.json" "$dir/inbox" "${members[@]}" <<'PY'
+    read -r merged refused reasons < <(python3 - "$dir/record.json" "$dir/inbox" "$dir/round.json" "${members[@]}" <<'PY'
 import json, os, sys
 rec = json.load(open(sys.argv[1]))
+asked = json.load(open(sys.argv[3]))["members"]
 merged = [d for d in rec["deltas"] if d["accepted"]]
 refused = [d for d in rec["deltas"] if not d["accepted"]]
 recorded = {d["file"][len("delta-"):-len(".safetensors")] for d in rec["deltas"]}
 reasons = ["%s: %s" % (d["file"][len("delta-"):-len(".safetensors")], d["reason"]) for d in refused]
-for f in sorted(os.listdir(sys.argv[2])):  # delivered under another member's name: not in the record
-    if f.endswith(".safetensors") and f[:-len(".safetensors")] not in recorded and f[:-len(".safetensors")] in sys.argv[3:]:
-        reasons.append("%s: delivered under another member's name" % f[:-len(".safetensors")])
+for f in sorted(os.listdir(sys.argv[2])):  # not asked, or delivered under another member's name: not in the record
+    who = f[:-len(".safetensors")]
+    if f.endswith(".safetensors") and who not in recorded and who in sys.argv[4:]:
+        reasons.append("%s: %s" % (who, "delivered under another member's name" if who in asked else "not asked to train this round"))
 print(len(merged), len(reasons), "; ".join(reasons).replace("\t", " ").replace("\n", " ") or "-")
 PY
 )
@@ -543,7 +579,7 @@ group_round() {
         mv "$work/$base.part" "$work/$base"
     fi
     publish_round "$r"
-    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of ${#members[@]} members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
+    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of $(asked_count "$r") members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
     if ! collect "$r"; then
         log "round $r: the parent closed it before this group merged; nothing goes up"
         touch "$work/round-$r/dropped"
@@ -674,7 +710,7 @@ fi
 [ "$last" -eq 0 ] || report_round "$last" >/dev/null # its line, if a kill came before it
 for ((r = last + 1; r <= rounds; r++)); do
     publish_round "$r"
-    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of ${#members[@]} members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
+    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of $(asked_count "$r") members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
     collect "$r"
     merge_round "$r"
     report_round "$r"

@@ -158,7 +158,7 @@ moved_on() {
     [ "$(ex_latest_round "$meta")" -gt "$1" ] || [ -f "$meta/final.json" ]
 }
 
-bytes_down=0
+bytes_down=0 sat_out=0
 while true; do
     if ! ex_meta "$meta" 2>"$work/logs/exchange.log"; then
         log "cannot read $EX: $(tail -n 1 "$work/logs/exchange.log") (trying again)"
@@ -170,7 +170,13 @@ while true; do
         exit 0
     fi
     r=$(ex_latest_round "$meta")
-    if [ "$r" -eq 0 ] || [ "$r" -le "$(delivered)" ]; then sleep "$poll"; continue; fi
+    if [ "$r" -eq 0 ] || [ "$r" -le "$(delivered)" ] || [ "$r" = "$sat_out" ]; then sleep "$poll"; continue; fi
+    if ! python3 -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])).get("members", []))' \
+        "$meta/round-$r/round.json" "$id" 2>/dev/null; then
+        log "round $r: not asked to train this round (the aggregator drew other members); waiting for the next"
+        sat_out=$r
+        continue
+    fi
     start=$(now)
     mapfile -t lines < <(round_args "$r") || true
     if [ ${#lines[@]} -lt 6 ]; then

@@ -512,11 +512,11 @@ for ((r = done_r + 1; r <= rounds; r++)); do
             for c in $chosen; do [ "${group_of[c]}" != "$g" ] || sampled=$((sampled + 1)); done
             for d in "${deltas[@]}"; do [[ "$d" != "$rd/group-$name/"* ]] || members+=("$d"); done
             [ ${#members[@]} -gt 0 ] || { printf '%s\t%d\t0\t0\n' "$name" "$sampled" >>"$lg/groups.tsv"; continue; }
-            gflags=(--max-local-steps "$steps")
+            gflags=(--group-id "g-$name" --max-local-steps "$steps")
             [ -z "${group_personal[g]:-}" ] || gflags+=(--personal "${group_personal[g]}")
             [ "$skip_bad" = 0 ] || gflags+=(--skip-bad)
             printf '%s\n' "${gflags[@]}" >"$rd/group-$name/merge-flags"
-            if ! "$bin/photon-merge" --base "$prev" --delta-out "$rd/group-$name.safetensors" --group-id "g-$name" \
+            if ! "$bin/photon-merge" --base "$prev" --delta-out "$rd/group-$name.safetensors" \
                 "${gflags[@]}" --json "${members[@]}" >"$lg/merge-group-$name.json" 2>"$lg/merge-group-$name.log"; then
                 echo "federate.sh: the merge of group $name in round $r failed:" >&2
                 cat "$lg/merge-group-$name.log" >&2

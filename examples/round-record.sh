@@ -16,9 +16,9 @@
 # A round of groups (federate.sh --group) also holds, per group NAME,
 # group-NAME.safetensors (the group delta the root merged, made by the
 # aggregator: no signature) and group-NAME/ with the members' deltas, their
-# signatures and merge-flags; the record then lists each group with its
-# members, and each group delta must reproduce from them (photon-merge
-# --verify --group-id g-NAME).
+# signatures and merge-flags (with its --group-id); the record then lists
+# each group with its members, and each group delta must reproduce from them
+# (photon-merge --verify).
 #
 # A round of a group's aggregator (examples/aggregator.sh --parent) made
 # round-N/aggregate.safetensors, the group delta it sent up, instead of
@@ -41,16 +41,14 @@ signers=""
 [ -f ../allowed_signers ] && signers=../allowed_signers
 rows=$(mktemp) groups_rows=$(mktemp)
 trap 'rm -f "$rows" "$rows".* "$groups_rows" "$groups_rows".*' EXIT
-# level ROWS MERGE NEXT FLAGS_FILE [photon-merge options] -- DELTA...: one row per
+# level ROWS MERGE NEXT FLAGS_FILE DELTA...: one row per
 # delta (its signature checked, except a group delta's, which the aggregator
 # made), then photon-merge --verify NEXT from those whose signature holds, its
 # JSON in MERGE; returns 1 if that does not reproduce NEXT
 level() {
     local rows=$1 merge=$2 nxt=$3 flagsfile=$4 d sig signer reason
-    local -a extra=() fl=() candidates=()
+    local -a fl=() candidates=()
     shift 4
-    while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
-    shift
     mapfile -t fl <"$flagsfile" 2>/dev/null || fl=()
     : >"$rows"
     for d in "$@"; do
@@ -70,7 +68,7 @@ level() {
     done
     rm -f "$rows.err"
     if [ ${#candidates[@]} -gt 0 ]; then
-        "$BIN/photon-merge" --base "$base" --verify "$nxt" "${extra[@]}" "${fl[@]}" --json "${candidates[@]}" >"$merge" \
+        "$BIN/photon-merge" --base "$base" --verify "$nxt" "${fl[@]}" --json "${candidates[@]}" >"$merge" \
             2>"$rows.err" || { [ -s "$merge" ] || python3 -c 'import json, sys; print(json.dumps({"verified": False, "error": sys.argv[1]}))' \
             "$(tail -n 1 "$rows.err")" >"$merge"; rm -f "$rows.err"; return 1; }
     else
@@ -80,11 +78,11 @@ level() {
     rm -f "$rows.err"
 }
 status=0
-level "$rows" "$rows.merge" "$next" merge-flags -- delta-*.safetensors group-*.safetensors || status=1
+level "$rows" "$rows.merge" "$next" merge-flags delta-*.safetensors group-*.safetensors || status=1
 for g in group-*/; do
     [ -d "$g" ] || continue
     g=${g%/} name=${g#group-}
-    level "$groups_rows.$name" "$groups_rows.$name.merge" "$g.safetensors" "$g/merge-flags" --group-id "g-$name" -- \
+    level "$groups_rows.$name" "$groups_rows.$name.merge" "$g.safetensors" "$g/merge-flags" \
         "$g"/delta-*.safetensors || status=1
     printf '%s\t%s\n' "$name" "$(sha "$g.safetensors")" >>"$groups_rows"
 done

@@ -7,9 +7,11 @@
 #
 #   root   members g1, g2 (groups) and c5 (a client that keeps ln_f.* to itself)
 #   g1     members c1, c2; the group keeps h.1.* personal for both (--personal)
-#   g2     members c3, c4; c4 keeps ln_f.* to itself, which g2 does not declare:
-#          a group delta needs the same tensors from every member, so g2
-#          refuses c4's deltas, saying why, and merges c3's
+#   g2     members c3, c4, c6, two asked each round (--sample 2); c4 keeps
+#          ln_f.* to itself, which g2 does not declare: a group delta needs
+#          the same tensors from every member, so g2 refuses c4's deltas,
+#          saying why; a member not asked sits the round out, and a delta it
+#          delivers all the same (round 3) is left out
 #
 #   round 2  g2's aggregator is stopped while it collects: the root merges at
 #            its deadline without g2; let go, g2 drops the round and goes on
@@ -33,12 +35,12 @@ cd "$W" || exit 2
 pids=()
 trap 'for p in "${pids[@]}"; do kill -CONT -- "-$p" 2>/dev/null; kill -9 -- "-$p" 2>/dev/null; done; rm -rf "$W"' EXIT
 
-for id in g1 g2 c1 c2 c3 c4 c5; do ssh-keygen -q -t ed25519 -N '' -C "$id" -f "key-$id"; done
+for id in g1 g2 c1 c2 c3 c4 c5 c6; do ssh-keygen -q -t ed25519 -N '' -C "$id" -f "key-$id"; done
 signers() { local id; for id in "$@"; do echo "$id namespaces=\"photon-delta\" $(cut -d' ' -f1,2 "key-$id.pub")"; done; }
 signers g1 g2 c5 >root_signers
 signers c1 c2 >g1_signers
-signers c3 c4 >g2_signers
-for c in 1 2 3 4 5; do "$BIN/synthlang" --seed 7 --dialect "$((c % 4))" --words 48 --bytes 40000 --out "data-c$c.txt" 2>/dev/null; done
+signers c3 c4 c6 >g2_signers
+for c in 1 2 3 4 5 6; do "$BIN/synthlang" --seed 7 --dialect "$((c % 4))" --words 48 --bytes 40000 --out "data-c$c.txt" 2>/dev/null; done
 mkdir ex ex-g1 ex-g2
 
 # usage errors come first, and write nothing
@@ -80,7 +82,7 @@ start_g1() {
 }
 start_g2() {
     setsid "$ROOT/examples/aggregator.sh" --parent ex --id g2 --key key-g2 --exchange ex-g2 --work g2 \
-        --allowed-signers g2_signers --min-clients 1 --deadline 3 --poll 0.3 --bin "$BIN" >>g2.out 2>>g2.err &
+        --allowed-signers g2_signers --min-clients 1 --sample 2 --deadline 5 --poll 0.3 --bin "$BIN" >>g2.out 2>>g2.err &
     g2=$!
     pids+=("$g2")
 }
@@ -102,6 +104,7 @@ start_client c2 ex-g1
 start_client c3 ex-g2
 start_client c4 ex-g2 --personal 'ln_f.*'
 start_client c5 ex --personal 'ln_f.*'
+start_client c6 ex-g2
 
 # --- round 1: every level, in order --------------------------------------------
 need "round 1 opens at the root and in both groups, with the root's base" bash -c "$(declare -f wait_for opened)
@@ -127,6 +130,13 @@ need "round 3 opens in g1" wait_for 60 opened ex-g1 3
 kill_group "$g1"
 start_g1
 touch hold-sign
+# c6, not asked in round 3, delivers a delta all the same (signed with its key)
+need "round 3 opens in g2" wait_for 60 opened ex-g2 3
+"$BIN/photon-train" --model ex-g2/global-r2.safetensors --data data-c6.txt --steps 6 --batch 2 --seq 32 --delta-out c6.st \
+    --client-id c6 2>/dev/null && ssh-keygen -Y sign -q -f key-c6 -n photon-delta c6.st
+for f in c6.st.sig:c6.safetensors.sig c6.st:c6.safetensors; do
+    cp "${f%%:*}" "ex-g2/round-3/inbox/.${f#*:}.part" && mv "ex-g2/round-3/inbox/.${f#*:}.part" "ex-g2/round-3/inbox/${f#*:}"
+done
 
 # --- round 4: g1 is killed -9 while it signs its group delta --------------------
 need "round 4 opens at the root after g1, restarted, delivered round 3" wait_for 90 opened ex 4
@@ -154,7 +164,7 @@ ends() {
 check "the root aggregator ends, exit 0" ends agg "$agg" "the federation is complete"
 check "g1's aggregator ends with its parent, exit 0" ends g1 "$g1" "the parent's federation is complete"
 check "g2's aggregator ends with its parent, exit 0" ends g2 "$g2" "the parent's federation is complete"
-for c in c1 c2 c3 c4 c5; do
+for c in c1 c2 c3 c4 c5 c6; do
     eval "p=\$pid_$c"
     check "client $c ends after the last round, exit 0" ends "$c" "$p" "the federation has ended"
 done
@@ -171,13 +181,24 @@ check "the root merged c5 g1 g2, then c5 g1 (g2 stopped), then c5 g1 g2 twice ($
     test "$m" = "c5 g1 g2|c5 g1|c5 g1 g2|c5 g1 g2"
 m="$(merged g1 1)|$(merged g1 2)|$(merged g1 3)|$(merged g1 4)"
 check "g1 merged c1 and c2 every round ($m)" test "$m" = "c1 c2|c1 c2|c1 c2|c1 c2"
-check "g2 refused c4 each round it merged, naming the tensor it leaves out and why" python3 -c '
+check "g2 asked 2 of its 3 members each round, the draw anyone can redo from its id and the round" python3 -c '
+import json, random
+for r in (1, 2, 3, 4):
+    asked = json.load(open(f"ex-g2/round-{r}/round.json"))["members"]
+    assert asked == sorted(random.Random(f"photon-sample:g2:{r}").sample(["c3", "c4", "c6"], 2)), (r, asked)'
+check "c6 sat out the rounds it was not asked, without training" bash -c "
+    grep -q 'round 1: not asked to train' c6.err && grep -q 'round 3: not asked to train' c6.err &&
+    ! test -e client-c6/logs/train-r1.log && ! test -e client-c6/logs/train-r3.log && test -e client-c6/logs/train-r4.log"
+check "g2 merged c3 in rounds 1 and 3 and refused c4, naming the tensor it leaves out and why; c3 and c6 in round 4" python3 -c '
 import json
-for r in (1, 3, 4):
+for r, want in ((1, {"c3"}), (3, {"c3"}), (4, {"c3", "c6"})):
     rec = json.load(open(f"g2/round-{r}/record.json"))
     acc = {d["client"] for d in rec["deltas"] if d["accepted"]}
     bad = [d["reason"] for d in rec["deltas"] if not d["accepted"]]
-    assert acc == {"c3"} and len(bad) == 1 and "leaves out tensor" in bad[0] and "ln_f" in bad[0] and "group delta" in bad[0], (r, acc, bad)'
+    assert acc == want, (r, acc)
+    if r < 4: assert len(bad) == 1 and "leaves out tensor" in bad[0] and "ln_f" in bad[0] and "group delta" in bad[0], (r, bad)'
+check "c6's delivery in round 3, not asked, is left out of g2's merge and record, and its round line says why" bash -c "
+    ! grep -q delta-c6 g2/round-3/record.json && grep -P '^3\t1\t2\t' g2.out | grep -q 'c6: not asked to train this round'"
 check "a group delta names its members, and g1's leaves out h.1.* as its members do" python3 -c '
 import json, subprocess
 def inspect(path):
@@ -185,7 +206,7 @@ def inspect(path):
 for r in (1, 3, 4):
     g1, g2 = inspect(f"agg/round-{r}/delta-g1.safetensors"), inspect(f"agg/round-{r}/delta-g2.safetensors")
     assert g1["client"] == "g1" and g1["members"] == 2 and g1["personal"] == "h.1.*", g1
-    assert g2["client"] == "g2" and g2["members"] == 1 and g2["personal"] == "", g2'
+    assert g2["client"] == "g2" and g2["members"] == (2 if r == 4 else 1) and g2["personal"] == "", g2'
 
 # tree = flat: each root round against the flat merge of the members' deltas
 # that its merge took (the direct ones, and each accepted group's accepted members)
@@ -233,9 +254,8 @@ grep -h "worst" "$W/out" | sed 's/^/    /'
 
 # the personal tensors stay with their members
 state_meta() { python3 -c 'import json, struct, sys; f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; print(json.loads(f.read(n))["__metadata__"].get("photon.personal", "-"))' "$1"; }
-check "c1 and c2 keep h.1.* in their states (the group's), c5 and c4 ln_f.* (their own), c3 none" test \
-    "$(state_meta client-c1/state.safetensors) $(state_meta client-c2/state.safetensors) $(state_meta client-c3/state.safetensors) $(state_meta client-c4/state.safetensors) $(state_meta client-c5/state.safetensors)" \
-    = "h.1.* h.1.* - ln_f.* ln_f.*"
+check "c1 and c2 keep h.1.* in their states (the group's), c5 and c4 ln_f.* (their own), c3 and c6 none" test \
+    "$(for c in 1 2 3 4 5 6; do state_meta client-c$c/state.safetensors; done | tr '\n' ' ')" = "h.1.* h.1.* - ln_f.* ln_f.* - "
 check "no delivery at any level carries a personal tensor's values" python3 -c '
 import glob, json, struct
 for path in glob.glob("ex*/round-*/inbox/*.safetensors"):
