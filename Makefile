@@ -192,15 +192,19 @@ test-cuda:
 TEST_BINS = $(TOOLS) bin/test_photon bin/portable/test_photon bin/test_bpe bin/asan/test_photon bin/asan/test_bpe \
             $(ASAN_TOOLS) bin/emu/test_cuda $(EMU_TOOLS) $(if $(CUDA_HOME),$(CUDA_TOOLS) bin/cuda/test_cuda)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+SUITE_JOBS ?= 2
 test-build:
 	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BINS)
 
-# every suite, then their summed "N passed, N failed" lines (tests/total.sh)
+# every suite, then their summed "N passed, N failed" lines (tests/total.sh).
+# The suites run two at a time (many wait on parties, deadlines and polls
+# more than they compute), each one's output kept together, and all of them
+# even when one fails.
 SUITES = test-layout test-cxx test-unit test-example test-portable test-tools test-federation test-robust test-compress test-groups test-commit test-parties test-group-parties \
          test-synthlang test-bpe test-hf test-integrity test-netns test-asan test-cuda-emu test-cuda
 test:
 	@mkdir -p out
-	@{ { $(MAKE) --no-print-directory test-build && $(MAKE) --no-print-directory $(SUITES); } 2>&1; echo $$? >out/test.status; } | tee out/test.log
+	@{ { $(MAKE) --no-print-directory test-build && $(MAKE) --no-print-directory -k -j$(SUITE_JOBS) --output-sync=target $(SUITES); } 2>&1; echo $$? >out/test.status; } | tee out/test.log
 	@bash tests/total.sh out/test.log "$$(cat out/test.status)" && exit "$$(cat out/test.status)"
 
 # speed and memory (docs/PERF.md); bench/compare_torch.sh times PyTorch the same way

@@ -127,9 +127,6 @@ if [ -n "$PARENT" ]; then
     [ ${#root_only[@]} -eq 0 ] || die "a group takes its rounds, model and training from the parent, and runs fedavg: no ${root_only[*]}"
     [[ "$gid" =~ ^[A-Za-z0-9._-]{1,63}$ ]] || die "--parent needs --id: this group's member id at the parent (letters, digits, . _ -)"
     [ -n "$gkey" ] && [ -f "$gkey" ] || die "--parent needs --key: the SSH private key that signs this group's deltas (no such file: '$gkey')"
-    for f in "${merge_flags[@]}"; do
-        case $f in --screen*) die "a group does not screen by held-out loss (--screen): the root does" ;; esac
-    done
 elif [ -n "$gid" ] || [ -n "$gkey" ]; then
     die "--id and --key go with --parent: the member id and key of a group at its parent"
 fi
@@ -161,6 +158,10 @@ now() { date +%s; }
 json() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 mkdir -p "$work/logs"
 work=$(cd "$work" && pwd)
+# what a kill left half-written: a fetch (.part) and rsync's temporaries in the inbox mirrors
+find "$work" -maxdepth 1 -name '*.part' -delete
+rm -rf "$work/.parent" "$work"/.publish.* # a group's copy of its parent's round files (fetched again); publish's trees
+find "$work" -mindepth 3 -maxdepth 3 -path "$work/round-*/inbox/.*" -type f -delete
 declared=() # the personal tensors the merge refuses to see
 for g in "${personal[@]}"; do declared+=(--personal "$g"); done
 if [ -z "$PARENT" ]; then
@@ -370,7 +371,8 @@ collect() {
     dl=$(json "$work/round-$r/round.json" deadline_unix)
     k=$(json "$work/round-$r/round.json" min_clients)
     verdict=() reason=() judged=() kind=()
-    declare -A noted=() asked=()
+    declare -A noted=() asked=() member=()
+    for id in "${members[@]}"; do member[$id]=1; done
     for id in $(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["members"]))' "$work/round-$r/round.json"); do
         asked[$id]=1
     done
@@ -381,7 +383,7 @@ collect() {
                 continue
             fi
             [ "${verdict[$id]:-}" = accepted ] && continue # a valid delivery is final
-            if [ -z "${asked[$id]:-}" ]; then # not in the round's sample: left in inbox/, out of the merge and the record
+            if [ -n "${member[$id]:-}" ] && [ -z "${asked[$id]:-}" ]; then # a member outside the round's sample: left in inbox/, out of the merge and the record
                 [ -n "${noted[$id]:-}" ] || { noted[$id]=1; log "round $r: $id was not asked to train this round; its delivery is left out"; }
                 continue
             fi

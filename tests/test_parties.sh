@@ -129,13 +129,14 @@ touch slow-merge
 echo 4 >hold-c3
 start_client c2
 base3=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-3/round.json"))["base"])')
-# m4 trains honestly, signs, and its delta is changed after the signature
-"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out m4.st --client-id m4 2>/dev/null
+# m4 trains honestly (one step: these deliveries must land before the round's
+# deadline however loaded the machine), signs, and its delta is changed after the signature
+"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 1 --batch 4 --seq 64 --delta-out m4.st --client-id m4 2>/dev/null
 ssh-keygen -Y sign -q -f key-m4 -n photon-delta m4.st
 printf '\x55' | dd of=m4.st bs=1 seek=$(($(wc -c <m4.st) - 100)) conv=notrunc 2>/dev/null
 deliver 3 m4.st m4
 # a delta made by someone whose key the federation does not list
-"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out in.st --client-id intruder 2>/dev/null
+"$BIN/photon-train" --model "$base3" --data data-c1.txt --steps 1 --batch 4 --seq 64 --delta-out in.st --client-id intruder 2>/dev/null
 ssh-keygen -Y sign -q -f key-intruder -n photon-delta in.st
 deliver 3 in.st intruder
 if wait_for 60 test -e merging; then
@@ -147,15 +148,15 @@ fi
 need "the kill left round 3's checkpoint without its record" \
     bash -c "test -f agg/global-r3.safetensors && ! test -f agg/round-3/record.json && ! test -f exchange/round-4/round.json"
 rm -f slow-merge
-# restarted with a longer deadline (it applies from the next round published):
-# round 4 waits while c3 is killed and restarted, however loaded the machine
-for i in "${!agg_cmd[@]}"; do [ "${agg_cmd[i]}" != --deadline ] || agg_cmd[i + 1]=20; done
+# restarted needing 3 valid deltas (it applies from the next round published):
+# round 4 waits for c3, killed and restarted, however loaded the machine
+for i in "${!agg_cmd[@]}"; do [ "${agg_cmd[i]}" != --min-clients ] || agg_cmd[i + 1]=3; done
 start_agg
 
 # --- round 4: a truncated delivery ------------------------------------------
 need "restarted, the aggregator merges round 3 again and opens round 4" wait_for 60 opened 4
 base4=exchange/$(python3 -c 'import json; print(json.load(open("exchange/round-4/round.json"))["base"])')
-"$BIN/photon-train" --model "$base4" --data data-c1.txt --steps 8 --batch 4 --seq 64 --delta-out m4b.st --client-id m4 2>/dev/null
+"$BIN/photon-train" --model "$base4" --data data-c1.txt --steps 1 --batch 4 --seq 64 --delta-out m4b.st --client-id m4 2>/dev/null
 head -c $(($(wc -c <m4b.st) / 2)) m4b.st >m4t.st
 ssh-keygen -Y sign -q -f key-m4 -n photon-delta m4t.st
 deliver 4 m4t.st m4
