@@ -114,7 +114,7 @@ while [ $# -gt 0 ]; do
     --screen) [ -f "${2:-}" ] || die "--screen needs a readable FILE, got '${2:-}'"
         merge_flags+=("$1" "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
     --personal) [[ "$2" =~ ^[A-Za-z0-9._*?,-]+$ ]] || die "--personal $2: a tensor-name glob is letters, digits, . _ - * ? (comma-separated)"
-        IFS=, read -r -a globs <<<"$2"; personal+=("${globs[@]}"); shift 2 ;;
+        personal+=("$2"); shift 2 ;; # split and sorted by ex_globs
     --parent) PARENT=$2; shift 2 ;;
     --id) gid=$2; shift 2 ;;
     --key) gkey=$2; shift 2 ;;
@@ -130,7 +130,6 @@ if [ -n "$PARENT" ]; then
 elif [ -n "$gid" ] || [ -n "$gkey" ]; then
     die "--id and --key go with --parent: the member id and key of a group at its parent"
 fi
-mapfile -t personal < <(printf '%s\n' "${personal[@]}" | LC_ALL=C sort -u | grep -v '^$')
 [ -n "$EX" ] || die "--exchange is required"
 [ -n "$signers" ] || die "--allowed-signers is required: every delta must be signed by its member"
 [ -f "$signers" ] || die "--allowed-signers $signers: no such file"
@@ -143,6 +142,7 @@ for t in photon-train photon-merge photon-eval; do [ -x "$bin/$t" ] || die "$bin
 for t in rsync python3 ssh-keygen sha256sum; do command -v "$t" >/dev/null || { echo "aggregator.sh: $t is needed" >&2; exit 1; }; done
 # shellcheck source=exchange.sh
 source "$here/examples/exchange.sh"
+mapfile -t personal < <(ex_globs "${personal[@]}")
 mapfile -t members < <(awk '!/^[[:space:]]*(#|$)/ {print $1}' "$signers" | tr ',' '\n' | sort -u)
 [ ${#members[@]} -gt 0 ] || die "$signers lists no member"
 for m in "${members[@]}"; do ex_id_valid "$m" || die "$signers: '$m' is not a client id (letters, digits, . _ -)"; done
@@ -284,6 +284,7 @@ PY
     elif [ "$r" -gt 1 ]; then publish "round $r's base" "$base" "round-$((r - 1))/record.json"
     else publish "round $r's base" "$base"; fi
     publish "round $r" "round-$r/round.json" "round-$r/inbox/"
+    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of $(asked_count "$r") members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
 }
 
 # publish_final: the last round's checkpoint and record, then final.json
@@ -564,9 +565,7 @@ group_round() {
     [ "$base" = "global-r$((r - 1)).safetensors" ] || { log "round $r: the parent's round trains from $base, not global-r$((r - 1)) (waiting)"; return 1; }
     rounds=$(json "$parent_meta/round-$r/round.json" rounds)
     steps=$(printf '%s\n' "${train_args[@]}" | grep -A1 -x -- --steps | tail -n 1)
-    round_personal=()
-    [ "${lines[4]}" = - ] || IFS=, read -r -a round_personal <<<"${lines[4]}"
-    mapfile -t round_personal < <(printf '%s\n' "${round_personal[@]}" "${personal[@]}" | LC_ALL=C sort -u | grep -v '^$')
+    mapfile -t round_personal < <(ex_globs "${lines[4]}" "${personal[@]}") # the parent's and the group's own
     round_flags=(--outer fedavg "${merge_flags[@]}" --group-id "$gid")
     for g in "${round_personal[@]}"; do round_flags+=(--personal "$g"); done
     round_flags+=(--max-local-steps "$steps" --skip-bad)
@@ -581,7 +580,6 @@ group_round() {
         mv "$work/$base.part" "$work/$base"
     fi
     publish_round "$r"
-    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of $(asked_count "$r") members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
     if ! collect "$r"; then
         log "round $r: the parent closed it before this group merged; nothing goes up"
         touch "$work/round-$r/dropped"
@@ -712,7 +710,6 @@ fi
 [ "$last" -eq 0 ] || report_round "$last" >/dev/null # its line, if a kill came before it
 for ((r = last + 1; r <= rounds; r++)); do
     publish_round "$r"
-    log "round $r is open: $(json "$work/round-$r/round.json" min_clients) of $(asked_count "$r") members needed by $(date -d @"$(json "$work/round-$r/round.json" deadline_unix)" +%T)"
     collect "$r"
     merge_round "$r"
     report_round "$r"

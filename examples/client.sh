@@ -132,14 +132,13 @@ fetch_update() {
 }
 
 # personal_flags GLOBS: the photon-train --personal flags for this member's
-# own globs and the round's (GLOBS, comma-joined or '-'), sorted and without
-# repeats, so that the same choice gives the same flags every round (the
+# own globs and the round's (GLOBS, comma-joined or '-'), in one order
+# (ex_globs), so that the same choice gives the same flags every round (the
 # state refuses another set)
 personal_flags() {
-    local globs=() g
-    [ "$1" = - ] || IFS=, read -r -a globs <<<"$1"
+    local g
     personal=()
-    while read -r g; do [ -z "$g" ] || personal+=(--personal "$g"); done < <(printf '%s\n' "${own_personal[@]}" "${globs[@]}" | tr , '\n' | LC_ALL=C sort -u)
+    while read -r g; do personal+=(--personal "$g"); done < <(ex_globs "${own_personal[@]}" "$1")
 }
 
 # train R: photon-train from the round's base with this member's state

@@ -111,6 +111,11 @@ print("\n".join(out))
 PY
 }
 
+# ex_globs GLOBS...: tensor-name globs (each argument may hold several,
+# comma-separated; '-' for none), one a line, sorted and each once: the same
+# choice is the same list, whatever order it was given in
+ex_globs() { printf '%s\n' "$@" | tr , '\n' | grep -vx -- '-' | LC_ALL=C sort -u | grep -v '^$' || true; }
+
 # ex_id_valid ID: a client id as photon-train takes it (letters, digits, . _ -)
 ex_id_valid() { [[ "$1" =~ ^[A-Za-z0-9._-]{1,63}$ ]] && [ "$1" != . ] && [ "$1" != .. ]; }
 
