@@ -548,6 +548,22 @@ parent_moved_on() {
     [ "$(ex_latest_round "$parent_meta")" -gt "$1" ] || [ -f "$parent_meta/final.json" ]
 }
 
+# parent_fetch NAME SHA: the parent's checkpoint NAME as WORK/NAME, checked
+# against the SHA-256 the parent's round.json or final.json gives (kept if
+# it already is that one); fails, saying why, for the caller to try again
+parent_fetch() {
+    local name=$1 sha=$2 got
+    [ ! -f "$work/$name" ] || [ "$(ex_sha256 "$work/$name")" != "$sha" ] || return 0
+    on_parent ex_get "$name" "$work/$name.part" 2>/dev/null || { log "cannot fetch $name from $PARENT (trying again)"; return 1; }
+    got=$(ex_sha256 "$work/$name.part")
+    if [ "$got" != "$sha" ]; then
+        log "$PARENT/$name has SHA-256 $got, the parent says $sha (trying again)"
+        rm -f "$work/$name.part"
+        return 1
+    fi
+    mv "$work/$name.part" "$work/$name"
+}
+
 # group_round R: the parent's round R, for this group: its round.json
 # checked (ex_round_args) and its base fetched and checked, the round
 # republished here with the same base and training, the members' deltas
@@ -555,7 +571,7 @@ parent_moved_on() {
 # group delta sent up. Fails (to be tried again) when the parent's round
 # cannot be taken yet.
 group_round() {
-    local r=$1 lines=() base sha got g
+    local r=$1 lines=() base sha g
     mapfile -t lines < <(ex_round_args "$parent_meta/round-$r/round.json" "$r") || true
     if [ ${#lines[@]} -lt 6 ]; then
         log "round $r: the parent's $(ex_round_args "$parent_meta/round-$r/round.json" "$r" 2>&1 >/dev/null | tail -n 1) (waiting)"
@@ -569,16 +585,7 @@ group_round() {
     round_flags=(--outer fedavg "${merge_flags[@]}" --group-id "$gid")
     for g in "${round_personal[@]}"; do round_flags+=(--personal "$g"); done
     round_flags+=(--max-local-steps "$steps" --skip-bad)
-    if [ ! -f "$work/$base" ] || [ "$(ex_sha256 "$work/$base")" != "$sha" ]; then
-        on_parent ex_get "$base" "$work/$base.part" 2>/dev/null || { log "round $r: cannot fetch $base from $PARENT (trying again)"; return 1; }
-        got=$(ex_sha256 "$work/$base.part")
-        if [ "$got" != "$sha" ]; then
-            log "round $r: $PARENT/$base has SHA-256 $got, the parent's round.json says $sha (trying again)"
-            rm -f "$work/$base.part"
-            return 1
-        fi
-        mv "$work/$base.part" "$work/$base"
-    fi
+    parent_fetch "$base" "$sha" || return 1
     publish_round "$r"
     if ! collect "$r"; then
         log "round $r: the parent closed it before this group merged; nothing goes up"
@@ -616,19 +623,10 @@ send_up() {
 # its final.json, is published here with this exchange's own final.json,
 # and the members end too
 group_final() {
-    local name sha got
+    local name sha
     name=$(json "$parent_meta/final.json" final) sha=$(json "$parent_meta/final.json" final_sha256)
     [[ "$name" =~ ^global-r[0-9]+\.safetensors$ ]] || die "the parent's final.json names '$name', not a checkpoint"
-    until [ -f "$work/$name" ] && [ "$(ex_sha256 "$work/$name")" = "$sha" ]; do
-        if on_parent ex_get "$name" "$work/$name.part" 2>/dev/null; then
-            got=$(ex_sha256 "$work/$name.part")
-            [ "$got" = "$sha" ] && mv "$work/$name.part" "$work/$name" && break
-            log "$PARENT/$name has SHA-256 $got, its final.json says $sha (trying again)"
-        else
-            log "cannot fetch $name from $PARENT (trying again)"
-        fi
-        sleep "$poll"
-    done
+    until parent_fetch "$name" "$sha"; do sleep "$poll"; done
     rounds=$(json "$parent_meta/final.json" rounds)
     publish "the final model" "$name"
     if [ ! -f "$work/final.json" ]; then
@@ -666,24 +664,11 @@ group_main() {
 # --- the federation ----------------------------------------------------------
 
 header=$'round\tmerged\trefused\teval_loss\tbytes_in\tbytes_out\tseconds\treasons'
-if [ -n "$PARENT" ]; then
-    if [ ! -f "$work/federation.json" ]; then
-        ex_meta "$work/.exchange"
-        [ ! -f "$work/.exchange/federation.json" ] ||
-            die "$EX already holds a federation: a group's aggregator goes on only from the --work that ran it"
-        rm -rf "$work/.exchange"
-    fi
-    check_settings
-    cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$work/allowed_signers"
-    publish federation.json federation.json
-    echo "$header"
-    [ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
-    group_main
-    exit 0
-fi
 if [ ! -f "$work/federation.json" ]; then
     ex_meta "$work/.exchange"
-    if [ -f "$work/.exchange/federation.json" ]; then
+    if [ -f "$work/.exchange/federation.json" ] && [ -n "$PARENT" ]; then
+        die "$EX already holds a federation: a group's aggregator goes on only from the --work that ran it"
+    elif [ -f "$work/.exchange/federation.json" ]; then
         cp "$signers" "$work/allowed_signers" # the rounds' records refer to it
         adopt "$work/.exchange"
     elif [ "$(ex_latest_round "$work/.exchange")" != 0 ] || [ -f "$work/.exchange/final.json" ]; then
@@ -693,12 +678,16 @@ if [ ! -f "$work/federation.json" ]; then
 fi
 check_settings
 cp "$signers" "$work/allowed_signers.tmp" && mv "$work/allowed_signers.tmp" "$work/allowed_signers"
-if [ ! -f "$work/global-r0.safetensors" ]; then
+if [ -z "$PARENT" ] && [ ! -f "$work/global-r0.safetensors" ]; then # a group's comes from its parent
     "$bin/photon-train" --init "${model_flags[@]}" --seed "$seed" --steps 0 --out "$work/global-r0.safetensors" 2>/dev/null
 fi
 publish federation.json federation.json # the settings, for an aggregator that has to start again elsewhere
 echo "$header"
 [ -f "$work/log.tsv" ] || echo "$header" >"$work/log.tsv"
+if [ -n "$PARENT" ]; then
+    group_main
+    exit 0
+fi
 
 last=0 # the last round merged with its record; a merge cut short is done again
 while [ -f "$work/global-r$((last + 1)).safetensors" ] && [ -f "$work/round-$((last + 1))/record.json" ]; do last=$((last + 1)); done

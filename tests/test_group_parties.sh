@@ -56,6 +56,10 @@ check "--parent needs --id (exit 2)" expect_exit 2 "--parent needs --id" \
     "$ROOT/examples/aggregator.sh" --parent ex --key key-en --exchange ex-en --work bad --allowed-signers en_signers
 check "--id without --parent is refused (exit 2)" expect_exit 2 "--id and --key go with --parent" \
     "$ROOT/examples/aggregator.sh" --id en --exchange ex-en --work bad --allowed-signers en_signers
+check "--sample more than the members is refused (exit 2)" expect_exit 2 "--sample expects 1 to 2" \
+    "$ROOT/examples/aggregator.sh" --exchange ex --work bad --allowed-signers en_signers --sample 3
+check "--sample below --min-clients is refused (exit 2)" expect_exit 2 "--min-clients 2 is more than the 1 members --sample asks" \
+    "$ROOT/examples/aggregator.sh" --exchange ex --work bad --allowed-signers en_signers --sample 1 --min-clients 2
 check "a client's --personal takes tensor-name globs only (exit 2)" expect_exit 2 "--personal h 1: a tensor-name glob" \
     "$ROOT/examples/client.sh" --exchange ex --id c1 --key key-c1 --data data-c1.txt --personal "h 1" --work bad
 check "no usage error left files behind" test ! -e bad
