@@ -5443,7 +5443,6 @@ static int photon__entry_order(const photon_merge_entry *a, const photon_merge_e
     return c ? c : strcmp(a->path, b->path);
 }
 
-/* Pass 1: each delta's header, checked against the base. */
 /* Which tensors a delta may leave out (its personal ones). A federation's
    declaration (o->personal) binds every member: a delta that carries a
    declared tensor is refused. Deltas that leave out different tensors (some
@@ -5476,6 +5475,7 @@ static int photon__merge_check_carriage(const photon_merge_result *res, const ph
     return 0;
 }
 
+/* Pass 1: each delta's header, checked against the base. */
 /* Pass 1 reads only headers (photon_st_open refuses a FIFO, a device or a
    directory before reading anything): the file hash comes with the values
    in pass 2. */

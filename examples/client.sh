@@ -170,17 +170,17 @@ while true; do
     fi
     r=$(ex_latest_round "$meta")
     if [ "$r" -eq 0 ] || [ "$r" -le "$(delivered)" ] || [ "$r" = "$sat_out" ]; then sleep "$poll"; continue; fi
-    if ! python3 -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])).get("members", []))' \
-        "$meta/round-$r/round.json" "$id" 2>/dev/null; then
-        log "round $r: not asked to train this round (the aggregator drew other members); waiting for the next"
-        sat_out=$r
-        continue
-    fi
     start=$(now)
     mapfile -t lines < <(round_args "$r") || true
     if [ ${#lines[@]} -lt 6 ]; then
         log "round $r: $(round_args "$r" 2>&1 >/dev/null | tail -n 1) (waiting for a round it can take)"
         sleep "$poll"
+        continue
+    fi
+    if ! python3 -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["members"])' \
+        "$meta/round-$r/round.json" "$id"; then
+        log "round $r: not asked to train this round (the aggregator drew other members); waiting for the next"
+        sat_out=$r
         continue
     fi
     base=${lines[0]} base_sha=${lines[1]} update=${lines[2]} since=${lines[3]} args=("${lines[@]:5}")

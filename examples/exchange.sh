@@ -101,6 +101,9 @@ for flag in it:
 update, since = rj.get("update"), rj.get("update_from_sha256")
 if update is not None and not (re.fullmatch(r"update-r[0-9]+\.safetensors", str(update)) and re.fullmatch(r"[0-9a-f]{64}", str(since))):
     sys.exit(f"{path}: update or update_from_sha256 is not an update name and a SHA-256")
+members = rj.get("members")
+if not isinstance(members, list) or not all(isinstance(m, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,63}", m) for m in members):
+    sys.exit(f"{path}: members must list client ids")
 personal = rj.get("personal", [])
 if not isinstance(personal, list) or len(personal) > 16 or \
         not all(isinstance(g, str) and re.fullmatch(r"[A-Za-z0-9._*?-]{1,64}", g) for g in personal):
